@@ -1,0 +1,39 @@
+"""Exceptions raised by the library; the CLI and web layers translate them."""
+
+
+class CatdogError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class ConfigError(CatdogError):
+    """The configuration is missing, malformed or holds an impossible value."""
+
+
+class DatasetError(CatdogError):
+    """A dataset folder, archive or manifest is missing or unusable."""
+
+
+class DownloadError(CatdogError):
+    """The dataset archive could not be fetched or failed verification."""
+
+
+class UnsafeArchiveError(DatasetError):
+    """An archive member would escape the target folder or exceed a limit."""
+
+
+class ModelError(CatdogError):
+    """A model file is missing, unreadable or not a catdog model."""
+
+
+class InvalidImage(CatdogError):
+    """An image was refused.
+
+    Attributes:
+        reason: A short machine-readable code: ``empty``, ``not_image``,
+            ``unsupported_format``, ``corrupt``, ``too_large`` or ``too_small``.
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
