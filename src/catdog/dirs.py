@@ -1,0 +1,111 @@
+"""Create the folders the pipeline writes to, once and idempotently.
+
+Downloads, extracted data, artifacts and the model each get a folder named in
+the config. A path that already exists as a file, or a folder we cannot
+write to, fails with :class:`DatasetError` naming the path, before any step
+starts work it could not finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from catdog.config import Settings
+from catdog.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and its parents) if needed and check it is writable.
+
+    Args:
+        path: The folder to create.
+
+    Returns:
+        The folder as a :class:`Path`.
+
+    Raises:
+        DatasetError: ``path`` or one of its parents exists as a file, or the
+            folder cannot be created or written to.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise DatasetError(f"{str(folder)!r} exists but is not a folder; move it away or choose another path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise DatasetError(f"cannot create folder {str(folder)!r}: a parent path is a file") from exc
+    except OSError as exc:
+        raise DatasetError(f"cannot create folder {str(folder)!r}: {exc.strerror or exc}") from exc
+    try:
+        # A real write is the only reliable test (os.access lies for root and
+        # knows nothing of read-only mounts).
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise DatasetError(f"folder {str(folder)!r} is not writable: {exc.strerror or exc}") from exc
+    return folder
+
+
+def ensure_dirs(settings: Settings) -> dict[str, Path]:
+    """Create every folder the pipeline writes to.
+
+    Args:
+        settings: The loaded settings; uses ``data.download_dir``,
+            ``data.extract_dir``, ``data.artifacts_dir`` and ``model.dir``.
+
+    Returns:
+        The folders by config key, e.g. ``{"data.download_dir": Path(...)}``.
+
+    Raises:
+        DatasetError: See :func:`ensure_dir`.
+    """
+    wanted = {
+        "data.download_dir": settings.data.download_dir,
+        "data.extract_dir": settings.data.extract_dir,
+        "data.artifacts_dir": settings.data.artifacts_dir,
+        "model.dir": settings.model.dir,
+    }
+    folders = {}
+    for key, path in wanted.items():
+        try:
+            folders[key] = ensure_dir(path)
+        except DatasetError as exc:
+            raise DatasetError(f"{key}: {exc}") from exc
+        log.debug("folder ready: %s = %s", key, folders[key])
+    return folders
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename.
+
+    Readers see the old content or the new, never a half-written file.
+
+    Args:
+        path: The file to write; its folder must exist.
+        text: The content, written as UTF-8.
+
+    Returns:
+        The file as a :class:`Path`.
+
+    Raises:
+        DatasetError: The file cannot be written.
+    """
+    target = Path(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise DatasetError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, target)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise DatasetError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
+    return target

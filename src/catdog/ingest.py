@@ -1,0 +1,497 @@
+"""Fetch the dataset archive and unpack it safely: ``python -m catdog.ingest``.
+
+The archive named by ``data.source_url`` (http, https, a ``file://`` URL or a
+plain path, relative to the working folder) is streamed into
+``data.download_dir`` through a temporary file, checked against
+``data.sha256`` when one is configured, and renamed into place, so a
+failed or interrupted download never leaves a partial file. A copy already
+there is not fetched again: it is re-hashed when a sha256 is configured, and
+otherwise trusted through the ``<archive>.sha256`` record written after each
+completed download.
+
+Zip and tar (optionally compressed) archives are checked member by member
+before anything is written: absolute paths, ``..``, links, device files and
+a total size above ``data.max_extract_bytes`` are refused. Members are
+unpacked into a temporary folder inside ``data.extract_dir`` and renamed into
+place only when all succeeded; a marker records the archive's sha256 so the
+next run skips the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import sys
+import tarfile
+import tempfile
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import IO, Callable, Iterator, Sequence
+
+import requests
+from tqdm import tqdm
+
+from catdog.cli import make_parser, run, settings_from_args
+from catdog.dirs import ensure_dirs, write_text_atomic
+from catdog.errors import DatasetError, DownloadError, UnsafeArchiveError
+
+log = logging.getLogger("catdog.ingest")  # not __name__: that is "__main__" under -m
+
+CHUNK_SIZE = 1 << 20
+HTTP_TIMEOUT = (30.0, 60.0)  # seconds to connect, seconds between received bytes
+MARKER_NAME = ".catdog-extracted.json"
+_TMP_PREFIX = ".catdog-"
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchResult:
+    """Where the archive is and how it got there.
+
+    Attributes:
+        path: The archive in the download folder.
+        sha256: Its hex digest.
+        size: Its size in bytes.
+        downloaded: False when a verified copy was already there.
+    """
+
+    path: Path
+    sha256: str
+    size: int
+    downloaded: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractResult:
+    """What an extraction produced.
+
+    Attributes:
+        extract_dir: The folder the archive was unpacked into.
+        entries: Top-level names the archive created there.
+        files: Number of files unpacked.
+        size: Their total size in bytes.
+        extracted: False when the same archive had already been unpacked.
+    """
+
+    extract_dir: Path
+    entries: tuple[str, ...]
+    files: int
+    size: int
+    extracted: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Member:
+    """An archive member that passed the safety checks."""
+
+    parts: tuple[str, ...]
+    is_dir: bool
+    size: int
+    handle: object  # ZipInfo or TarInfo, passed back to the archive's opener
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Return the hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(
+    source_url: str,
+    download_dir: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    progress: bool = False,
+) -> FetchResult:
+    """Fetch the archive into ``download_dir`` unless a verified copy is there.
+
+    Args:
+        source_url: ``http(s)://`` or ``file://`` URL, or a local path.
+        download_dir: Folder to keep the archive in; it must exist.
+        sha256: Expected hex digest, or None to skip verification.
+        progress: Show a progress bar on stderr.
+
+    Returns:
+        Where the archive is, its digest and whether it was fetched now.
+
+    Raises:
+        DownloadError: The source cannot be read, the transfer stopped early
+            or the checksum does not match; no partial file is left behind.
+    """
+    expected = sha256.lower() if sha256 else None
+    remote, location, name = _parse_source(source_url)
+    dest = Path(download_dir) / name
+    source_size = None
+    if not remote:
+        try:
+            source_size = Path(location).stat().st_size
+        except OSError as exc:
+            raise DownloadError(f"cannot read the archive {location!r}: {exc.strerror or exc}") from exc
+
+    existing = _verified_copy(dest, expected, source_size)
+    if existing is not None:
+        log.info("%s is already there and verified; not fetching it again", dest)
+        return FetchResult(dest, existing, dest.stat().st_size, downloaded=False)
+
+    log.info("fetching %s into %s", source_url, dest)
+    opener = _http_chunks if remote else _file_chunks
+    with opener(location) as (chunks, total):
+        digest, size = _save_stream(chunks, total, dest, expected, source_url, progress)
+    return FetchResult(dest, digest, size, downloaded=True)
+
+
+def extract(
+    archive: str | os.PathLike,
+    extract_dir: str | os.PathLike,
+    *,
+    max_bytes: int,
+    archive_sha256: str | None = None,
+    progress: bool = False,
+) -> ExtractResult:
+    """Unpack a zip or tar archive into ``extract_dir``, safely and all-or-nothing.
+
+    Args:
+        archive: The zip, tar, tar.gz, tar.bz2 or tar.xz file.
+        extract_dir: Folder to unpack into (created if missing).
+        max_bytes: Refuse archives whose members add up to more than this.
+        archive_sha256: The archive's digest if already known (saves a pass).
+        progress: Show a progress bar on stderr.
+
+    Returns:
+        What was unpacked, or what an earlier run unpacked from the same archive.
+
+    Raises:
+        UnsafeArchiveError: A member has an absolute path, ``..``, is a link
+            or special file, or the total size is over ``max_bytes``;
+            nothing has been written.
+        DatasetError: The archive is damaged or not an archive, a top-level
+            entry already exists and was not unpacked by us, or the disk is full.
+    """
+    archive = Path(archive)
+    target = Path(extract_dir)
+    digest = archive_sha256 or file_sha256(archive)
+    marker = _read_marker(target / MARKER_NAME)
+    if marker.get("sha256") == digest and all((target / e).exists() for e in marker.get("entries", [])):
+        log.info("%s was already extracted into %s; skipping", archive.name, target)
+        return ExtractResult(target, tuple(marker["entries"]), marker["files"], marker["size"], extracted=False)
+
+    try:
+        with _open_archive(archive) as (members, opener):
+            total = sum(m.size for m in members)
+            if total > max_bytes:
+                raise UnsafeArchiveError(
+                    f"{archive.name} would unpack to {total:,} bytes, more than the limit of {max_bytes:,} "
+                    "(data.max_extract_bytes)"
+                )
+            entries = tuple(sorted({m.parts[0] for m in members}))
+            if not entries:
+                raise DatasetError(f"{archive.name} is empty")
+            _check_no_foreign_entries(target, entries, marker.get("entries", []))
+            target.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(target).free
+            if total > free:
+                raise DatasetError(f"{archive.name} needs {total:,} bytes but {target} has only {free:,} free")
+            staging = Path(tempfile.mkdtemp(dir=target, prefix=f"{_TMP_PREFIX}extracting-"))
+            try:
+                _unpack(members, opener, staging, total, archive.name, progress)
+                _swap_into_place(staging, target, entries, marker.get("entries", []))
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise DatasetError(f"cannot extract {archive.name}: the archive is damaged or unsupported ({exc})") from exc
+    except OSError as exc:
+        raise DatasetError(f"cannot extract {archive.name}: {exc.strerror or exc}") from exc
+
+    files = sum(1 for m in members if not m.is_dir)
+    record = {"archive": archive.name, "sha256": digest, "entries": list(entries), "files": files, "size": total}
+    write_text_atomic(target / MARKER_NAME, json.dumps(record, indent=2) + "\n")
+    log.info("extracted %s files (%s bytes) from %s into %s", f"{files:,}", f"{total:,}", archive.name, target)
+    return ExtractResult(target, entries, files, total, extracted=True)
+
+
+# --- fetching ---------------------------------------------------------------
+
+
+def _parse_source(source_url: str) -> tuple[bool, str, str]:
+    """Return (is_remote, URL or local path, archive file name)."""
+    parts = urllib.parse.urlsplit(source_url)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        name = urllib.parse.unquote(PurePosixPath(parts.path).name)
+        if name in ("", ".", ".."):
+            raise DownloadError(f"cannot tell the archive's file name from {source_url!r}; end the URL with it")
+        return True, source_url, name
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise DownloadError(f"file:// URL {source_url!r} names another host; only local files are supported")
+        location = urllib.request.url2pathname(parts.path)
+    elif scheme == "" or len(scheme) == 1:  # no scheme, or a Windows drive letter
+        location = source_url
+    else:
+        raise DownloadError(f"unsupported URL scheme {parts.scheme!r} in {source_url!r} (use http, https or file)")
+    path = Path(location).expanduser()
+    if path.is_dir():
+        raise DownloadError(f"source {source_url!r} is a folder, not an archive")
+    return False, str(path), path.name
+
+
+def _verified_copy(dest: Path, expected: str | None, source_size: int | None) -> str | None:
+    """Return the digest of a trustworthy copy already at ``dest``, else None."""
+    if not dest.is_file():
+        return None
+    if expected:
+        digest = file_sha256(dest)
+        if digest == expected:
+            _write_sidecar(dest, digest)
+            return digest
+        log.warning("%s does not match the configured sha256; fetching it again", dest)
+        return None
+    recorded = _read_sidecar(dest)
+    if recorded is None:
+        return None
+    if source_size is not None and dest.stat().st_size != source_size:
+        log.info("%s differs in size from its source; fetching it again", dest)
+        return None
+    return recorded
+
+
+def _sidecar(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".sha256")
+
+
+def _read_sidecar(dest: Path) -> str | None:
+    try:
+        digest = _sidecar(dest).read_text(encoding="utf-8").split()[0].lower()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+    return digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None
+
+
+def _write_sidecar(dest: Path, digest: str) -> None:
+    write_text_atomic(_sidecar(dest), f"{digest}  {dest.name}\n")
+
+
+@contextlib.contextmanager
+def _http_chunks(url: str) -> Iterator[tuple[Iterator[bytes], int | None]]:
+    """Stream an http(s) URL; yields the body's chunks and its announced size."""
+    try:
+        # identity: the archive's bytes as stored, so Content-Length counts them.
+        response = requests.get(url, stream=True, timeout=HTTP_TIMEOUT, headers={"Accept-Encoding": "identity"})
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        raise DownloadError(f"cannot download {url}: {exc}") from exc
+    with response:
+        length = response.headers.get("Content-Length", "")
+        total = int(length) if length.isdigit() and "Content-Encoding" not in response.headers else None
+        yield response.iter_content(CHUNK_SIZE), total
+
+
+@contextlib.contextmanager
+def _file_chunks(path: str) -> Iterator[tuple[Iterator[bytes], int | None]]:
+    """Read a local file; yields its chunks and its size."""
+    try:
+        stream = open(path, "rb")
+    except OSError as exc:
+        raise DownloadError(f"cannot read the archive {path!r}: {exc.strerror or exc}") from exc
+    with stream:
+        yield iter(lambda: stream.read(CHUNK_SIZE), b""), os.fstat(stream.fileno()).st_size
+
+
+def _save_stream(
+    chunks: Iterator[bytes], total: int | None, dest: Path, expected: str | None, label: str, progress: bool
+) -> tuple[str, int]:
+    """Write ``chunks`` to ``dest`` via a temporary file; return (sha256, size)."""
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out, tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress
+            ) as bar:
+                for chunk in chunks:
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    bar.update(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+        except requests.RequestException as exc:
+            raise DownloadError(f"the download of {label} broke off after {size:,} bytes: {exc}") from exc
+        except OSError as exc:
+            raise DownloadError(f"cannot save {label} to {dest}: {exc.strerror or exc}") from exc
+        if total is not None and size != total:
+            raise DownloadError(f"the download of {label} stopped after {size:,} of {total:,} bytes")
+        hexdigest = digest.hexdigest()
+        if expected and hexdigest != expected:
+            raise DownloadError(
+                f"checksum mismatch for {label}: expected sha256 {expected}, got {hexdigest}; the file was discarded"
+            )
+        _sidecar(dest).unlink(missing_ok=True)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _write_sidecar(dest, hexdigest)
+    return hexdigest, size
+
+
+# --- extracting -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _open_archive(archive: Path) -> Iterator[tuple[list[_Member], Callable[[_Member], IO[bytes]]]]:
+    """Open a zip or tar archive; yields its checked members and a member opener."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            yield [m for m in map(_zip_member, zf.infolist()) if m], lambda m: zf.open(m.handle)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive, "r:*") as tf:
+            yield [m for m in map(_tar_member, tf.getmembers()) if m], lambda m: tf.extractfile(m.handle)
+    else:
+        raise DatasetError(f"{archive.name} is not a zip or tar archive, or it is damaged")
+
+
+def _zip_member(info: zipfile.ZipInfo) -> _Member | None:
+    parts = _member_parts(info.filename)
+    mode = info.external_attr >> 16
+    if info.create_system == 3 and stat.S_IFMT(mode):  # Unix: the high bits are st_mode
+        _check_type(info.filename, stat.S_ISLNK(mode), stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+    if not parts:
+        return None
+    return _Member(parts, info.is_dir(), 0 if info.is_dir() else info.file_size, info)
+
+
+def _tar_member(info: tarfile.TarInfo) -> _Member | None:
+    _check_type(info.name, info.issym() or info.islnk(), info.isreg() or info.isdir())
+    parts = _member_parts(info.name)
+    if not parts:
+        return None
+    return _Member(parts, info.isdir(), info.size if info.isreg() else 0, info)
+
+
+def _check_type(name: str, is_link: bool, is_plain: bool) -> None:
+    if is_link:
+        raise UnsafeArchiveError(f"archive member {name!r} is a link; links are not extracted")
+    if not is_plain:
+        raise UnsafeArchiveError(f"archive member {name!r} is a device or other special file")
+
+
+def _member_parts(name: str) -> tuple[str, ...]:
+    """Split a member name into safe path parts, refusing anything that could escape."""
+    text = name.replace("\\", "/")
+    if text.startswith("/") or re.match(r"[A-Za-z]:", text):
+        raise UnsafeArchiveError(f"archive member {name!r} has an absolute path")
+    parts = tuple(part for part in text.split("/") if part not in ("", "."))
+    if ".." in parts:
+        raise UnsafeArchiveError(f"archive member {name!r} points outside the target folder ('..')")
+    if any("\0" in part for part in parts):
+        raise UnsafeArchiveError(f"archive member {name!r} has a NUL byte in its name")
+    return parts
+
+
+def _check_no_foreign_entries(target: Path, entries: Sequence[str], ours: Sequence[str]) -> None:
+    """Refuse to replace top-level entries that an earlier extraction did not create."""
+    for entry in entries:
+        if entry.startswith(_TMP_PREFIX) or entry == MARKER_NAME:
+            raise UnsafeArchiveError(f"archive member {entry!r} uses a name reserved for catdog's own files")
+        if (target / entry).exists() and entry not in ours:
+            raise DatasetError(
+                f"{target / entry} already exists and was not extracted by catdog; "
+                "move it away or choose another data.extract_dir"
+            )
+
+
+def _unpack(
+    members: list[_Member],
+    opener: Callable[[_Member], IO[bytes]],
+    staging: Path,
+    total: int,
+    label: str,
+    progress: bool,
+) -> None:
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"extract {label}", disable=not progress) as bar:
+        for member in members:
+            path = staging.joinpath(*member.parts)
+            if member.is_dir:
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                out = path.open("xb")
+            except FileExistsError as exc:
+                raise UnsafeArchiveError(f"archive member {'/'.join(member.parts)!r} appears twice") from exc
+            with out, opener(member) as source:
+                for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+
+
+def _swap_into_place(staging: Path, target: Path, entries: Sequence[str], previous: Sequence[str]) -> None:
+    """Move freshly unpacked entries into ``target``, replacing our previous extraction."""
+    (target / MARKER_NAME).unlink(missing_ok=True)
+    retired = Path(tempfile.mkdtemp(dir=target, prefix=f"{_TMP_PREFIX}replaced-"))
+    try:
+        for entry in previous:
+            if (target / entry).exists():
+                os.replace(target / entry, retired / entry)
+        for entry in entries:
+            os.replace(staging / entry, target / entry)
+    finally:
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _read_marker(path: Path) -> dict:
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+# --- command line -----------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m catdog.ingest``: fetch and unpack the dataset archive."""
+    parser = make_parser("python -m catdog.ingest", "Fetch the dataset archive and unpack it safely.")
+    args = parser.parse_args(argv)
+    logging.getLogger("catdog").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    settings = settings_from_args(args)
+    data = settings.data
+    ensure_dirs(settings)
+
+    fetched = fetch(data.source_url, data.download_dir, sha256=data.sha256, progress=True)
+    unpacked = extract(
+        fetched.path, data.extract_dir, max_bytes=data.max_extract_bytes, archive_sha256=fetched.sha256, progress=True
+    )
+    how = "fetched from " + data.source_url if fetched.downloaded else "already there, not fetched again"
+    print(f"archive    {fetched.path}  ({fetched.size:,} bytes; {how})")
+    print(f"sha256     {fetched.sha256}" + ("  (matches data.sha256)" if data.sha256 else "  (no data.sha256 to check)"))
+    done = "extracted" if unpacked.extracted else "already extracted, skipped"
+    print(f"unpacked   {unpacked.extract_dir}/  ({unpacked.files:,} files, {unpacked.size:,} bytes; {done})")
+    if not data.dataset_dir.is_dir():
+        raise DatasetError(
+            f"the archive holds no {data.dataset_subdir}/ folder (it holds {', '.join(unpacked.entries)}); "
+            "check data.dataset_subdir"
+        )
+    print(f"dataset    {data.dataset_dir}/  (next: python -m catdog.validate)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
