@@ -1,0 +1,49 @@
+"""gunicorn settings for the catdog app: ``gunicorn -c gunicorn.conf.py app:app``.
+
+Everything that differs between machines comes from the environment:
+
+* ``CATDOG_BIND`` (e.g. ``0.0.0.0:8000`` or ``unix:/run/catdog.sock``), or
+  ``HOST`` (default ``127.0.0.1``) and ``PORT`` (default ``8000``);
+* ``WEB_CONCURRENCY``: worker processes (default 2); each loads its own model;
+* ``GUNICORN_THREADS``: threads per worker (default 4);
+* ``GUNICORN_TIMEOUT``: seconds a silent worker may take before it is
+  restarted (default 60; loading the model counts);
+* ``GUNICORN_GRACEFUL_TIMEOUT``: seconds to finish requests on shutdown (default 20).
+
+The app is not preloaded in the master: every worker imports it and loads
+and warms up its own model before accepting requests, so no TensorFlow state
+crosses a fork.
+"""
+
+import os
+
+
+def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise SystemExit(f"gunicorn.conf.py: {name} must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise SystemExit(f"gunicorn.conf.py: {name} must be at least {minimum}, got {value}")
+    return value
+
+
+bind = [
+    os.environ.get("CATDOG_BIND")
+    or f"{os.environ.get('HOST', '127.0.0.1')}:{_int_from_env('PORT', 8000)}"
+]
+wsgi_app = "app:app"
+worker_class = "gthread"
+workers = _int_from_env("WEB_CONCURRENCY", 2)
+threads = _int_from_env("GUNICORN_THREADS", 4)
+timeout = _int_from_env("GUNICORN_TIMEOUT", 60)
+graceful_timeout = _int_from_env("GUNICORN_GRACEFUL_TIMEOUT", 20)
+keepalive = 5
+max_requests = 0
+preload_app = False
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")

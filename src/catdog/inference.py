@@ -1,0 +1,411 @@
+"""Serving-side inference: one loaded model, fast forward passes and Grad-CAM.
+
+A :class:`Predictor` loads a saved model once, checks that it obeys the
+catdog model contract, compiles the forward pass and the Grad-CAM pass into
+``tf.function`` graphs with fixed input signatures, and warms both up, so a
+request never pays for tracing. ``model.predict`` is not used: it builds a
+data pipeline on every call and is about ten times slower for one image.
+
+The model contract:
+
+* input ``(None, S, S, 3)``: float pixels in 0..255 (rescaling is inside the
+  model);
+* output layer ``predictions``: ``Dense(len(classes), softmax)``, index ``i``
+  is ``classes[i]``;
+* a layer named ``features``: the 4-D output of the last convolutional
+  stage, before global pooling; Grad-CAM reads it.
+
+TensorFlow is imported when a model is loaded, never at module import.
+After construction a predictor only reads its state, so one instance can be
+shared by the threads of a gunicorn ``gthread`` worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from catdog.errors import InvalidImage, ModelError
+from catdog.preprocess import DEFAULT_MAX_PIXELS, open_image, resize_image
+
+log = logging.getLogger(__name__)
+
+FEATURES_LAYER = "features"
+PREDICTIONS_LAYER = "predictions"
+METRICS_FILE = "metrics.json"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+SHORT_HASH_LENGTH = 12
+OVERLAY_MAX_SIDE = 384
+
+# Anchor colours of the heatmap palette, from cold (0) to hot (1):
+# transparent-looking navy, blue, cyan, green-yellow, orange, red.
+_PALETTE_ANCHORS = np.array(
+    [
+        [0.00, 20, 20, 90],
+        [0.20, 30, 80, 220],
+        [0.40, 40, 200, 230],
+        [0.60, 170, 230, 60],
+        [0.80, 250, 160, 30],
+        [1.00, 220, 30, 30],
+    ],
+    dtype=np.float64,
+)
+
+
+def _palette() -> np.ndarray:
+    """Return a ``(256, 3)`` uint8 lookup table interpolated between the anchors."""
+    levels = np.linspace(0.0, 1.0, 256)
+    channels = [np.interp(levels, _PALETTE_ANCHORS[:, 0], _PALETTE_ANCHORS[:, c]) for c in (1, 2, 3)]
+    return np.stack(channels, axis=1).round().astype(np.uint8)
+
+
+PALETTE = _palette()
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """The answer for one image.
+
+    Attributes:
+        label: The most probable class.
+        confidence: Its probability.
+        probabilities: Probability per class name, in the model's order.
+        heatmap_png: The Grad-CAM overlay as PNG bytes, if it was asked for.
+        photo: The decoded photo (at most ``OVERLAY_MAX_SIDE`` pixels a side),
+            kept only when the heatmap was asked for, to show beside it.
+    """
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    heatmap_png: bytes | None = None
+    photo: Image.Image | None = None
+
+
+class Predictor:
+    """A loaded, warmed-up model that classifies images and explains its answers.
+
+    Args:
+        model_path: The saved ``.h5`` model.
+        classes: Class names, index ``i`` of the output is ``classes[i]``.
+        max_pixels: Largest declared image size accepted (see
+            :func:`catdog.preprocess.open_image`).
+        min_side: Smallest accepted image side.
+        accepted_formats: Pillow format names accepted; ``None`` for all.
+
+    Raises:
+        ModelError: The file is missing, not HDF5, truncated, or the model
+            does not obey the contract.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        classes: Sequence[str],
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        min_side: int = 1,
+        accepted_formats: Iterable[str] | None = None,
+    ):
+        self.path = Path(model_path)
+        self.classes = tuple(classes)
+        self.max_pixels = max_pixels
+        self.min_side = min_side
+        self.accepted_formats = None if accepted_formats is None else tuple(accepted_formats)
+        self._sha256 = _check_file(self.path)
+        self._model = _load_model(self.path)
+        self.input_size = _check_contract(self._model, self.path, len(self.classes))
+        self._forward, self._explain = _compile(self._model, self.input_size)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run both graphs once so the first request does not pay for tracing."""
+        blank = np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8)
+        self.predict_arrays(blank)
+        self.gradcam(blank[0])
+        log.info(
+            "model %s (%s, %dx%d input) loaded and warmed up", self.path, self._model.name, self.input_size, self.input_size
+        )
+
+    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """Classify preprocessed images in one forward pass.
+
+        Args:
+            batch: ``(N, S, S, 3)`` uint8 pixels, as :func:`catdog.preprocess.load_image` makes them.
+
+        Returns:
+            ``(N, len(classes))`` float32 probabilities.
+
+        Raises:
+            ValueError: ``batch`` has the wrong shape or type.
+        """
+        expected = (self.input_size, self.input_size, 3)
+        if batch.ndim != 4 or batch.shape[1:] != expected or batch.dtype != np.uint8:
+            raise ValueError(f"batch must be uint8 of shape (N, {', '.join(map(str, expected))}), got {batch.dtype} {batch.shape}")
+        return self._forward(batch).numpy()
+
+    def gradcam(self, array: np.ndarray, class_index: int | None = None) -> np.ndarray:
+        """Grad-CAM heatmap of one preprocessed image.
+
+        The score explained is the log-odds of the class (its logit minus the
+        log-sum-exp of the others), which, unlike the softmax probability,
+        keeps a useful gradient when the model is sure of itself.
+
+        Args:
+            array: ``(S, S, 3)`` uint8 pixels.
+            class_index: Class to explain; the predicted class if ``None``.
+
+        Returns:
+            ``(H, W)`` float32 heatmap in [0, 1], at the ``features`` layer's
+            resolution; all zeros if nothing in the image raised the score.
+
+        Raises:
+            ValueError: ``array`` has the wrong shape or type, or ``class_index`` is out of range.
+        """
+        expected = (self.input_size, self.input_size, 3)
+        if array.shape != expected or array.dtype != np.uint8:
+            raise ValueError(f"array must be uint8 of shape {expected}, got {array.dtype} {array.shape}")
+        if class_index is not None and not 0 <= class_index < len(self.classes):
+            raise ValueError(f"class_index must be in [0, {len(self.classes)}), got {class_index!r}")
+        chosen = -1 if class_index is None else class_index
+        return self._explain(array[None], np.int32(chosen)).numpy()
+
+    def decode(self, data: bytes) -> tuple[Image.Image, np.ndarray]:
+        """Decode one upload into the photo and the model's input.
+
+        Uses the shared preprocessing exactly as
+        :func:`catdog.preprocess.load_image` does, keeping the decoded photo
+        for the heatmap overlay.
+
+        Args:
+            data: Encoded image bytes.
+
+        Returns:
+            The decoded RGB photo and its ``(S, S, 3)`` uint8 model input.
+
+        Raises:
+            InvalidImage: The bytes are not an image this service accepts.
+        """
+        photo = open_image(
+            data,
+            max_pixels=self.max_pixels,
+            min_side=self.min_side,
+            accepted_formats=self.accepted_formats,
+            draft_size=2 * self.input_size,
+        )
+        return photo, resize_image(photo, self.input_size)
+
+    def predict_bytes(self, images: Sequence[bytes], *, explain: bool = False) -> list[Prediction]:
+        """Decode and classify encoded images in one forward pass.
+
+        Args:
+            images: Encoded images (JPEG, PNG...).
+            explain: Also compute a Grad-CAM overlay for each image.
+
+        Returns:
+            One :class:`Prediction` per image, in order.
+
+        Raises:
+            InvalidImage: An image was refused; when there are several, the
+                message says which one (counting from 1).
+            ValueError: ``images`` is empty.
+        """
+        if not images:
+            raise ValueError("images must not be empty")
+        photos, arrays = [], []
+        for number, data in enumerate(images, start=1):
+            try:
+                photo, array = self.decode(data)
+            except InvalidImage as exc:
+                if len(images) == 1:
+                    raise
+                raise InvalidImage(exc.reason, f"image {number}: {exc.message}") from exc
+            photos.append(photo)
+            arrays.append(array)
+        probabilities = self.predict_arrays(np.stack(arrays))
+        results = []
+        for photo, array, probs in zip(photos, arrays, probabilities):
+            best = int(np.argmax(probs))
+            heatmap_png = shown = None
+            if explain:
+                shown = _shrink(photo, OVERLAY_MAX_SIDE)
+                heatmap_png = overlay_heatmap(shown, self.gradcam(array, best))
+            results.append(
+                Prediction(
+                    label=self.classes[best],
+                    confidence=float(probs[best]),
+                    probabilities={name: float(p) for name, p in zip(self.classes, probs)},
+                    heatmap_png=heatmap_png,
+                    photo=shown,
+                )
+            )
+        return results
+
+    def info(self) -> dict[str, Any]:
+        """Describe the loaded model.
+
+        Returns:
+            A JSON-ready mapping: architecture, input size, classes,
+            parameter count, file name, size and sha256, TensorFlow and Keras
+            versions, and the metrics from ``metrics.json`` beside the model
+            file (``None`` if there is none or it cannot be read).
+        """
+        import keras
+        import tensorflow as tf
+
+        return {
+            "architecture": self._model.name,
+            "input_size": [self.input_size, self.input_size, 3],
+            "classes": list(self.classes),
+            "parameters": int(self._model.count_params()),
+            "file": self.path.name,
+            "file_bytes": self.path.stat().st_size,
+            "sha256": self._sha256,
+            "sha256_short": self.short_hash,
+            "tensorflow_version": tf.__version__,
+            "keras_version": keras.__version__,
+            "metrics": _read_metrics(self.path.with_name(METRICS_FILE)),
+        }
+
+    @property
+    def architecture(self) -> str:
+        """The model's name, which the training code sets to its architecture."""
+        return self._model.name
+
+    @property
+    def short_hash(self) -> str:
+        """The first hex digits of the model file's sha256."""
+        return self._sha256[:SHORT_HASH_LENGTH]
+
+
+def overlay_heatmap(photo: Image.Image, heatmap: np.ndarray, *, max_alpha: float = 0.6) -> bytes:
+    """Colour a heatmap over a photo and encode the result as PNG.
+
+    The heatmap is stretched to the photo's size (the model saw the photo
+    stretched to a square, so positions match). Its opacity grows with the
+    heat, so cold regions leave the photo visible.
+
+    Args:
+        photo: An RGB image.
+        heatmap: ``(H, W)`` values in [0, 1].
+        max_alpha: Opacity of the hottest points.
+
+    Returns:
+        PNG bytes, the size of ``photo``.
+    """
+    heat = Image.fromarray(np.clip(heatmap, 0.0, 1.0).astype(np.float32), mode="F")
+    heat = np.asarray(heat.resize(photo.size, Image.Resampling.BILINEAR), dtype=np.float32)
+    heat = np.clip(heat, 0.0, 1.0)
+    colours = PALETTE[(heat * 255).round().astype(np.uint8)].astype(np.float32)
+    alpha = (max_alpha * np.sqrt(heat))[..., None]
+    pixels = np.asarray(photo.convert("RGB"), dtype=np.float32)
+    blended = (1.0 - alpha) * pixels + alpha * colours
+    buffer = io.BytesIO()
+    Image.fromarray(blended.round().astype(np.uint8), mode="RGB").save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def _shrink(photo: Image.Image, max_side: int) -> Image.Image:
+    """Return a copy no larger than ``max_side`` on either side, aspect kept."""
+    shown = photo.copy()
+    shown.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return shown
+
+
+def _check_file(path: Path) -> str:
+    """Check that ``path`` is a readable HDF5 file and return its sha256."""
+    if not path.is_file():
+        raise ModelError(f"model file {str(path)!r} was not found")
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as stream:
+            if stream.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+                raise ModelError(f"model file {str(path)!r} is not an HDF5 (.h5) file")
+            stream.seek(0)
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {str(path)!r}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def _load_model(path: Path) -> Any:
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # h5py and Keras report damage with many exception types
+        raise ModelError(f"cannot load model file {str(path)!r} (truncated or not a Keras model): {exc}") from exc
+
+
+def _check_contract(model: Any, path: Path, num_classes: int) -> int:
+    """Check the model contract and return the input side ``S``."""
+    where = f"model {str(path)!r}"
+    shape = model.input_shape
+    if not (isinstance(shape, tuple) and len(shape) == 4 and shape[3] == 3 and shape[1] and shape[1] == shape[2]):
+        raise ModelError(f"{where} must take one (None, S, S, 3) input, got {shape!r}")
+    if model.output_shape != (None, num_classes):
+        raise ModelError(f"{where} must output (None, {num_classes}) probabilities, got {model.output_shape!r}")
+    names = {layer.name for layer in model.layers}
+    for name in (FEATURES_LAYER, PREDICTIONS_LAYER):
+        if name not in names:
+            raise ModelError(f"{where} has no layer named {name!r}")
+    features_shape = model.get_layer(FEATURES_LAYER).output.shape
+    if len(features_shape) != 4:
+        raise ModelError(f"{where}: layer {FEATURES_LAYER!r} must output a 4-D tensor, got {tuple(features_shape)!r}")
+    head = model.get_layer(PREDICTIONS_LAYER)
+    if not hasattr(head, "kernel") or head.output is not model.outputs[0]:
+        raise ModelError(f"{where}: layer {PREDICTIONS_LAYER!r} must be the Dense output layer")
+    return int(shape[1])
+
+
+def _compile(model: Any, size: int) -> tuple[Any, Any]:
+    """Build the forward and Grad-CAM ``tf.function`` graphs for ``model``."""
+    import keras
+    import tensorflow as tf
+
+    head = model.get_layer(PREDICTIONS_LAYER)
+    explainer = keras.Model(model.inputs, [model.get_layer(FEATURES_LAYER).output, head.input])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
+    def forward(images):
+        return model(tf.cast(images, tf.float32), training=False)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.uint8), tf.TensorSpec([], tf.int32)])
+    def explain(image, class_index):
+        with tf.GradientTape() as tape:
+            features, pooled = explainer(tf.cast(image, tf.float32), training=False)
+            tape.watch(features)
+            logits = tf.matmul(pooled, head.kernel)
+            if head.bias is not None:
+                logits = logits + head.bias
+            chosen = tf.where(class_index < 0, tf.argmax(logits[0], output_type=tf.int32), class_index)
+            others = tf.concat([logits[0, :chosen], logits[0, chosen + 1 :]], axis=0)
+            score = logits[0, chosen] - tf.reduce_logsumexp(others)
+        gradients = tape.gradient(score, features)
+        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[0]
+        peak = tf.reduce_max(cam)
+        return tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), tf.zeros_like(cam))
+
+    return forward, explain
+
+
+def _read_metrics(path: Path) -> dict[str, Any] | None:
+    """Return the metrics saved by training, or ``None``."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return None
+    return metrics if isinstance(metrics, dict) else None

@@ -1,0 +1,69 @@
+"""The one model of this process: loaded and warmed up when the app is created.
+
+Under gunicorn (``preload_app = False``) every worker imports the app and so
+loads its own copy once, before it serves its first request. A model that is
+missing or broken does not stop the app: the error is kept, ``/ready`` says
+not ready and predictions answer 503 with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from flask import Flask, current_app
+
+from catdog.config import Settings
+from catdog.errors import ModelError
+from catdog.inference import Predictor
+from catdog.web.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "catdog.model"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSlot:
+    """The loaded predictor, or why there is none."""
+
+    predictor: Predictor | None
+    error: str | None
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Load the model named by ``settings`` and attach it to ``app``."""
+    serving = settings.serving
+    try:
+        predictor = Predictor(
+            settings.model.path,
+            settings.data.classes,
+            max_pixels=serving.max_pixels,
+            min_side=serving.min_side,
+            accepted_formats=serving.accepted_formats,
+        )
+    except ModelError as exc:
+        log.error("serving without a model: %s", exc)
+        app.extensions[EXTENSION] = ModelSlot(None, str(exc))
+    else:
+        app.extensions[EXTENSION] = ModelSlot(predictor, None)
+
+
+def unavailable_message() -> str | None:
+    """Why predictions are unavailable, or ``None`` when the model is ready."""
+    slot: ModelSlot = current_app.extensions[EXTENSION]
+    if slot.predictor is not None:
+        return None
+    return f"the model is not available: {slot.error}. Install a trained model and restart the server."
+
+
+def get_predictor() -> Predictor:
+    """The ready predictor.
+
+    Raises:
+        ApiError: 503 ``model_unavailable`` when no model could be loaded.
+    """
+    slot: ModelSlot = current_app.extensions[EXTENSION]
+    if slot.predictor is None:
+        raise ApiError(503, "model_unavailable", unavailable_message())
+    return slot.predictor

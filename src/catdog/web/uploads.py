@@ -1,0 +1,168 @@
+"""Read the images of a request, in any accepted form, without touching disk.
+
+Accepted forms:
+
+* multipart: one or several ``file`` fields (several make a batch);
+* a raw body with ``Content-Type: image/*`` or ``application/octet-stream``;
+* JSON ``{"image": "<base64 or data: URL>"}`` or ``{"images": [...]}``.
+
+The decoded image bytes of one request may total at most
+``serving.max_upload_bytes``. The transport limit (``MAX_CONTENT_LENGTH``)
+is larger by base64's 4/3 and some slack, so that a JSON body holding an
+image under the limit is accepted, and everything above it answers 413.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import io
+from typing import IO, Any
+
+from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from catdog.web.errors import ApiError, payload_too_large
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+ENVELOPE_SLACK = 64 * 1024
+HOW_TO_SEND = (
+    "send the image as multipart field 'file', as a raw body with Content-Type image/*, "
+    'or as JSON {"image": "<base64>"}'
+)
+
+
+class MemoryRequest(Request):
+    """A request whose uploaded files stay in memory (bounded by ``MAX_CONTENT_LENGTH``)."""
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        return io.BytesIO()
+
+
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    """One image of a request.
+
+    Attributes:
+        data: The encoded image bytes.
+        name: The file name the client gave, if any (never trusted, only shown escaped).
+    """
+
+    data: bytes
+    name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Uploads:
+    """The images of one request and how the client asked.
+
+    Attributes:
+        images: One or more uploads.
+        batch: Whether the client sent a list (several files or ``images``),
+            so the answer is a list too.
+        explain: Whether the client asked for the heatmap.
+    """
+
+    images: list[Upload]
+    batch: bool
+    explain: bool
+
+
+def transport_limit(max_upload_bytes: int) -> int:
+    """The largest request body accepted: base64 of ``max_upload_bytes`` plus slack."""
+    return max_upload_bytes * 4 // 3 + ENVELOPE_SLACK
+
+
+def read_uploads(request: Request, *, max_bytes: int, max_batch: int) -> Uploads:
+    """Collect the images of ``request``.
+
+    Args:
+        request: The incoming request.
+        max_bytes: Most image bytes in one request.
+        max_batch: Most images in one request.
+
+    Returns:
+        The images and the client's options.
+
+    Raises:
+        ApiError: 400 no image or a malformed body, 413 too many bytes,
+            415 an unsupported Content-Type.
+    """
+    try:
+        uploads = _read(request, max_bytes)
+    except RequestEntityTooLarge as exc:
+        raise payload_too_large(max_bytes) from exc
+    if len(uploads.images) > max_batch:
+        raise ApiError(400, "too_many_files", f"send at most {max_batch} images at once, got {len(uploads.images)}")
+    if sum(len(upload.data) for upload in uploads.images) > max_bytes:
+        raise payload_too_large(max_bytes)
+    return uploads
+
+
+def _read(request: Request, max_bytes: int) -> Uploads:
+    explain = _truthy(request.args.get("explain"))
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        return _from_form(request, explain)
+    if mimetype == "application/x-www-form-urlencoded" or (not mimetype and not request.content_length):
+        raise ApiError(400, "no_file", f"no image was sent: {HOW_TO_SEND}")
+    if request.is_json:
+        return _from_json(request, explain)
+    if mimetype.startswith("image/") or mimetype == "application/octet-stream":
+        if request.content_length is not None and request.content_length > max_bytes:
+            raise payload_too_large(max_bytes)
+        return Uploads([Upload(request.get_data(cache=False))], batch=False, explain=explain)
+    raise ApiError(415, "unsupported_media_type", f"Content-Type {mimetype or 'none'} is not accepted: {HOW_TO_SEND}")
+
+
+def _from_form(request: Request, explain: bool) -> Uploads:
+    images = [Upload(f.read(), f.filename or "") for f in request.files.getlist("file")]
+    # A browser sends an empty, nameless part when no file was chosen.
+    images = [image for image in images if image.data or image.name]
+    if not images:
+        raise ApiError(400, "no_file", "no file was chosen: send the image in the form field 'file'")
+    explain = explain or _truthy(request.form.get("explain"))
+    return Uploads(images, batch=len(images) > 1, explain=explain)
+
+
+def _from_json(request: Request, explain: bool) -> Uploads:
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict) or ("image" in payload) == ("images" in payload):
+        raise ApiError(400, "bad_json", 'the body must be a JSON object with "image" (a base64 string) or "images" (a list)')
+    explain = explain or _truthy(payload.get("explain"))
+    if "image" in payload:
+        return Uploads([Upload(_decode_base64(payload["image"]))], batch=False, explain=explain)
+    items = payload["images"]
+    if not isinstance(items, list) or not items:
+        raise ApiError(400, "bad_json", '"images" must be a non-empty list of base64 strings')
+    return Uploads([Upload(_decode_base64(item)) for item in items], batch=True, explain=explain)
+
+
+def _decode_base64(value: Any) -> bytes:
+    """Decode plain or URL-safe base64, or a ``data:...;base64,`` URL."""
+    if not isinstance(value, str):
+        raise ApiError(400, "bad_base64", "the image must be a base64 string")
+    text = value.strip()
+    if text.startswith("data:"):
+        header, comma, text = text.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise ApiError(400, "bad_base64", "a data: URL must be base64-encoded (data:image/...;base64,...)")
+    text = "".join(text.split()).translate(str.maketrans("-_", "+/"))
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, "bad_base64", "the image is not valid base64") from exc
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return isinstance(value, (str, int)) and str(value).strip().lower() in TRUE_WORDS
