@@ -3,7 +3,8 @@
 Downloads, extracted data, artifacts and the model each get a folder named in
 the config. A path that already exists as a file, or a folder we cannot
 write to, fails with :class:`DatasetError` naming the path, before any step
-starts work it could not finish.
+starts work it could not finish. :func:`write_text_atomic` writes the small
+files (manifests, reports, markers) so that a reader never sees half of one.
 """
 
 from __future__ import annotations

@@ -181,6 +181,8 @@ def extract(
     """
     archive = Path(archive)
     target = Path(extract_dir)
+    if not archive.is_file():
+        raise DatasetError(f"archive {str(archive)!r} does not exist")
     digest = archive_sha256 or file_sha256(archive)
     marker = _read_marker(target / MARKER_NAME)
     if marker.get("sha256") == digest and all((target / e).exists() for e in marker.get("entries", [])):
@@ -189,12 +191,7 @@ def extract(
 
     try:
         with _open_archive(archive) as (members, opener):
-            total = sum(m.size for m in members)
-            if total > max_bytes:
-                raise UnsafeArchiveError(
-                    f"{archive.name} would unpack to {total:,} bytes, more than the limit of {max_bytes:,} "
-                    "(data.max_extract_bytes)"
-                )
+            total = _check_members(members, max_bytes, archive.name)
             entries = tuple(sorted({m.parts[0] for m in members}))
             if not entries:
                 raise DatasetError(f"{archive.name} is empty")
@@ -289,10 +286,13 @@ def _http_chunks(url: str) -> Iterator[tuple[Iterator[bytes], int | None]]:
     try:
         # identity: the archive's bytes as stored, so Content-Length counts them.
         response = requests.get(url, stream=True, timeout=HTTP_TIMEOUT, headers={"Accept-Encoding": "identity"})
-        response.raise_for_status()
     except requests.RequestException as exc:
         raise DownloadError(f"cannot download {url}: {exc}") from exc
     with response:
+        try:
+            response.raise_for_status()
+        except requests.HTTPError as exc:
+            raise DownloadError(f"cannot download {url}: {exc}") from exc
         length = response.headers.get("Content-Length", "")
         total = int(length) if length.isdigit() and "Content-Encoding" not in response.headers else None
         yield response.iter_content(CHUNK_SIZE), total
@@ -404,6 +404,21 @@ def _member_parts(name: str) -> tuple[str, ...]:
     return parts
 
 
+def _check_members(members: Sequence[_Member], max_bytes: int, label: str) -> int:
+    """Refuse duplicate files and a total size over ``max_bytes``; return the total."""
+    seen = set()
+    for member in members:
+        if not member.is_dir and member.parts in seen:
+            raise UnsafeArchiveError(f"archive member {'/'.join(member.parts)!r} appears twice")
+        seen.add(member.parts)
+    total = sum(m.size for m in members)
+    if total > max_bytes:
+        raise UnsafeArchiveError(
+            f"{label} would unpack to {total:,} bytes, more than the limit of {max_bytes:,} (data.max_extract_bytes)"
+        )
+    return total
+
+
 def _check_no_foreign_entries(target: Path, entries: Sequence[str], ours: Sequence[str]) -> None:
     """Refuse to replace top-level entries that an earlier extraction did not create."""
     for entry in entries:
@@ -431,11 +446,7 @@ def _unpack(
                 path.mkdir(parents=True, exist_ok=True)
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                out = path.open("xb")
-            except FileExistsError as exc:
-                raise UnsafeArchiveError(f"archive member {'/'.join(member.parts)!r} appears twice") from exc
-            with out, opener(member) as source:
+            with path.open("xb") as out, opener(member) as source:
                 for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
                     out.write(chunk)
                     bar.update(len(chunk))

@@ -61,6 +61,7 @@ _REASON_CATEGORY = {
 }
 _JPEG_FORMATS = {"JPEG", "MPO"}  # MPO: camera JPEGs carrying extra frames
 _PARALLEL_MIN_FILES = 200  # below this, starting worker processes costs more than it saves
+_LISTED_FILES = 30  # files the command prints below the table; the report lists all
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,9 +264,7 @@ def quarantine(result: ValidationResult, folder: str | os.PathLike) -> dict[str,
             already exists, or a file cannot be moved. Destinations are
             checked before anything moves.
     """
-    target = Path(folder).resolve()
-    if target == result.dataset_dir or result.dataset_dir in target.parents:
-        raise DatasetError(f"quarantine folder {str(target)!r} must be outside the dataset folder {str(result.dataset_dir)!r}")
+    target = _quarantine_folder(result.dataset_dir, folder)
     moves = {c.path: target / PurePosixPath(c.path) for c in result.checks if not c.usable}
     taken = [str(dest) for dest in moves.values() if dest.exists()]
     if taken:
@@ -278,6 +277,15 @@ def quarantine(result: ValidationResult, folder: str | os.PathLike) -> dict[str,
             raise DatasetError(f"cannot move {relative!r} to quarantine: {exc.strerror or exc}") from exc
         log.info("quarantined %s -> %s", relative, dest)
     return moves
+
+
+def _quarantine_folder(dataset_dir: Path, folder: str | os.PathLike) -> Path:
+    """Resolve the quarantine folder, refusing one inside the dataset folder."""
+    target = Path(folder).resolve()
+    root = Path(dataset_dir).resolve()
+    if target == root or root in target.parents:
+        raise DatasetError(f"quarantine folder {str(target)!r} must be outside the dataset folder {str(root)!r}")
+    return target
 
 
 def write_manifest(result: ValidationResult, path: str | os.PathLike) -> Path:
@@ -390,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     settings = settings_from_args(args)
     serving = settings.serving
+    if args.quarantine:
+        _quarantine_folder(settings.data.dataset_dir, args.quarantine)  # fail before the long part
 
     result = validate_dataset(
         settings.data.dataset_dir,
@@ -407,9 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"dataset   {result.dataset_dir}")
     print(format_table(result))
-    for check in result.checks:
-        if check.category != "valid":
-            print(f"  {check.category:<17} {check.path}: {check.reason}")
+    noted = [check for check in result.checks if check.category != "valid"]
+    for check in noted[:_LISTED_FILES]:
+        print(f"  {check.category:<17} {check.path}: {check.reason}")
+    if len(noted) > _LISTED_FILES:
+        print(f"  ... and {len(noted) - _LISTED_FILES:,} more in the report")
     if moved:
         print(f"moved {len(moved)} file(s) into {Path(args.quarantine).resolve()}")
     print(f"manifest  {manifest}")

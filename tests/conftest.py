@@ -1,0 +1,248 @@
+"""Shared fixtures: a private config, generated images and the course's sample dataset.
+
+Nothing here touches the real data: every image, archive and folder is made
+in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from catdog.config import DEFAULT_CONFIG, Settings, load_config
+
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # how every Thumbs.db starts
+
+
+@pytest.fixture(autouse=True)
+def _no_catdog_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's CATDOG_* variables out of every test."""
+    for name in list(os.environ):
+        if name.startswith("CATDOG"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def shipped_config() -> dict:
+    """The project's config.yaml as a plain, mutable mapping."""
+    return yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, shipped_config: dict) -> Path:
+    """A copy of config.yaml whose folders all lie inside ``tmp_path``."""
+    data = shipped_config["data"]
+    data["source_url"] = str(tmp_path / "source" / "sample_data.zip")
+    data["download_dir"] = str(tmp_path / "downloads")
+    data["extract_dir"] = str(tmp_path / "raw")
+    data["artifacts_dir"] = str(tmp_path / "artifacts")
+    data["max_extract_bytes"] = 50_000_000
+    shipped_config["model"]["dir"] = str(tmp_path / "model")
+    shipped_config["model"]["path"] = str(tmp_path / "model" / "model.h5")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(shipped_config), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def settings(config_file: Path) -> Settings:
+    """The settings of :func:`config_file`."""
+    return load_config(config_file, environ={})
+
+
+def encode_image(fmt: str = "JPEG", size: tuple[int, int] = (24, 20), seed: int = 0) -> bytes:
+    """Encode a small random RGB picture in ``fmt`` (any format Pillow writes)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def image_bytes() -> Callable[..., bytes]:
+    """``image_bytes(fmt="JPEG", size=(24, 20), seed=0)`` -> encoded picture."""
+    return encode_image
+
+
+def _tar_bytes(name: str, content: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def sample_files() -> dict[str, tuple[bytes, str]]:
+    """The course's sample: relative path -> (content, expected category)."""
+    jpeg = encode_image("JPEG", seed=7)
+    return {
+        "Cat/1.jpg": (encode_image("JPEG", seed=1), "valid"),
+        "Cat/2.jpg": (encode_image("JPEG", seed=2), "valid"),
+        "Cat/10.jpg": (encode_image("JPEG", seed=3), "valid"),
+        "Cat/666.jpg": (b"", "empty"),
+        "Cat/Thumbs.db": (OLE_MAGIC + bytes(1016), "not_image"),
+        "Cat/4.jpg": (jpeg[: len(jpeg) * 2 // 3], "corrupt"),
+        "Dog/1.jpg": (encode_image("JPEG", seed=4), "valid"),
+        "Dog/2.jpg": (encode_image("JPEG", seed=5), "valid"),
+        "Dog/3.jpg": (encode_image("JPEG", seed=6), "valid"),
+        "Dog/11.jpg": (encode_image("PNG", seed=8), "valid_mislabelled"),
+        "Dog/12.jpg": (b"this is a text file, not a photo\n", "not_image"),
+        "Dog/extra.tar": (_tar_bytes("inner.txt", b"hello"), "not_image"),
+    }
+
+
+@pytest.fixture
+def sample_zip(tmp_path: Path, sample_files: dict) -> Path:
+    """``sample_data.zip``: ``PetImages/{Cat,Dog}/`` with 3 photos each plus the junk."""
+    path = tmp_path / "source" / "sample_data.zip"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for relative, (content, _) in sample_files.items():
+            archive.writestr(f"PetImages/{relative}", content)
+    return path
+
+
+@pytest.fixture
+def sample_dataset(tmp_path: Path, sample_files: dict) -> Path:
+    """The sample unpacked straight into ``tmp_path/raw/PetImages``."""
+    root = tmp_path / "raw" / "PetImages"
+    for relative, (content, _) in sample_files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return root
+
+
+# --- Inference and web app: a tiny model obeying the serving contract --------
+
+
+def build_tiny_model(
+    size: int = 32,
+    *,
+    channels: int = 3,
+    classes: int = 2,
+    features_name: str = "features",
+    name: str = "tinynet",
+):
+    """A small Keras model shaped like ours: rescaling inside, a ``features``
+    layer after the last convolution, ``Dense(classes, softmax)`` named ``predictions``."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(1234)
+    inputs = keras.Input(shape=(size, size, channels), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)  # S/2
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.Activation("linear", name=features_name)(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = layers.Dense(classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def save_model(model, path: Path) -> Path:
+    """Save ``model`` as legacy HDF5 (``.h5``), the format the app loads."""
+    import warnings
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny model (32x32 input) with a metrics.json beside it."""
+    path = save_model(build_tiny_model(), tmp_path_factory.mktemp("tiny_model") / "model.h5")
+    (path.parent / "metrics.json").write_text('{"test_accuracy": 0.5, "architecture": "tinynet"}', encoding="utf-8")
+    return path
+
+
+def make_photo(size: tuple[int, int] = (160, 120), fmt: str = "JPEG", seed: int = 0) -> bytes:
+    """A smooth, photo-like picture: a colour gradient with a bright disc."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    pixels = np.stack([255 * x / width, 255 * y / height, np.full_like(x, 120.0)], axis=-1)
+    cx, cy, radius = rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.7) * height, min(size) / 4
+    pixels[(x - cx) ** 2 + (y - cy) ** 2 < radius**2] = (250, 220, 90)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def photo_bytes() -> Callable[..., bytes]:
+    """``photo_bytes(size=(160, 120), fmt="JPEG", seed=0)`` -> a photo-like picture."""
+    return make_photo
+
+
+@pytest.fixture(scope="session")
+def app(tiny_model_path: Path):
+    """The web app serving the tiny model (built once: loading warms up TensorFlow)."""
+    from app import create_app
+
+    return create_app({"TESTING": True, "CATDOG_OVERRIDES": {"model.path": str(tiny_model_path)}})
+
+
+@pytest.fixture
+def client(app):
+    """A Flask test client of :func:`app`."""
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``start()`` -> a gunicorn server on 127.0.0.1 serving the tiny model; all are stopped at the end."""
+    from catdog.web.server import GunicornServer
+
+    servers = []
+
+    def start(**options) -> GunicornServer:
+        log = (tmp_path_factory.mktemp("gunicorn") / "gunicorn.log").open("w")
+        server = GunicornServer(tiny_model_path, log, **options)
+        servers.append(server)
+        try:
+            return server.start()
+        except Exception:
+            log.flush()
+            print(Path(log.name).read_text())
+            raise
+
+    yield start
+    for server in servers:
+        server.stop()
+        server.log.close()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` pixels, with almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def huge_png() -> bytes:
+    """A 100000 x 100000 PNG header (a decompression bomb), a few hundred bytes long."""
+    return png_declaring(100_000, 100_000)

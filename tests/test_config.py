@@ -1,0 +1,183 @@
+"""config.yaml loads, bad values fail with a message naming key and value, overrides work."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from catdog.cli import make_parser, settings_from_args
+from catdog.config import ARCHITECTURES, load_config
+from catdog.errors import ConfigError
+
+
+def test_shipped_config_loads() -> None:
+    settings = load_config(environ={})
+    assert settings.data.classes == ("Cat", "Dog")
+    assert settings.data.source_url.startswith("https://download.microsoft.com/")
+    assert settings.training.architecture in ARCHITECTURES
+    assert settings.training.validation_fraction + settings.training.test_fraction < 1
+    assert settings.data.dataset_dir == Path(settings.data.extract_dir) / settings.data.dataset_subdir
+
+
+def test_settings_are_read_only() -> None:
+    settings = load_config(environ={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.training.epochs = 1  # type: ignore[misc]
+
+
+def _set(dotted: str, value: Any) -> Callable[[dict], None]:
+    def mutate(raw: dict) -> None:
+        *parents, last = dotted.split(".")
+        node = raw
+        for part in parents:
+            node = node[part]
+        node[last] = value
+
+    return mutate
+
+
+def _delete(dotted: str) -> Callable[[dict], None]:
+    def mutate(raw: dict) -> None:
+        *parents, last = dotted.split(".")
+        node = raw
+        for part in parents:
+            node = node[part]
+        del node[last]
+
+    return mutate
+
+
+BAD_VALUES = [
+    # (what is wrong, change to the shipped config, text the message must hold)
+    ("unknown key", _set("data.colour", "red"), ["data.colour"]),
+    ("unknown section", _set("extras", {"a": 1}), ["extras"]),
+    ("missing key", _delete("training.epochs"), ["training.epochs"]),
+    ("missing section", _delete("serving"), ["serving"]),
+    ("wrong type: text for int", _set("training.epochs", "ten"), ["training.epochs", "'ten'"]),
+    ("wrong type: float for int", _set("training.batch_size", 3.5), ["training.batch_size", "3.5"]),
+    ("wrong type: text for bool", _set("training.augmentation.flip", "yes"), ["training.augmentation.flip", "'yes'"]),
+    ("wrong type: scalar for list", _set("data.classes", "Cat"), ["data.classes", "'Cat'"]),
+    ("wrong type: bool for number", _set("training.learning_rate", True), ["training.learning_rate", "True"]),
+    ("negative size", _set("data.max_extract_bytes", -1), ["data.max_extract_bytes", "-1"]),
+    ("negative upload limit", _set("serving.max_upload_bytes", -5), ["serving.max_upload_bytes", "-5"]),
+    ("zero batch", _set("training.batch_size", 0), ["training.batch_size", "0"]),
+    ("image too small", _set("training.image_size", 16), ["training.image_size", "16"]),
+    ("fraction over 1", _set("training.test_fraction", 1.5), ["training.test_fraction", "1.5"]),
+    (
+        "fractions summing past 1",
+        lambda raw: raw["training"].update(validation_fraction=0.6, test_fraction=0.5),
+        ["training.validation_fraction", "training.test_fraction", "0.6", "0.5"],
+    ),
+    ("unknown architecture", _set("training.architecture", "vgg16"), ["training.architecture", "'vgg16'"]),
+    ("unknown activation", _set("training.resnet.activation", "tanh"), ["training.resnet.activation", "'tanh'"]),
+    ("sha256 too short", _set("data.sha256", "abc123"), ["data.sha256", "'abc123'"]),
+    ("sha256 not hex", _set("data.sha256", "z" * 64), ["data.sha256", "z" * 64]),
+    ("one class", _set("data.classes", ["Cat"]), ["data.classes", "['Cat']"]),
+    ("same class twice", _set("data.classes", ["Cat", "Cat"]), ["data.classes", "['Cat', 'Cat']"]),
+    ("empty source", _set("data.source_url", ""), ["data.source_url"]),
+    ("no accepted formats", _set("serving.accepted_formats", []), ["serving.accepted_formats"]),
+    ("augmentation out of range", _set("training.augmentation.zoom", 1.5), ["training.augmentation.zoom", "1.5"]),
+    (
+        "inception module of five widths",
+        _set("training.inception.stages", [[[32, 32, 48, 8, 16]]]),
+        ["training.inception.stages", "[32, 32, 48, 8, 16]"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), [case[1:] for case in BAD_VALUES], ids=[case[0] for case in BAD_VALUES])
+def test_bad_value_names_key_and_value(tmp_path: Path, shipped_config: dict, change, expected: list[str]) -> None:
+    change(shipped_config)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(shipped_config), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    for text in expected:
+        assert text in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "cannot read config file"),
+        ("data: [unclosed\n", "not valid YAML"),
+        ("- just\n- a list\n", "must hold a mapping"),
+    ],
+    ids=["missing file", "invalid yaml", "not a mapping"],
+)
+def test_unreadable_config_file(tmp_path: Path, content: str | None, expected: str) -> None:
+    path = tmp_path / "config.yaml"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError, match=expected) as caught:
+        load_config(path, environ={})
+    assert str(path) in str(caught.value)
+
+
+def test_set_overrides_keep_yaml_types(config_file: Path) -> None:
+    settings = load_config(
+        config_file,
+        ["training.epochs=3", "training.learning_rate=0.01", "training.augmentation.flip=false", "data.classes=[A, B]"],
+        environ={},
+    )
+    assert settings.training.epochs == 3
+    assert settings.training.learning_rate == 0.01
+    assert settings.training.augmentation.flip is False
+    assert settings.data.classes == ("A", "B")
+
+
+def test_environment_overrides(config_file: Path) -> None:
+    environ = {"CATDOG__TRAINING__EPOCHS": "5", "CATDOG__TRAINING__AUGMENTATION__FLIP": "false"}
+    settings = load_config(config_file, environ=environ)
+    assert settings.training.epochs == 5
+    assert settings.training.augmentation.flip is False
+
+
+def test_set_wins_over_environment(config_file: Path) -> None:
+    settings = load_config(config_file, ["training.epochs=7"], environ={"CATDOG__TRAINING__EPOCHS": "5"})
+    assert settings.training.epochs == 7
+
+
+def test_catdog_config_chooses_the_file(config_file: Path) -> None:
+    settings = load_config(environ={"CATDOG_CONFIG": str(config_file)})
+    assert settings.data.download_dir == str(config_file.parent / "downloads")
+
+
+def test_cli_options_reach_the_loader(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATDOG__TRAINING__BATCH_SIZE", "8")
+    args = make_parser("test", "test").parse_args(["--config", str(config_file), "--set", "training.epochs=2"])
+    settings = settings_from_args(args)
+    assert settings.data.extract_dir == str(config_file.parent / "raw")
+    assert (settings.training.epochs, settings.training.batch_size) == (2, 8)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "environ", "expected"),
+    [
+        (["training.epochz=3"], {}, "training.epochz"),
+        (["nosection.key=1"], {}, "nosection"),
+        (["training.epochs"], {}, "section.key=value"),
+        (["training.epochs=-2"], {}, "training.epochs must be positive, got -2"),
+        (["training.epochs=[1"], {}, "training.epochs"),
+        ([], {"CATDOG__TRAINING__EPOCHS": "many"}, "training.epochs must be an integer, got 'many'"),
+        ([], {"CATDOG__TRAINING__NOPE": "1"}, "training.nope"),
+    ],
+    ids=["unknown key", "unknown section", "no value", "impossible value", "bad yaml", "bad env type", "unknown env key"],
+)
+def test_bad_overrides(config_file: Path, overrides: list[str], environ: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file, overrides, environ=environ)
+    assert expected in str(caught.value)
+
+
+def test_with_overrides_returns_checked_copy(settings) -> None:
+    before = settings.training.epochs
+    changed = settings.with_overrides({"training.epochs": before + 1})
+    assert changed.training.epochs == before + 1
+    assert settings.training.epochs == before
+    with pytest.raises(ConfigError, match="training.epochs"):
+        settings.with_overrides({"training.epochs": -1})

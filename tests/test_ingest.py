@@ -1,0 +1,400 @@
+"""Fetching from http, paths and file:// URLs; safe, all-or-nothing extraction."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import stat
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from catdog import ingest
+from catdog.cli import run
+from catdog.errors import DatasetError, DownloadError, UnsafeArchiveError
+from catdog.ingest import extract, fetch
+
+ARCHIVE = b"PK-not-really-but-bytes-are-bytes" * 3000
+
+
+class FileServer:
+    """A tiny http server on 127.0.0.1 serving in-memory files.
+
+    Attributes:
+        files: URL path -> content.
+        requests: Paths of the GET requests received, in order.
+        drop_next: How many coming GETs to cut off halfway through the body.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        self.drop_next = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                server.requests.append(self.path)
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.drop_next:
+                    server.drop_next -= 1
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def gets(self, path: str) -> int:
+        return self.requests.count(path)
+
+
+@pytest.fixture
+def http_server() -> Iterator[FileServer]:
+    server = FileServer()
+    thread = threading.Thread(target=server.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+    thread.join()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def names(folder: Path) -> list[str]:
+    """Everything under ``folder`` (hidden files too), relative and sorted."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+
+
+# --- fetching ---------------------------------------------------------------
+
+
+def test_http_download_and_no_second_download(http_server: FileServer, tmp_path: Path) -> None:
+    http_server.files["/data/archive.zip"] = ARCHIVE
+    url = http_server.url + "/data/archive.zip"
+    first = fetch(url, tmp_path, sha256=sha256(ARCHIVE))
+    assert first.downloaded and first.path == tmp_path / "archive.zip"
+    assert first.path.read_bytes() == ARCHIVE
+    assert (first.sha256, first.size) == (sha256(ARCHIVE), len(ARCHIVE))
+    assert names(tmp_path) == ["archive.zip", "archive.zip.sha256"]
+
+    second = fetch(url, tmp_path, sha256=sha256(ARCHIVE))
+    assert not second.downloaded and second.sha256 == first.sha256
+    assert http_server.gets("/data/archive.zip") == 1
+
+
+def test_http_without_checksum_trusts_its_record(http_server: FileServer, tmp_path: Path) -> None:
+    http_server.files["/a.zip"] = ARCHIVE
+    assert fetch(http_server.url + "/a.zip", tmp_path).downloaded
+    assert (tmp_path / "a.zip.sha256").read_text().split()[0] == sha256(ARCHIVE)
+    assert not fetch(http_server.url + "/a.zip", tmp_path).downloaded
+    (tmp_path / "a.zip.sha256").unlink()  # no record of a complete download: fetch again
+    assert fetch(http_server.url + "/a.zip", tmp_path).downloaded
+    assert http_server.gets("/a.zip") == 2
+
+
+def test_http_checksum_mismatch_leaves_nothing(http_server: FileServer, tmp_path: Path) -> None:
+    http_server.files["/a.zip"] = ARCHIVE
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        fetch(http_server.url + "/a.zip", tmp_path, sha256="0" * 64)
+    assert names(tmp_path) == []
+
+
+def test_dropped_connection_leaves_nothing_and_rerun_completes(http_server: FileServer, tmp_path: Path) -> None:
+    http_server.files["/a.zip"] = ARCHIVE
+    http_server.drop_next = 1
+    with pytest.raises(DownloadError):
+        fetch(http_server.url + "/a.zip", tmp_path)
+    assert names(tmp_path) == []
+    result = fetch(http_server.url + "/a.zip", tmp_path)
+    assert result.downloaded and result.path.read_bytes() == ARCHIVE
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("/missing.zip", "404"),
+        ("/", "file name"),
+    ],
+    ids=["not found", "no file name"],
+)
+def test_http_errors(http_server: FileServer, tmp_path: Path, url: str, expected: str) -> None:
+    with pytest.raises(DownloadError, match=expected):
+        fetch(http_server.url + url, tmp_path)
+    assert names(tmp_path) == []
+
+
+def test_unreachable_server(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="cannot download"):
+        fetch("http://127.0.0.1:9/a.zip", tmp_path)
+
+
+def test_local_path_relative_to_working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "a.zip").write_bytes(ARCHIVE)
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    Path("downloads_here").mkdir()
+    result = fetch("../shared/a.zip", "downloads_here")
+    assert result.downloaded and result.path == Path("downloads_here/a.zip")
+    assert result.path.read_bytes() == ARCHIVE
+    assert not fetch("../shared/a.zip", "downloads_here").downloaded
+
+
+def test_local_copy_of_other_size_is_fetched_again(tmp_path: Path) -> None:
+    source = tmp_path / "a.zip"
+    source.write_bytes(ARCHIVE)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    fetch(str(source), downloads)
+    source.write_bytes(ARCHIVE + b"more")
+    again = fetch(str(source), downloads)
+    assert again.downloaded and again.size == len(ARCHIVE) + 4
+
+
+def test_file_url(tmp_path: Path) -> None:
+    source = tmp_path / "dir with space" / "a.zip"
+    source.parent.mkdir()
+    source.write_bytes(ARCHIVE)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    result = fetch(source.as_uri(), downloads, sha256=sha256(ARCHIVE).upper())
+    assert result.path.read_bytes() == ARCHIVE
+
+
+def test_local_checksum_mismatch_leaves_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "a.zip"
+    source.write_bytes(ARCHIVE)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        fetch(str(source), downloads, sha256="f" * 64)
+    assert names(downloads) == []
+
+
+def test_damaged_copy_is_replaced_when_checksum_configured(tmp_path: Path) -> None:
+    source = tmp_path / "a.zip"
+    source.write_bytes(ARCHIVE)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    (downloads / "a.zip").write_bytes(b"damaged")
+    result = fetch(str(source), downloads, sha256=sha256(ARCHIVE))
+    assert result.downloaded and result.path.read_bytes() == ARCHIVE
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("ftp://example.com/a.zip", "unsupported URL scheme"),
+        ("file://otherhost/a.zip", "another host"),
+        ("no/such/archive.zip", "cannot read the archive"),
+    ],
+)
+def test_bad_sources(tmp_path: Path, url: str, expected: str) -> None:
+    with pytest.raises(DownloadError, match=expected):
+        fetch(url, tmp_path)
+    assert names(tmp_path) == []
+
+
+# --- extracting -------------------------------------------------------------
+
+
+def make_zip(path: Path, members: list[tuple[str, bytes]], *, mode: int | None = None) -> Path:
+    """Write a zip; ``mode`` (st_mode bits) marks the last member as a Unix special file."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i, (name, content) in enumerate(members):
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            if mode is not None and i == len(members) - 1:
+                info.create_system = 3
+                info.external_attr = mode << 16
+            archive.writestr(info, content)
+    return path
+
+
+def make_tar(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for member in members:
+            if isinstance(member, tarfile.TarInfo):
+                archive.addfile(member)
+            else:
+                info = tarfile.TarInfo(member[0])
+                info.size = len(member[1])
+                archive.addfile(info, io.BytesIO(member[1]))
+    return path
+
+
+def tar_special(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    return info
+
+
+GOOD = ("PetImages/Cat/1.jpg", b"meow")
+UNSAFE = [
+    ("zip slip", lambda p: make_zip(p / "a.zip", [GOOD, ("../evil", b"x")]), "outside the target folder"),
+    ("zip slip deep", lambda p: make_zip(p / "a.zip", [GOOD, ("PetImages/../../evil", b"x")]), "outside"),
+    ("zip backslash slip", lambda p: make_zip(p / "a.zip", [GOOD, ("..\\evil", b"x")]), "outside"),
+    ("zip absolute", lambda p: make_zip(p / "a.zip", [GOOD, ("/tmp/evil", b"x")]), "absolute path"),
+    ("zip drive letter", lambda p: make_zip(p / "a.zip", [GOOD, ("C:/evil", b"x")]), "absolute path"),
+    (
+        "zip symlink",
+        lambda p: make_zip(p / "a.zip", [GOOD, ("PetImages/link", b"/etc/passwd")], mode=stat.S_IFLNK | 0o777),
+        "is a link",
+    ),
+    (
+        "zip device",
+        lambda p: make_zip(p / "a.zip", [GOOD, ("PetImages/dev", b"")], mode=stat.S_IFCHR | 0o666),
+        "special file",
+    ),
+    ("zip bomb", lambda p: make_zip(p / "a.zip", [GOOD, ("PetImages/zeros", bytes(3_000_000))]), "more than the limit"),
+    ("tar slip", lambda p: make_tar(p / "a.tgz", [GOOD, ("../evil", b"x")]), "outside the target folder"),
+    ("tar absolute", lambda p: make_tar(p / "a.tgz", [GOOD, ("/tmp/evil", b"x")]), "absolute path"),
+    (
+        "tar symlink",
+        lambda p: make_tar(p / "a.tgz", [GOOD, tar_special("PetImages/link", tarfile.SYMTYPE, "/etc/passwd")]),
+        "is a link",
+    ),
+    (
+        "tar hardlink",
+        lambda p: make_tar(p / "a.tgz", [GOOD, tar_special("PetImages/hard", tarfile.LNKTYPE, "/etc/passwd")]),
+        "is a link",
+    ),
+    ("tar device", lambda p: make_tar(p / "a.tgz", [GOOD, tar_special("PetImages/dev", tarfile.CHRTYPE)]), "special"),
+    ("tar fifo", lambda p: make_tar(p / "a.tgz", [GOOD, tar_special("PetImages/fifo", tarfile.FIFOTYPE)]), "special"),
+    ("tar bomb", lambda p: make_tar(p / "a.tgz", [GOOD, ("PetImages/zeros", bytes(3_000_000))]), "more than the limit"),
+    (
+        "duplicate member",
+        lambda p: make_zip(p / "a.zip", [GOOD, ("PetImages/Cat/1.jpg", b"other")]),
+        "appears twice",
+    ),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # zipfile warns while we build the bad archive
+@pytest.mark.parametrize(("build", "expected"), [c[1:] for c in UNSAFE], ids=[c[0] for c in UNSAFE])
+def test_unsafe_archive_is_refused_and_nothing_written(tmp_path: Path, build: Callable, expected: str) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    archive = build(source)
+    target = tmp_path / "work" / "raw"
+    before = names(tmp_path)
+    with pytest.raises(UnsafeArchiveError, match=expected):
+        extract(archive, target, max_bytes=1_000_000)
+    assert names(tmp_path) == before  # not even the target folder was created
+    assert not list(tmp_path.rglob("evil")) and not Path("/tmp/evil").exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],
+        lambda data: b"this is not an archive at all" * 10,
+        lambda data: data.replace(b"meow-meow-meow", b"woof-woof-woof"),  # CRC mismatch
+    ],
+    ids=["truncated", "not an archive", "bad crc"],
+)
+def test_corrupt_archive_fails_and_leaves_nothing(tmp_path: Path, damage: Callable[[bytes], bytes]) -> None:
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("PetImages/Cat/1.jpg", b"meow-meow-meow" * 10)
+    path.write_bytes(damage(path.read_bytes()))
+    target = tmp_path / "raw"
+    with pytest.raises(DatasetError, match="a.zip"):
+        extract(path, target, max_bytes=1_000_000)
+    assert names(target) == []
+
+
+@pytest.mark.parametrize("suffix", ["zip", "tar", "tar.gz", "tar.bz2", "tar.xz"])
+def test_extracts_zip_and_tar(tmp_path: Path, suffix: str) -> None:
+    files = {"PetImages/Cat/1.jpg": b"meow", "PetImages/Dog/1.jpg": b"woof", "README.txt": b"hi"}
+    path = tmp_path / f"a.{suffix}"
+    if suffix == "zip":
+        make_zip(path, list(files.items()))
+    else:
+        with tarfile.open(path, "w:" + suffix.partition(".")[2].replace("tar", "")) as archive:
+            for name, content in files.items():
+                info = tarfile.TarInfo("./" + name)
+                info.size = len(content)
+                archive.addfile(info, io.BytesIO(content))
+    target = tmp_path / "raw"
+    result = extract(path, target, max_bytes=1_000)
+    assert result.extracted and result.entries == ("PetImages", "README.txt")
+    assert (result.files, result.size) == (3, 10)
+    assert {n: (target / n).read_bytes() for n in files} == files
+    assert names(target) == sorted([*files, "PetImages", "PetImages/Cat", "PetImages/Dog", ingest.MARKER_NAME])
+
+
+def test_second_extraction_is_skipped_and_new_archive_replaces_old(tmp_path: Path) -> None:
+    target = tmp_path / "raw"
+    old = make_zip(tmp_path / "old.zip", [("PetImages/Cat/1.jpg", b"old"), ("PetImages/Cat/2.jpg", b"old")])
+    assert extract(old, target, max_bytes=100).extracted
+    skipped = extract(old, target, max_bytes=100)
+    assert not skipped.extracted and skipped.files == 2
+    marker = json.loads((target / ingest.MARKER_NAME).read_text())
+    assert marker["sha256"] == hashlib.sha256(old.read_bytes()).hexdigest()
+
+    new = make_zip(tmp_path / "new.zip", [("PetImages/Cat/1.jpg", b"new")])
+    assert extract(new, target, max_bytes=100).extracted
+    assert names(target) == [ingest.MARKER_NAME, "PetImages", "PetImages/Cat", "PetImages/Cat/1.jpg"]
+    assert (target / "PetImages/Cat/1.jpg").read_bytes() == b"new"
+
+
+def test_foreign_folder_is_not_overwritten(tmp_path: Path) -> None:
+    target = tmp_path / "raw"
+    (target / "PetImages").mkdir(parents=True)
+    (target / "PetImages" / "mine.txt").write_text("keep me")
+    archive = make_zip(tmp_path / "a.zip", [GOOD])
+    with pytest.raises(DatasetError, match="was not extracted by catdog"):
+        extract(archive, target, max_bytes=100)
+    assert names(target) == ["PetImages", "PetImages/mine.txt"]
+
+
+# --- command line -----------------------------------------------------------
+
+
+def test_cli_from_http_twice(http_server: FileServer, config_file: Path, sample_zip: Path, settings, capsys) -> None:
+    http_server.files["/sample_data.zip"] = sample_zip.read_bytes()
+    argv = ["--config", str(config_file), "--set", f"data.source_url={http_server.url}/sample_data.zip"]
+    assert ingest.main(argv) == 0
+    assert "fetched from http://127.0.0.1" in capsys.readouterr().out
+    assert (settings.data.dataset_dir / "Cat" / "1.jpg").is_file()
+    assert ingest.main([*argv, "--set", f"data.sha256={sha256(sample_zip.read_bytes())}"]) == 0
+    out = capsys.readouterr().out
+    assert "not fetched again" in out and "already extracted" in out
+    assert http_server.gets("/sample_data.zip") == 1
+
+
+def test_cli_exit_codes(config_file: Path, sample_zip: Path, tmp_path: Path, capsys) -> None:
+    assert run(ingest.main, ["--config", str(config_file), "--set", "data.sha256=" + "ab" * 32]) == 1
+    assert "checksum mismatch" in capsys.readouterr().err
+    assert run(ingest.main, ["--config", str(config_file), "--set", "data.max_extract_bytes=10"]) == 1
+    assert "more than the limit" in capsys.readouterr().err
+    assert names(tmp_path / "raw") == []
+    assert run(ingest.main, ["--config", str(config_file), "--set", "data.dataset_subdir=Pets"]) == 1
+    assert "holds no Pets/ folder" in capsys.readouterr().err
+
+
+def test_missing_archive(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="does not exist"):
+        extract(tmp_path / "nope.zip", tmp_path / "raw", max_bytes=100)
