@@ -1,0 +1,439 @@
+"""Tests for the web app (app.create_app and catdog.web) through Flask's test client."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from conftest import make_photo, png_declaring
+
+MAX_UPLOAD = 10 * 1024 * 1024  # serving.max_upload_bytes in config.yaml
+
+
+def multipart(*images: bytes, names: list[str] | None = None, **fields) -> dict:
+    names = names or [f"photo{i}.jpg" for i in range(len(images))]
+    return {"file": [(io.BytesIO(data), name) for data, name in zip(images, names)], **fields}
+
+
+def post_file(client, data: bytes, name: str = "photo.jpg", url: str = "/predict", **fields):
+    return client.post(url, data=multipart(data, names=[name], **fields), content_type="multipart/form-data")
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
+def assert_prediction(body: dict) -> None:
+    assert body["label"] in ("Cat", "Dog")
+    assert set(body["probabilities"]) == {"Cat", "Dog"}
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert body["confidence"] == max(body["probabilities"].values())
+
+
+def decoded_png(text: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(text)))
+    assert image.format == "PNG"
+    return image
+
+
+# --- factory -------------------------------------------------------------------
+
+
+def test_app_uses_config_and_memory_uploads(app):
+    from catdog.web.uploads import MemoryRequest
+
+    assert app.config["CATDOG_SETTINGS"].serving.max_upload_bytes == MAX_UPLOAD
+    assert app.config["MAX_CONTENT_LENGTH"] > MAX_UPLOAD
+    assert app.request_class is MemoryRequest
+
+
+def test_importing_app_without_a_model_starts_and_stays_light(tmp_path):
+    code = (
+        "import sys, app; c = app.app.test_client(); "
+        "print(c.get('/ready').status_code, c.get('/health').status_code, 'tensorflow' in sys.modules)"
+    )
+    env = {**os.environ, "CATDOG__MODEL__PATH": str(tmp_path / "missing.h5")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=app_root())
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["503", "200", "False"]
+
+
+def app_root() -> str:
+    from catdog.config import PROJECT_ROOT
+
+    return str(PROJECT_ROOT)
+
+
+@pytest.fixture(params=["missing", "broken"])
+def modelless_client(request, tmp_path):
+    from app import create_app
+
+    path = tmp_path / "model.h5"
+    if request.param == "broken":
+        path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+    return create_app({"TESTING": True, "CATDOG_OVERRIDES": {"model.path": str(path)}}).test_client()
+
+
+def test_without_a_model_predictions_answer_503(modelless_client):
+    error = assert_error(post_file(modelless_client, make_photo()), 503, "model_unavailable")
+    assert "model is not available" in error["message"]
+    assert_error(modelless_client.get("/model"), 503, "model_unavailable")
+    ready = modelless_client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.get_json()["ready"] is False
+    assert modelless_client.get("/health").status_code == 200
+
+
+def test_without_a_model_the_page_says_so(modelless_client):
+    page = modelless_client.get("/")
+    assert page.status_code == 200
+    assert b'id="model-status"' in page.data and b"model is not available" in page.data
+    response = post_file(modelless_client, make_photo(), url="/")
+    assert response.status_code == 503
+    assert b"model is not available" in response.data
+
+
+# --- simple routes -------------------------------------------------------------
+
+
+def test_health(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_ready(client):
+    body = client.get("/ready").get_json()
+    assert body["ready"] is True
+    assert body["model"]["architecture"] == "tinynet"
+    assert len(body["model"]["sha256_short"]) == 12
+
+
+def test_model_info(client):
+    info = client.get("/model").get_json()
+    assert info["architecture"] == "tinynet"
+    assert info["input_size"] == [32, 32, 3]
+    assert info["classes"] == ["Cat", "Dog"]
+    assert info["parameters"] > 0
+    assert len(info["sha256"]) == 64 and info["sha256"].startswith(info["sha256_short"])
+    assert info["metrics"]["test_accuracy"] == 0.5
+    assert info["tensorflow_version"] and info["keras_version"]
+
+
+def test_index_page(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    for marker in ('id="upload-form"', 'id="file-input"', 'for="file-input"', 'id="result"', 'aria-live="polite"',
+                   'id="result-label"', 'id="heatmap"', 'enctype="multipart/form-data"', 'name="viewport"'):
+        assert marker in html
+    assert "model-status" not in html
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+
+
+def test_static_files_are_served(client):
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/style.css").status_code == 200
+
+
+# --- POST /predict: every input form -------------------------------------------
+
+
+def test_predict_multipart(client):
+    response = post_file(client, make_photo())
+    assert response.status_code == 200
+    body = response.get_json()
+    assert_prediction(body)
+    assert body["model"]["architecture"] == "tinynet"
+    assert len(body["model"]["sha256_short"]) == 12
+    assert body["time_ms"] > 0
+    assert "heatmap_png_base64" not in body
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "image/png", "application/octet-stream"])
+def test_predict_raw_body(client, content_type):
+    response = client.post("/predict", data=make_photo(), content_type=content_type)
+    assert response.status_code == 200
+    assert_prediction(response.get_json())
+
+
+@pytest.mark.parametrize("prefix", ["", "data:image/jpeg;base64,"], ids=["base64", "data-url"])
+def test_predict_json(client, prefix):
+    encoded = prefix + base64.b64encode(make_photo()).decode()
+    response = client.post("/predict", json={"image": encoded})
+    assert response.status_code == 200
+    assert_prediction(response.get_json())
+
+
+def test_all_input_forms_agree(client):
+    photo = make_photo(seed=3)
+    answers = [
+        post_file(client, photo).get_json(),
+        client.post("/predict", data=photo, content_type="image/jpeg").get_json(),
+        client.post("/predict", json={"image": base64.b64encode(photo).decode()}).get_json(),
+    ]
+    assert len({json.dumps(a["probabilities"], sort_keys=True) for a in answers}) == 1
+
+
+def test_predict_batch_multipart_in_order(client):
+    photos = [make_photo(seed=seed) for seed in range(3)]
+    response = client.post("/predict", data=multipart(*photos), content_type="multipart/form-data")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert len(body["predictions"]) == 3
+    for photo, item in zip(photos, body["predictions"]):
+        assert_prediction(item)
+        assert item["probabilities"] == post_file(client, photo).get_json()["probabilities"]
+    assert body["model"]["architecture"] == "tinynet"
+
+
+def test_predict_batch_json(client):
+    images = [base64.b64encode(make_photo(seed=seed)).decode() for seed in range(2)]
+    body = client.post("/predict", json={"images": images}).get_json()
+    assert len(body["predictions"]) == 2
+
+
+def test_predict_batch_is_one_forward_pass(client, app, monkeypatch):
+    predictor = app.extensions["catdog.model"].predictor
+    calls = []
+    original = predictor.predict_arrays
+    monkeypatch.setattr(predictor, "predict_arrays", lambda batch: calls.append(len(batch)) or original(batch))
+    client.post("/predict", data=multipart(*[make_photo(seed=s) for s in range(4)]), content_type="multipart/form-data")
+    assert calls == [4]
+
+
+def test_predict_batch_over_the_limit(client):
+    photos = [make_photo((16, 16), seed=seed) for seed in range(17)]
+    response = client.post("/predict", data=multipart(*photos), content_type="multipart/form-data")
+    assert_error(response, 400, "too_many_files")
+
+
+@pytest.mark.parametrize("how", ["query", "form", "json"])
+def test_explain_adds_a_heatmap(client, how):
+    photo = make_photo((200, 150), "PNG")
+    if how == "query":
+        response = post_file(client, photo, url="/predict?explain=1")
+    elif how == "form":
+        response = post_file(client, photo, explain="1")
+    else:
+        response = client.post("/predict", json={"image": base64.b64encode(photo).decode(), "explain": True})
+    body = response.get_json()
+    assert_prediction(body)
+    assert decoded_png(body["heatmap_png_base64"]).size == (200, 150)
+
+
+def test_explain_in_a_batch(client):
+    photos = [make_photo(seed=seed) for seed in range(2)]
+    response = client.post("/predict?explain=1", data=multipart(*photos), content_type="multipart/form-data")
+    for item in response.get_json()["predictions"]:
+        decoded_png(item["heatmap_png_base64"])
+
+
+def image_in(fmt: str, mode: str) -> bytes:
+    photo = Image.open(io.BytesIO(make_photo((64, 48), "PNG")))
+    if mode == "I;16":
+        photo = Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
+    else:
+        photo = photo.convert(mode)
+    buffer = io.BytesIO()
+    photo.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "fmt, mode",
+    [("PNG", "RGBA"), ("PNG", "P"), ("PNG", "L"), ("PNG", "I;16"), ("GIF", "P"), ("WEBP", "RGB"),
+     ("BMP", "RGB"), ("TIFF", "RGB"), ("JPEG", "CMYK"), ("JPEG", "L")],
+)
+def test_every_accepted_format_and_mode(client, fmt, mode):
+    response = client.post("/predict", data=image_in(fmt, mode), content_type="application/octet-stream")
+    assert response.status_code == 200, response.get_json()
+    assert_prediction(response.get_json())
+
+
+# --- bad inputs ------------------------------------------------------------------
+
+
+def truncated_jpeg() -> bytes:
+    data = make_photo((200, 150))
+    return data[: len(data) // 2]
+
+
+def ppm() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 20)).save(buffer, format="PPM")
+    return buffer.getvalue()
+
+
+BAD_INPUTS = [
+    # id, request keyword arguments, status, code
+    ("random-bytes", lambda: {"data": multipart(os.urandom(2048)), "content_type": "multipart/form-data"}, 415, "not_image"),
+    ("truncated-jpeg", lambda: {"data": multipart(truncated_jpeg()), "content_type": "multipart/form-data"}, 422, "corrupt"),
+    ("zero-bytes", lambda: {"data": multipart(b""), "content_type": "multipart/form-data"}, 400, "empty"),
+    ("zero-bytes-raw", lambda: {"data": b"", "content_type": "image/jpeg"}, 400, "empty"),
+    ("png-100000x100000", lambda: {"data": png_declaring(100_000, 100_000), "content_type": "image/png"}, 422, "too_large"),
+    ("png-over-max-pixels", lambda: {"data": png_declaring(8000, 6000), "content_type": "image/png"}, 422, "too_large"),
+    ("too-small", lambda: {"data": make_photo((4, 4)), "content_type": "image/jpeg"}, 422, "too_small"),
+    ("unsupported-format", lambda: {"data": ppm(), "content_type": "application/octet-stream"}, 415, "unsupported_format"),
+    ("wrong-content-type", lambda: {"data": make_photo(), "content_type": "text/plain"}, 415, "unsupported_media_type"),
+    ("urlencoded-form", lambda: {"data": {"file": "photo.jpg"}}, 400, "no_file"),
+    ("no-body", lambda: {}, 400, "no_file"),
+    ("multipart-without-file", lambda: {"data": {"other": "x"}, "content_type": "multipart/form-data"}, 400, "no_file"),
+    ("multipart-wrong-field", lambda: {"data": {"image": (io.BytesIO(make_photo()), "a.jpg")}, "content_type": "multipart/form-data"}, 400, "no_file"),
+    ("bad-base64", lambda: {"json": {"image": "this is not base64!"}}, 400, "bad_base64"),
+    ("data-url-not-base64", lambda: {"json": {"image": "data:image/jpeg,abcd"}}, 400, "bad_base64"),
+    ("base64-not-a-string", lambda: {"json": {"image": 12}}, 400, "bad_base64"),
+    ("base64-of-text", lambda: {"json": {"image": base64.b64encode(b"hello world").decode()}}, 415, "not_image"),
+    ("json-not-an-object", lambda: {"json": ["x"]}, 400, "bad_json"),
+    ("json-without-image", lambda: {"json": {"picture": "x"}}, 400, "bad_json"),
+    ("json-malformed", lambda: {"data": b"{not json", "content_type": "application/json"}, 400, "bad_json"),
+    ("json-empty-images", lambda: {"json": {"images": []}}, 400, "bad_json"),
+    ("over-limit-multipart", lambda: {"data": multipart(bytes(MAX_UPLOAD + 1)), "content_type": "multipart/form-data"}, 413, "payload_too_large"),
+    ("over-limit-raw", lambda: {"data": bytes(MAX_UPLOAD + 1), "content_type": "image/jpeg"}, 413, "payload_too_large"),
+    ("over-transport-limit-raw", lambda: {"data": bytes(2 * MAX_UPLOAD), "content_type": "image/jpeg"}, 413, "payload_too_large"),
+    ("over-limit-json", lambda: {"json": {"image": base64.b64encode(bytes(MAX_UPLOAD + 1)).decode()}}, 413, "payload_too_large"),
+    ("over-limit-batch", lambda: {"data": multipart(*[bytes(MAX_UPLOAD // 3)] * 4), "content_type": "multipart/form-data"}, 413, "payload_too_large"),
+]
+
+
+@pytest.mark.parametrize("make_request, status, code", [row[1:] for row in BAD_INPUTS], ids=[row[0] for row in BAD_INPUTS])
+def test_bad_inputs_get_the_right_json_error(client, make_request, status, code):
+    assert_error(client.post("/predict", **make_request()), status, code)
+
+
+def test_a_bad_image_in_a_batch_is_named(client):
+    response = client.post("/predict", data=multipart(make_photo(), b"junk" * 10), content_type="multipart/form-data")
+    assert assert_error(response, 415, "not_image")["message"].startswith("image 2:")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=512), content_type=st.sampled_from(["image/jpeg", "application/octet-stream", "text/plain", ""]))
+def test_arbitrary_bodies_never_cause_a_server_error(client, body, content_type):
+    response = client.post("/predict", data=body, content_type=content_type or None)
+    assert response.status_code in (200, 400, 413, 415, 422)
+
+
+@pytest.mark.parametrize("corrupt_at", [10, 40, 100, 300])
+def test_damaged_images_never_cause_a_server_error(client, corrupt_at):
+    data = bytearray(make_photo((80, 60), "PNG"))
+    data[corrupt_at : corrupt_at + 8] = b"\xff" * 8
+    assert client.post("/predict", data=bytes(data), content_type="image/png").status_code in (200, 415, 422)
+
+
+def test_uploads_are_not_written_to_disk(client, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("an upload was spooled to a temporary file")
+
+    monkeypatch.setattr("werkzeug.formparser.SpooledTemporaryFile", refuse)
+    big = make_photo((1200, 900), "BMP")
+    assert len(big) > 500 * 1024  # Werkzeug spools parts above 500 KiB by default
+    assert post_file(client, big, name="big.png").status_code == 200
+
+
+# --- 404 and 405 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method, path, status, code",
+    [
+        ("get", "/predict", 405, "method_not_allowed"),
+        ("delete", "/health", 405, "method_not_allowed"),
+        ("post", "/model", 405, "method_not_allowed"),
+        ("get", "/no-such-page", 404, "not_found"),
+        ("get", "/predict/extra", 404, "not_found"),
+    ],
+)
+def test_unknown_paths_and_methods_answer_json(client, method, path, status, code):
+    assert_error(getattr(client, method)(path), status, code)
+
+
+def test_a_browser_gets_an_html_404(client):
+    response = client.get("/no-such-page", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
+    assert b"There is nothing at this address" in response.data
+
+
+def test_api_paths_answer_json_even_to_a_browser(client):
+    response = client.get("/predict", headers={"Accept": "text/html"})
+    assert_error(response, 405, "method_not_allowed")
+
+
+# --- the no-JavaScript form --------------------------------------------------------
+
+
+def test_form_post_renders_the_result(client):
+    response = post_file(client, make_photo((200, 150)), name="kitty.jpg", url="/", explain="1")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    label = html.split('id="result-label" class="label">', 1)[1].split("<", 1)[0]
+    assert label in ("Cat", "Dog")
+    assert 'id="heatmap" alt=' in html and 'src="data:image/png;base64,' in html
+    assert 'src="data:image/jpeg;base64,' in html
+    assert "kitty.jpg" in html
+    assert html.count("<progress") == 2
+
+
+def test_form_post_without_explain_has_no_heatmap(client):
+    html = post_file(client, make_photo(), url="/").get_data(as_text=True)
+    assert "data:image/png" not in html
+    assert 'id="result-label" class="label">' in html
+
+
+@pytest.mark.parametrize(
+    "data, status, words",
+    [
+        (b"certainly not a picture", 415, "The file is not an image we can read."),
+        (b"", 400, "The file is empty."),
+        (png_declaring(100_000, 100_000), 422, "more pixels than the limit"),
+    ],
+    ids=["not-image", "empty", "bomb"],
+)
+def test_form_post_shows_errors_in_words(client, data, status, words):
+    response = post_file(client, data, url="/")
+    assert response.status_code == status
+    assert response.mimetype == "text/html"
+    assert words in response.get_data(as_text=True)
+
+
+def test_form_post_without_a_file(client):
+    response = client.post("/", data={"file": (io.BytesIO(b""), "")}, content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert b"No file was chosen" in response.data
+
+
+def test_form_post_over_the_limit(client):
+    response = post_file(client, bytes(MAX_UPLOAD + 1), url="/")
+    assert response.status_code == 413
+    assert b"larger than the limit of 10 MiB" in response.data
+
+
+XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>.jpg'
+
+
+def test_file_names_are_escaped_on_the_page(client):
+    html = post_file(client, make_photo(), name=XSS, url="/").get_data(as_text=True)
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(" in html
+
+
+def test_file_names_are_never_echoed_by_errors(client):
+    for url in ("/", "/predict"):
+        body = post_file(client, b"junk bytes", name=XSS, url=url).get_data(as_text=True)
+        assert "<script>" not in body and "onerror" not in body
