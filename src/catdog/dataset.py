@@ -1,0 +1,200 @@
+"""From the validated manifest to training batches.
+
+The split is seeded, stratified and by file, and it is saved so that every
+later step (resume, evaluate) sees exactly the same test part. Images are
+decoded once with the shared preprocessing function and cached as one uint8
+array per split; augmentation then runs on whole batches inside tf.data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from catdog.errors import DatasetError, InvalidImage
+from catdog.preprocess import load_image
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """File lists of the three parts, with integer labels (index into classes)."""
+
+    classes: tuple[str, ...]
+    files: dict[str, list[str]]
+    labels: dict[str, list[int]]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per class in each part."""
+        return {
+            part: {name: self.labels[part].count(i) for i, name in enumerate(self.classes)}
+            for part in SPLITS
+        }
+
+
+def make_split(
+    files_by_class: dict[str, Sequence[str | Path]],
+    classes: Sequence[str],
+    validation_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> Split:
+    """Shuffle each class with ``seed`` and cut it into train/validation/test.
+
+    Args:
+        files_by_class: Paths of the valid images of each class.
+        classes: Class names; a file's label is its class's index here.
+        validation_fraction: Share of each class for validation.
+        test_fraction: Share of each class for the test part.
+        seed: Seed of the shuffle; the same inputs always give the same split.
+
+    Returns:
+        The split.
+
+    Raises:
+        DatasetError: A class is missing or too small to give every part a file.
+    """
+    files: dict[str, list[str]] = {part: [] for part in SPLITS}
+    labels: dict[str, list[int]] = {part: [] for part in SPLITS}
+    for label, name in enumerate(classes):
+        paths = sorted(str(p) for p in files_by_class.get(name, ()))
+        if len(paths) < 3:
+            raise DatasetError(f"class {name!r} has {len(paths)} valid images; at least 3 are needed to split")
+        random.Random(f"{seed}:{name}").shuffle(paths)
+        n_test = max(1, round(len(paths) * test_fraction))
+        n_val = max(1, round(len(paths) * validation_fraction))
+        parts = {"test": paths[:n_test], "validation": paths[n_test:n_test + n_val], "train": paths[n_test + n_val:]}
+        if not parts["train"]:
+            raise DatasetError(f"class {name!r} has no images left for training after the split")
+        for part, chosen in parts.items():
+            files[part].extend(chosen)
+            labels[part].extend([label] * len(chosen))
+    return Split(tuple(classes), files, labels)
+
+
+def save_split(split: Split, path: Path) -> None:
+    """Write the split as JSON (atomically)."""
+    payload = {"classes": list(split.classes), "files": split.files, "labels": split.labels}
+    write_json_atomic(path, payload)
+
+
+def load_split(path: Path) -> Split:
+    """Read a split written by :func:`save_split`."""
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        return Split(tuple(payload["classes"]), payload["files"], payload["labels"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetError(f"cannot read split file {str(path)!r}: {exc}") from exc
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _decode(args: tuple[str, int]) -> np.ndarray | str:
+    path, size = args
+    try:
+        return load_image(path, size)
+    except (InvalidImage, OSError) as exc:
+        return f"{path}: {exc}"
+
+
+def decode_images(paths: Sequence[str], size: int, desc: str = "decoding", workers: int | None = None) -> np.ndarray:
+    """Decode images into one ``(N, size, size, 3)`` uint8 array, with a progress bar.
+
+    Raises:
+        DatasetError: A file no longer decodes (the data changed since validation).
+    """
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    workers = workers or os.cpu_count() or 1
+    jobs = [(str(p), size) for p in paths]
+    if workers > 1 and len(jobs) > 256:
+        with ProcessPoolExecutor(workers) as pool:
+            results = pool.map(_decode, jobs, chunksize=64)
+            _fill(out, results, len(jobs), desc)
+    else:
+        _fill(out, map(_decode, jobs), len(jobs), desc)
+    return out
+
+
+def _fill(out: np.ndarray, results, total: int, desc: str) -> None:
+    for i, result in enumerate(tqdm(results, total=total, desc=desc, unit="img", leave=False)):
+        if isinstance(result, str):
+            raise DatasetError(f"image failed to decode since validation: {result}")
+        out[i] = result
+
+
+def cached_arrays(paths: Sequence[str], size: int, cache_dir: Path, part: str) -> np.ndarray:
+    """Decode ``paths`` once and keep the array as ``.npy`` keyed by files and size."""
+    key = hashlib.sha256(("\n".join(paths) + f"\n{size}").encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"{part}-{size}px-{key}.npy"
+    if cache.exists():
+        log.info("using cached %s images from %s", part, cache)
+        return np.load(cache)
+    arrays = decode_images(paths, size, desc=f"decoding {part}")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp.npy")
+    np.save(tmp, arrays)
+    os.replace(tmp, cache)
+    return arrays
+
+
+def augmenter(aug, seed: int):
+    """A Keras pipeline of random transforms, or None when all are off.
+
+    Independent height and width zoom also changes the aspect ratio a little,
+    which helps with photos that were not squares before resizing.
+    """
+    import keras
+    from keras import layers
+
+    steps = []
+    if aug.flip:
+        steps.append(layers.RandomFlip("horizontal", seed=seed))
+    if aug.rotation:
+        steps.append(layers.RandomRotation(aug.rotation, fill_mode="reflect", seed=seed + 1))
+    if aug.zoom:
+        steps.append(layers.RandomZoom((-aug.zoom, aug.zoom), (-aug.zoom, aug.zoom), fill_mode="reflect", seed=seed + 2))
+    if aug.translation:
+        steps.append(layers.RandomTranslation(aug.translation, aug.translation, fill_mode="reflect", seed=seed + 3))
+    if aug.contrast:
+        steps.append(layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 4))
+    if aug.brightness:
+        steps.append(layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed + 5))
+    return keras.Sequential(steps, name="augmentation") if steps else None
+
+
+def tf_dataset(images: np.ndarray, labels: Sequence[int], num_classes: int, batch_size: int,
+               training: bool, aug=None, seed: int = 0):
+    """Batches of (float32 pixels 0..255, one-hot labels), shuffled and augmented when training."""
+    import tensorflow as tf
+
+    one_hot = np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+    ds = tf.data.Dataset.from_tensor_slices((images, one_hot))
+    if training:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and aug is not None:
+        pipeline = augmenter(aug, seed)
+        if pipeline is not None:
+            ds = ds.map(lambda x, y: (tf.clip_by_value(pipeline(x, training=True), 0.0, 255.0), y),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

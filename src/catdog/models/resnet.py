@@ -1,0 +1,110 @@
+"""A ResNet-style network built from residual blocks.
+
+A residual block computes ``act(F(x) + shortcut(x))`` where F is two 3x3
+convolutions with BatchNorm. The shortcut is the identity when shapes match
+and a strided 1x1 projection when the stride or width changes. Because the
+block only has to learn the residual F, a block whose F outputs zero is the
+identity, and gradients reach early layers through the shortcuts.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers
+
+from catdog.models.layers import activate, classifier_head, conv_bn_act, inputs_and_rescale
+
+
+def residual_block(
+    x,
+    filters: int,
+    name: str,
+    stride: int = 1,
+    activation: str = "relu",
+    skip: bool = True,
+    batch_norm: bool = True,
+):
+    """Basic residual block: two 3x3 convolutions plus a shortcut.
+
+    Args:
+        x: Input tensor (batch, H, W, C).
+        filters: Output depth.
+        name: Prefix for every layer of the block.
+        stride: Stride of the first convolution (and of the projection).
+        activation: 'relu' or 'leaky_relu'.
+        skip: Add the shortcut. False gives the same block as a plain
+            network, to compare against.
+        batch_norm: Use BatchNorm after each convolution.
+
+    Returns:
+        Tensor (batch, H / stride, W / stride, filters).
+    """
+    in_channels = x.shape[-1]
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=not batch_norm,
+                      kernel_initializer="he_normal", name=f"{name}_conv1")(x)
+    if batch_norm:
+        y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = activate(y, activation, f"{name}_act1")
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm,
+                      kernel_initializer="he_normal", name=f"{name}_conv2")(y)
+    if batch_norm:
+        y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    if skip:
+        shortcut = x
+        if stride != 1 or in_channels != filters:
+            shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=not batch_norm,
+                                     kernel_initializer="he_normal", name=f"{name}_proj_conv")(x)
+            if batch_norm:
+                shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return activate(y, activation, f"{name}_out")
+
+
+def build_resnet(
+    image_size: int,
+    stage_filters: Sequence[int],
+    blocks_per_stage: Sequence[int],
+    stem_filters: int = 32,
+    activation: str = "relu",
+    num_classes: int = 2,
+    dropout: float = 0.3,
+    name: str = "resnet",
+) -> keras.Model:
+    """ResNet-style network: a strided stem, then stages of residual blocks.
+
+    The first block of every stage after the first halves the resolution.
+    With a 96 pixel input: stem 96 -> 48 -> 24, then 24, 12, 6, 3.
+
+    Args:
+        image_size: Input side in pixels.
+        stage_filters: Width of each stage.
+        blocks_per_stage: Number of residual blocks in each stage.
+        stem_filters: Width of the stem convolutions.
+        activation: 'relu' or 'leaky_relu' (negative slope 0.01).
+        num_classes: Size of the softmax output.
+        dropout: Dropout rate before the classifier.
+        name: Model name (also the architecture name reported by the app).
+
+    Returns:
+        An uncompiled Keras model following the contract in :mod:`catdog.models`.
+    """
+    if image_size < 32:
+        raise ValueError(f"image_size must be at least 32, got {image_size}")
+    if not stage_filters or len(stage_filters) != len(blocks_per_stage):
+        raise ValueError(
+            "stage_filters and blocks_per_stage must be non-empty and the same length, "
+            f"got {list(stage_filters)!r} and {list(blocks_per_stage)!r}"
+        )
+    inputs, x = inputs_and_rescale(image_size)
+    x = conv_bn_act(x, stem_filters, 3, "stem_1", stride=2, activation=activation)   # S/2
+    x = conv_bn_act(x, stem_filters, 3, "stem_2", activation=activation)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)          # S/4
+    for s, (filters, blocks) in enumerate(zip(stage_filters, blocks_per_stage), start=1):
+        for b in range(1, blocks + 1):
+            stride = 2 if (s > 1 and b == 1) else 1
+            x = residual_block(x, filters, f"stage{s}_block{b}", stride=stride, activation=activation)
+    features = layers.Activation("linear", name="features")(x)
+    outputs = classifier_head(features, num_classes, dropout)
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,319 @@
+"""Train the configured network: ``python -m catdog.train [--resume] [--ship]``.
+
+Reads the validated manifest, makes (or reuses) the seeded split, trains with
+augmentation, AdamW and a warm-up plus cosine learning-rate schedule, keeps
+the weights that did best on the validation part, and only then looks at
+the test part once. Every epoch leaves a backup, so ``--resume`` continues an
+interrupted run where it stopped.
+
+Writes ``model/<arch>.h5``, ``model/<arch>.metrics.json``, and the plots
+``model/<arch>_curves.png`` and ``model/<arch>_confusion.png``. ``--ship``
+also copies the model and its metrics to ``model.path`` (model/model.h5) and
+``metrics.json`` beside it, which is what the app loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from catdog import cli
+from catdog.config import Settings
+from catdog.dataset import Split, cached_arrays, load_split, make_split, save_split, tf_dataset, write_json_atomic
+from catdog.dirs import ensure_dirs
+from catdog.errors import DatasetError
+from catdog.metrics import classification_report, format_report
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(settings: Settings) -> Path:
+    """Where one architecture's checkpoints, backup and logs live."""
+    return Path(settings.data.artifacts_dir) / "runs" / settings.training.architecture
+
+
+def manifest_path(settings: Settings) -> Path:
+    """The manifest written by ``catdog.validate``."""
+    return Path(settings.data.artifacts_dir) / "manifest.json"
+
+
+def prepare_split(settings: Settings) -> tuple[Split, Path, str]:
+    """Make the split from the manifest and save it to ``<artifacts>/split.json``.
+
+    The split is made from paths relative to the dataset folder, so the same
+    data and seed give the same split wherever the data was extracted.
+
+    Returns:
+        The split (relative paths), the dataset folder and the manifest's sha256.
+    """
+    from catdog.validate import read_manifest
+
+    manifest = manifest_path(settings)
+    root, files_by_class = read_manifest(manifest)
+    relative = {name: [Path(p).relative_to(root).as_posix() for p in paths] for name, paths in files_by_class.items()}
+    manifest_hash = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    t = settings.training
+    split = make_split(relative, settings.data.classes, t.validation_fraction, t.test_fraction, t.seed)
+    split_file = Path(settings.data.artifacts_dir) / "split.json"
+    if split_file.exists():
+        saved = load_split(split_file)
+        if saved.files["test"] != split.files["test"]:
+            log.warning("the saved split %s differs from the one the settings give; replacing it", split_file)
+    save_split(split, split_file)
+    return split, root, manifest_hash
+
+
+def compile_model(model, settings: Settings, steps_per_epoch: int) -> None:
+    """AdamW with linear warm-up then cosine decay; label-smoothed cross-entropy."""
+    import keras
+
+    t = settings.training
+    total = max(1, t.epochs * steps_per_epoch)
+    warmup = min(total - 1, t.warmup_epochs * steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=t.learning_rate / 10,
+        decay_steps=max(1, total - warmup),
+        warmup_target=t.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
+    # Decay the convolution and dense kernels only, not BatchNorm or biases.
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def epoch_logger(epochs: int, images_per_epoch: int):
+    """A Keras callback that logs each epoch with images/s and the ETA of the whole run.
+
+    Its ``durations`` list holds the seconds of each epoch run in this process.
+    """
+    import keras
+
+    class EpochLogger(keras.callbacks.Callback):
+        durations: list[float] = []
+
+        def on_train_begin(self, logs=None):
+            self.durations = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.start
+            self.durations.append(seconds)
+            left = (epochs - epoch - 1) * (sum(self.durations) / len(self.durations))
+            values = "  ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()) if k != "learning_rate")
+            log.info("epoch %d/%d: %.0f s, %.0f images/s, %s; ETA %.1f min",
+                     epoch + 1, epochs, seconds, images_per_epoch / seconds, values, left / 60)
+
+    return EpochLogger()
+
+
+def predict_in_batches(model, images, batch_size: int = 128):
+    """Probabilities for a uint8 image array, through a compiled forward pass."""
+    import numpy as np
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    outputs = [forward(tf.cast(images[i:i + batch_size], tf.float32)).numpy()
+               for i in range(0, len(images), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, model.output_shape[-1]), "float32")
+
+
+def save_h5_atomic(model, path: Path) -> None:
+    """Save a model without optimizer state as .h5, renaming into place when complete."""
+    import keras
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.h5")
+    clean = keras.models.clone_model(model)
+    clean.set_weights(model.get_weights())
+    keras.saving.save_model(clean, tmp)
+    os.replace(tmp, path)
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """Per-epoch values from Keras's CSV log (which survives a resume)."""
+    history: dict[str, list[float]] = {}
+    if not path.exists():
+        return history
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            for key, value in row.items():
+                if key != "epoch" and value not in ("", None):
+                    history.setdefault(key, []).append(float(value))
+    return history
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape a trained model."""
+    import keras
+    import numpy
+    import PIL
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": numpy.__version__, "pillow": PIL.__version__}
+
+
+def train(settings: Settings, resume: bool = False, output: Path | None = None) -> dict:
+    """Train, evaluate on validation and test parts, and save model, metrics and plots.
+
+    Args:
+        settings: The loaded settings.
+        resume: Continue from the last epoch backup instead of starting over.
+        output: Where to write the model (default ``<model.dir>/<arch>.h5``).
+
+    Returns:
+        The metrics written to ``<arch>.metrics.json``.
+    """
+    ensure_dirs(settings)
+    import keras
+    import tensorflow as tf
+
+    from catdog.models import build_model
+    from catdog.plots import plot_confusion, plot_history
+
+    t = settings.training
+    arch = t.architecture
+    output = Path(output or Path(settings.model.dir) / f"{arch}.h5")
+    runs = run_dir(settings)
+    backup = runs / "backup"
+    if not resume and runs.exists():
+        log.info("starting over: removing the previous run in %s (use --resume to continue it)", runs)
+        shutil.rmtree(runs)
+    runs.mkdir(parents=True, exist_ok=True)
+
+    split, root, manifest_hash = prepare_split(settings)
+    log.info("split: %s", json.dumps(split.counts()))
+    cache = Path(settings.data.artifacts_dir) / "cache"
+    arrays = {part: cached_arrays([str(root / f) for f in split.files[part]], t.image_size, cache, part)
+              for part in split.files}
+
+    keras.utils.set_random_seed(t.seed)
+    num_classes = len(settings.data.classes)
+    train_ds = tf_dataset(arrays["train"], split.labels["train"], num_classes, t.batch_size, True, t.augmentation, t.seed)
+    val_ds = tf_dataset(arrays["validation"], split.labels["validation"], num_classes, t.batch_size, False)
+    steps = math.ceil(len(arrays["train"]) / t.batch_size)
+
+    model = build_model(t, num_classes)
+    compile_model(model, settings, steps)
+    log.info("%s: %s parameters, input %dx%d, %d training images, %d epochs",
+             arch, f"{model.count_params():,}", t.image_size, t.image_size, len(arrays["train"]), t.epochs)
+    best_weights = runs / "best.weights.h5"
+    progress = epoch_logger(t.epochs, len(arrays["train"]))
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup)),
+        keras.callbacks.ModelCheckpoint(str(best_weights), monitor="val_accuracy", mode="max",
+                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=t.early_stopping_patience or t.epochs),
+        keras.callbacks.CSVLogger(str(runs / "history.csv"), append=resume),
+        progress,
+    ]
+    started = time.perf_counter()
+    model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks,
+              verbose=1 if sys.stdout.isatty() else 2)
+    fit_seconds = time.perf_counter() - started
+    history = read_history(runs / "history.csv")
+    epochs_run = len(history.get("loss", []))
+    if best_weights.exists():
+        model.load_weights(str(best_weights))
+
+    reports = {}
+    for part in ("validation", "test"):
+        probabilities = predict_in_batches(model, arrays[part])
+        reports[part] = classification_report(split.labels[part], probabilities, settings.data.classes)
+        print(format_report(f"{arch} on the {part} part", reports[part]))
+
+    save_h5_atomic(model, output)
+    metrics = {
+        "architecture": arch,
+        "model_file": output.name,
+        "model_sha256": _sha256(output),
+        "image_size": t.image_size,
+        "parameters": int(model.count_params()),
+        "classes": list(settings.data.classes),
+        "class_counts": split.counts(),
+        "epochs_configured": t.epochs,
+        "epochs_run": epochs_run,
+        "best_epoch": 1 + max(range(epochs_run), key=lambda i: history["val_accuracy"][i]) if epochs_run else None,
+        "wall_time_seconds": round(fit_seconds, 1),
+        # Counted for this process only: a resumed run reports the epochs it ran itself.
+        "train_images_per_second": round(len(arrays["train"]) * len(progress.durations) / fit_seconds, 1),
+        "manifest_sha256": manifest_hash,
+        "settings": _training_settings(settings),
+        "versions": versions(),
+        "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
+        "validation": reports["validation"],
+        "test": reports["test"],
+        "history": history,
+    }
+    metrics_path = output.with_suffix(".metrics.json")
+    write_json_atomic(metrics_path, metrics)
+    plot_history(history, output.with_name(f"{arch}_curves.png"), f"{arch}: training curves")
+    matrix = reports["test"]["confusion_matrix"]["rows_true_columns_predicted"]
+    plot_confusion(matrix, settings.data.classes, output.with_name(f"{arch}_confusion.png"),
+                   f"{arch}: test part ({reports['test']['accuracy']:.1%})")
+    log.info("wrote %s, %s and plots", output, metrics_path)
+    return metrics
+
+
+def ship(model_file: Path, settings: Settings) -> Path:
+    """Copy a trained model and its metrics to ``model.path`` and metrics.json beside it."""
+    target = Path(settings.model.path)
+    metrics_src = model_file.with_suffix(".metrics.json")
+    if not model_file.exists() or not metrics_src.exists():
+        raise DatasetError(f"{model_file} or its metrics file is missing; train it first")
+    for src, dst in ((model_file, target), (metrics_src, target.with_name("metrics.json"))):
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    log.info("shipped %s as %s", model_file, target)
+    return target
+
+
+def _training_settings(settings: Settings) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(settings.training)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = cli.make_parser("catdog train", "Train the configured architecture on the validated manifest.")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    parser.add_argument("--output", type=Path, help="model file to write (default: model/<architecture>.h5)")
+    parser.add_argument("--ship", action="store_true", help="also install the result as model.path (what the app loads)")
+    args = parser.parse_args(argv)
+    settings = cli.settings_from_args(args)
+    metrics = train(settings, resume=args.resume, output=args.output)
+    if args.ship:
+        ship(Path(args.output or Path(settings.model.dir) / f"{settings.training.architecture}.h5"), settings)
+    print(f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['architecture']}, "
+          f"{metrics['epochs_run']} epochs, {metrics['wall_time_seconds'] / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
