@@ -1,0 +1,82 @@
+"""End-to-end: the app under a real gunicorn on 127.0.0.1, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import make_photo
+
+
+@pytest.fixture(scope="module")
+def server(live_server):
+    return live_server(workers=1, threads=2)
+
+
+def check_prediction(response: requests.Response) -> dict:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["label"] in ("Cat", "Dog")
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert body["model"]["architecture"] == "tinynet"
+    return body
+
+
+def test_health_and_ready(server):
+    assert requests.get(f"{server.url}/health", timeout=10).json() == {"status": "ok"}
+    ready = requests.get(f"{server.url}/ready", timeout=10)
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+def test_multipart(server):
+    files = {"file": ("cat.jpg", make_photo(), "image/jpeg")}
+    check_prediction(requests.post(f"{server.url}/predict", files=files, timeout=30))
+
+
+def test_multipart_batch_with_heatmaps(server):
+    files = [("file", (f"{i}.jpg", make_photo(seed=i), "image/jpeg")) for i in range(3)]
+    body = requests.post(f"{server.url}/predict", params={"explain": "1"}, files=files, timeout=30).json()
+    assert len(body["predictions"]) == 3
+    assert all(base64.b64decode(item["heatmap_png_base64"]).startswith(b"\x89PNG") for item in body["predictions"])
+
+
+def test_raw_body(server):
+    response = requests.post(
+        f"{server.url}/predict", data=make_photo(), headers={"Content-Type": "image/jpeg"}, timeout=30
+    )
+    check_prediction(response)
+
+
+def test_json(server):
+    payload = {"image": "data:image/jpeg;base64," + base64.b64encode(make_photo()).decode()}
+    check_prediction(requests.post(f"{server.url}/predict", json=payload, timeout=30))
+
+
+def test_a_bad_upload_does_not_hurt_the_worker(server):
+    bad = requests.post(f"{server.url}/predict", data=b"\x00" * 100, headers={"Content-Type": "image/png"}, timeout=30)
+    assert bad.status_code == 415
+    assert bad.json()["error"]["code"] == "not_image"
+    check_prediction(requests.post(f"{server.url}/predict", files={"file": ("a.jpg", make_photo())}, timeout=30))
+
+
+def test_the_page_is_served(server):
+    page = requests.get(f"{server.url}/", timeout=10)
+    assert page.status_code == 200 and 'id="upload-form"' in page.text
+    assert requests.get(f"{server.url}/static/app.js", timeout=10).status_code == 200
+
+
+def test_sigterm_stops_the_server_cleanly(server):
+    # Runs last in this module: it stops the module's server.
+    started = time.monotonic()
+    assert server.stop(timeout=30) == 0
+    assert time.monotonic() - started < 15
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{server.url}/health", timeout=5)
+    server.log.flush()
+    log = Path(server.log.name).read_text()
+    assert "Worker exiting" in log and "Shutting down: Master" in log
+    assert "Traceback" not in log
