@@ -31,6 +31,9 @@ def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+# Workers inherit the master's environment: keep TensorFlow's start-up chatter out of the log.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 bind = [
     os.environ.get("CATDOG_BIND")
     or f"{os.environ.get('HOST', '127.0.0.1')}:{_int_from_env('PORT', 8000)}"
