@@ -194,20 +194,13 @@ class Predictor:
         Raises:
             InvalidImage: The bytes are not an image this service accepts.
         """
-        try:
-            photo = open_image(
-                data,
-                max_pixels=self.max_pixels,
-                min_side=self.min_side,
-                accepted_formats=self.accepted_formats,
-                draft_size=2 * self.input_size,
-            )
-        except Image.DecompressionBombError as exc:
-            # Pillow refuses sizes beyond twice its own limit inside Image.open,
-            # before open_image's declared-size check can answer.
-            raise InvalidImage(
-                "too_large", f"the image declares more pixels than the limit of {self.max_pixels:,}"
-            ) from exc
+        photo = open_image(
+            data,
+            max_pixels=self.max_pixels,
+            min_side=self.min_side,
+            accepted_formats=self.accepted_formats,
+            draft_size=2 * self.input_size,
+        )
         return photo, resize_image(photo, self.input_size)
 
     def predict_bytes(self, images: Sequence[bytes], *, explain: bool = False) -> list[Prediction]:

@@ -66,6 +66,10 @@ def open_image(
     with stream:
         try:
             image = Image.open(stream)
+        except Image.DecompressionBombError as exc:
+            # Pillow refuses sizes far past its own limit inside open(), before
+            # the declared-size check below can answer.
+            raise InvalidImage("too_large", f"the image declares more pixels than the limit of {max_pixels:,}") from exc
         except Image.UnidentifiedImageError as exc:
             raise InvalidImage("not_image", "the file is not an image we can read") from exc
         except (OSError, ValueError, SyntaxError) as exc:
