@@ -8,7 +8,10 @@ Everything that differs between machines comes from the environment:
 * ``GUNICORN_THREADS``: threads per worker (default 4);
 * ``GUNICORN_TIMEOUT``: seconds a silent worker may take before it is
   restarted (default 60; loading the model counts);
-* ``GUNICORN_GRACEFUL_TIMEOUT``: seconds to finish requests on shutdown (default 20).
+* ``GUNICORN_GRACEFUL_TIMEOUT``: seconds to finish requests on shutdown (default 20);
+* ``GUNICORN_CONTROL_SOCKET``: path of gunicorn's control socket (for
+  ``gunicornc``); off by default, as its default path is shared by every
+  instance of the same user.
 
 The app is not preloaded in the master: every worker imports it and loads
 and warms up its own model before accepting requests, so no TensorFlow state
@@ -47,6 +50,15 @@ graceful_timeout = _int_from_env("GUNICORN_GRACEFUL_TIMEOUT", 20)
 keepalive = 5
 max_requests = 0
 preload_app = False
+if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+else:
+    control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+
+
+def post_worker_init(worker):
+    """Log when a worker has loaded its model and starts taking requests."""
+    worker.log.info("Worker ready (pid: %s)", worker.pid)

@@ -3,13 +3,51 @@
 from __future__ import annotations
 
 import base64
+import runpy
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from catdog.config import PROJECT_ROOT
 from conftest import make_photo
+
+GUNICORN_VARIABLES = ("CATDOG_BIND", "HOST", "PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
+                      "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_CONTROL_SOCKET", "TF_CPP_MIN_LOG_LEVEL")
+
+
+def gunicorn_settings(monkeypatch, **env) -> dict:
+    """The settings gunicorn.conf.py produces under ``env``."""
+    for name in GUNICORN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))
+
+
+def test_gunicorn_defaults(monkeypatch):
+    conf = gunicorn_settings(monkeypatch)
+    assert conf["bind"] == ["127.0.0.1:8000"]
+    assert (conf["workers"], conf["threads"], conf["worker_class"]) == (2, 4, "gthread")
+    assert (conf["timeout"], conf["graceful_timeout"], conf["max_requests"]) == (60, 20, 0)
+    assert conf["preload_app"] is False
+    assert conf["wsgi_app"] == "app:app"
+    assert conf["control_socket_disable"] is True
+
+
+def test_gunicorn_settings_from_the_environment(monkeypatch):
+    conf = gunicorn_settings(monkeypatch, HOST="0.0.0.0", PORT="9000", WEB_CONCURRENCY="3", GUNICORN_THREADS="8",
+                             GUNICORN_TIMEOUT="120", GUNICORN_GRACEFUL_TIMEOUT="5")
+    assert conf["bind"] == ["0.0.0.0:9000"]
+    assert (conf["workers"], conf["threads"], conf["timeout"], conf["graceful_timeout"]) == (3, 8, 120, 5)
+    assert gunicorn_settings(monkeypatch, CATDOG_BIND="unix:/tmp/catdog.sock", PORT="1")["bind"] == ["unix:/tmp/catdog.sock"]
+
+
+@pytest.mark.parametrize("name, value", [("WEB_CONCURRENCY", "many"), ("PORT", "80a"), ("GUNICORN_THREADS", "0")])
+def test_gunicorn_refuses_bad_numbers(monkeypatch, name, value):
+    with pytest.raises(SystemExit, match=name):
+        gunicorn_settings(monkeypatch, **{name: value})
 
 
 @pytest.fixture(scope="module")
