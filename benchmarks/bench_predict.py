@@ -143,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         naive_model.predict(pixels, verbose=0)
 
     rows["naive: decode + model.predict"] = time_calls(naive, naive_count, warmup)
-    del naive_model
 
     with tempfile.TemporaryFile("w+") as log:
         with GunicornServer(args.model, log, workers=args.workers, threads=args.threads) as server:
