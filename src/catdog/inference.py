@@ -131,9 +131,8 @@ class Predictor:
         blank = np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8)
         self.predict_arrays(blank)
         self.gradcam(blank[0])
-        log.info(
-            "model %s (%s, %dx%d input) loaded and warmed up", self.path, self._model.name, self.input_size, self.input_size
-        )
+        side = self.input_size
+        log.info("model %s (%s, %dx%d input) loaded and warmed up", self.path, self._model.name, side, side)
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         """Classify preprocessed images in one forward pass.
@@ -149,7 +148,9 @@ class Predictor:
         """
         expected = (self.input_size, self.input_size, 3)
         if batch.ndim != 4 or batch.shape[1:] != expected or batch.dtype != np.uint8:
-            raise ValueError(f"batch must be uint8 of shape (N, {', '.join(map(str, expected))}), got {batch.dtype} {batch.shape}")
+            raise ValueError(
+                f"batch must be uint8 of shape (N, {', '.join(map(str, expected))}), got {batch.dtype} {batch.shape}"
+            )
         return self._forward(batch).numpy()
 
     def gradcam(self, array: np.ndarray, class_index: int | None = None) -> np.ndarray:

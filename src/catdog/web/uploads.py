@@ -135,7 +135,9 @@ def _from_form(request: Request, explain: bool) -> Uploads:
 def _from_json(request: Request, explain: bool) -> Uploads:
     payload = request.get_json(silent=True)
     if not isinstance(payload, dict) or ("image" in payload) == ("images" in payload):
-        raise ApiError(400, "bad_json", 'the body must be a JSON object with "image" (a base64 string) or "images" (a list)')
+        raise ApiError(
+            400, "bad_json", 'the body must be a JSON object with "image" (a base64 string) or "images" (a list)'
+        )
     explain = explain or _truthy(payload.get("explain"))
     if "image" in payload:
         return Uploads([Upload(_decode_base64(payload["image"]))], batch=False, explain=explain)
