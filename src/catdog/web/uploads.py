@@ -25,6 +25,11 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from catdog.web.errors import ApiError, payload_too_large
 
+try:  # what gunicorn raises while reading a malformed chunked body
+    from gunicorn.http.errors import ParseException as ServerBodyError
+except ImportError:  # another WSGI server
+    ServerBodyError = OSError
+
 TRUE_WORDS = {"1", "true", "yes", "on"}
 ENVELOPE_SLACK = 64 * 1024
 HOW_TO_SEND = (
@@ -92,13 +97,15 @@ def read_uploads(request: Request, *, max_bytes: int, max_batch: int) -> Uploads
         The images and the client's options.
 
     Raises:
-        ApiError: 400 no image or a malformed body, 413 too many bytes,
+        ApiError: 400 no image or a malformed or unreadable body, 413 too many bytes,
             415 an unsupported Content-Type.
     """
     try:
         uploads = _read(request, max_bytes)
     except RequestEntityTooLarge as exc:
         raise payload_too_large(max_bytes) from exc
+    except (OSError, ServerBodyError) as exc:  # a malformed chunk, or the client left mid-body
+        raise ApiError(400, "bad_body", "the request body is malformed or was cut off") from exc
     if len(uploads.images) > max_batch:
         raise ApiError(400, "too_many_files", f"send at most {max_batch} images at once, got {len(uploads.images)}")
     if sum(len(upload.data) for upload in uploads.images) > max_bytes:
@@ -133,7 +140,10 @@ def _from_form(request: Request, explain: bool) -> Uploads:
 
 
 def _from_json(request: Request, explain: bool) -> Uploads:
-    payload = request.get_json(silent=True)
+    try:
+        payload = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes: not an upload either
+        payload = None
     if not isinstance(payload, dict) or ("image" in payload) == ("images" in payload):
         raise ApiError(
             400, "bad_json", 'the body must be a JSON object with "image" (a base64 string) or "images" (a list)'
