@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import tarfile
 import zipfile
 from pathlib import Path
@@ -21,6 +22,16 @@ from PIL import Image
 from catdog.config import DEFAULT_CONFIG, Settings, load_config
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # how every Thumbs.db starts
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``slow`` unless the run selects them (``pytest -m slow``)."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with pytest -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -206,17 +217,21 @@ def client(app):
 
 @pytest.fixture(scope="session")
 def live_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    """``start()`` -> a gunicorn server on 127.0.0.1 serving the tiny model; all are stopped at the end."""
+    """``start(model_path=None, ready_path="/ready", **options)`` -> a gunicorn server on 127.0.0.1.
+
+    It serves the tiny model unless ``model_path`` names another file, and is
+    started once ``ready_path`` answers 200; all are stopped at the end.
+    """
     from catdog.web.server import GunicornServer
 
     servers = []
 
-    def start(**options) -> GunicornServer:
+    def start(model_path: Path | None = None, ready_path: str = "/ready", **options) -> GunicornServer:
         log = (tmp_path_factory.mktemp("gunicorn") / "gunicorn.log").open("w")
-        server = GunicornServer(tiny_model_path, log, **options)
+        server = GunicornServer(model_path or tiny_model_path, log, **options)
         servers.append(server)
         try:
-            return server.start()
+            return server.start(ready_path=ready_path)
         except Exception:
             log.flush()
             print(Path(log.name).read_text())
@@ -226,6 +241,12 @@ def live_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory)
     for server in servers:
         server.stop()
         server.log.close()
+
+
+@pytest.fixture(scope="session")
+def pair_server(live_server):
+    """One gunicorn shared by the load, concurrency and fuzz tests: 2 workers x 4 threads, as shipped."""
+    return live_server(workers=2, threads=4)
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -240,6 +261,26 @@ def png_declaring(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
     idat = zlib.compress(b"\x00" * 64)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def damage(data: bytes, rng: random.Random) -> bytes:
+    """Damage ``data`` the ways files get damaged: cut short, bits flipped, bytes overwritten, lost or added."""
+    buffer = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.choice(["truncate", "flip", "overwrite", "delete", "insert"])
+        at = rng.randrange(len(buffer)) if buffer else 0
+        if kind == "truncate":
+            del buffer[at:]
+        elif kind == "flip" and buffer:
+            buffer[at] ^= 1 << rng.randrange(8)
+        elif kind == "overwrite":
+            chunk = rng.randbytes(rng.randint(1, 16))
+            buffer[at : at + len(chunk)] = chunk
+        elif kind == "delete":
+            del buffer[at : at + rng.randint(1, 64)]
+        else:
+            buffer[at:at] = rng.randbytes(rng.randint(1, 64))
+    return bytes(buffer)
 
 
 @pytest.fixture

@@ -73,8 +73,10 @@ class GunicornServer:
         }
         self.process: subprocess.Popen | None = None
 
-    def start(self, ready_timeout: float = 180.0) -> "GunicornServer":
-        """Start gunicorn and wait until ``/ready`` answers 200.
+    def start(self, ready_timeout: float = 180.0, *, ready_path: str = "/ready") -> "GunicornServer":
+        """Start gunicorn and wait until ``ready_path`` answers 200.
+
+        ``ready_path="/health"`` waits only for a worker to answer, with or without a model.
 
         Raises:
             ServerError: gunicorn exited, or was not ready within ``ready_timeout`` seconds.
@@ -86,7 +88,7 @@ class GunicornServer:
             if self.process.poll() is not None:
                 raise ServerError(f"gunicorn exited with status {self.process.returncode} before it was ready")
             try:
-                with urllib.request.urlopen(f"{self.url}/ready", timeout=5) as response:
+                with urllib.request.urlopen(f"{self.url}{ready_path}", timeout=5) as response:
                     if response.status == 200:
                         return self
             except (urllib.error.URLError, OSError):
