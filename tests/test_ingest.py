@@ -19,6 +19,7 @@ from catdog import ingest
 from catdog.cli import run
 from catdog.errors import DatasetError, DownloadError, UnsafeArchiveError
 from catdog.ingest import extract, fetch
+from rawhttp import chunked
 
 ARCHIVE = b"PK-not-really-but-bytes-are-bytes" * 3000
 
@@ -30,12 +31,14 @@ class FileServer:
         files: URL path -> content.
         requests: Paths of the GET requests received, in order.
         drop_next: How many coming GETs to cut off halfway through the body.
+        chunked: Send bodies with ``Transfer-Encoding: chunked`` (no Content-Length).
     """
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.requests: list[str] = []
         self.drop_next = 0
+        self.chunked = False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,7 +49,11 @@ class FileServer:
                     self.send_error(404)
                     return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                if server.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    body = chunked(body, 4096)
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if server.drop_next:
                     server.drop_next -= 1
@@ -127,6 +134,29 @@ def test_dropped_connection_leaves_nothing_and_rerun_completes(http_server: File
     assert names(tmp_path) == []
     result = fetch(http_server.url + "/a.zip", tmp_path)
     assert result.downloaded and result.path.read_bytes() == ARCHIVE
+
+
+def test_dropped_chunked_transfer_leaves_nothing_and_rerun_completes(http_server: FileServer, tmp_path: Path) -> None:
+    http_server.files["/a.zip"] = ARCHIVE
+    http_server.chunked = True  # no Content-Length: only the broken chunking tells
+    http_server.drop_next = 1
+    with pytest.raises(DownloadError, match="broke off"):
+        fetch(http_server.url + "/a.zip", tmp_path)
+    assert names(tmp_path) == []
+    assert fetch(http_server.url + "/a.zip", tmp_path).path.read_bytes() == ARCHIVE
+
+
+def test_cli_after_a_dropped_download_says_so_and_rerun_completes(
+    http_server: FileServer, config_file: Path, sample_zip: Path, settings, capsys
+) -> None:
+    http_server.files["/sample_data.zip"] = sample_zip.read_bytes()
+    http_server.drop_next = 1
+    argv = ["--config", str(config_file), "--set", f"data.source_url={http_server.url}/sample_data.zip"]
+    assert run(ingest.main, argv) == 1
+    assert "broke off" in capsys.readouterr().err
+    assert names(Path(settings.data.download_dir)) == [] and names(Path(settings.data.extract_dir)) == []
+    assert run(ingest.main, argv) == 0
+    assert (settings.data.dataset_dir / "Cat" / "1.jpg").is_file()
 
 
 @pytest.mark.parametrize(
@@ -250,6 +280,19 @@ def tar_special(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
     return info
 
 
+def declare_size(path: Path, size: int) -> Path:
+    """Rewrite every uncompressed size a zip records (local and central headers) as ``size``."""
+    data = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = data.find(signature)
+        while at != -1:
+            if data[at + offset - 4 : at + offset] != b"\x00" * 4:  # leave empty entries alone
+                data[at + offset : at + offset + 4] = size.to_bytes(4, "little")
+            at = data.find(signature, at + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
 GOOD = ("PetImages/Cat/1.jpg", b"meow")
 UNSAFE = [
     ("zip slip", lambda p: make_zip(p / "a.zip", [GOOD, ("../evil", b"x")]), "outside the target folder"),
@@ -268,7 +311,13 @@ UNSAFE = [
         "special file",
     ),
     ("zip bomb", lambda p: make_zip(p / "a.zip", [GOOD, ("PetImages/zeros", bytes(3_000_000))]), "more than the limit"),
+    (
+        "zip bomb, declared size only",
+        lambda p: declare_size(make_zip(p / "a.zip", [GOOD, ("PetImages/zeros", b"small")]), 0xF000_0000),
+        "more than the limit",
+    ),
     ("tar slip", lambda p: make_tar(p / "a.tgz", [GOOD, ("../evil", b"x")]), "outside the target folder"),
+    ("tar slip deep", lambda p: make_tar(p / "a.tgz", [GOOD, ("PetImages/../../evil", b"x")]), "outside"),
     ("tar absolute", lambda p: make_tar(p / "a.tgz", [GOOD, ("/tmp/evil", b"x")]), "absolute path"),
     (
         "tar symlink",
@@ -278,6 +327,11 @@ UNSAFE = [
     (
         "tar hardlink",
         lambda p: make_tar(p / "a.tgz", [GOOD, tar_special("PetImages/hard", tarfile.LNKTYPE, "/etc/passwd")]),
+        "is a link",
+    ),
+    (
+        "tar hardlink inside",  # harmless-looking, but a link all the same
+        lambda p: make_tar(p / "a.tgz", [GOOD, tar_special("PetImages/hard", tarfile.LNKTYPE, GOOD[0])]),
         "is a link",
     ),
     ("tar device", lambda p: make_tar(p / "a.tgz", [GOOD, tar_special("PetImages/dev", tarfile.CHRTYPE)]), "special"),
@@ -323,6 +377,31 @@ def test_corrupt_archive_fails_and_leaves_nothing(tmp_path: Path, damage: Callab
     with pytest.raises(DatasetError, match="a.zip"):
         extract(path, target, max_bytes=1_000_000)
     assert names(target) == []
+
+
+def test_a_zip_understating_its_size_is_cut_at_the_declared_size_and_leaves_nothing(tmp_path: Path) -> None:
+    # The header says 10 bytes; 3 MB of zeros are inside. Extraction stops at
+    # the declared size, the checksum then fails, and nothing stays behind.
+    archive = declare_size(make_zip(tmp_path / "a.zip", [("PetImages/zeros", bytes(3_000_000))]), 10)
+    target = tmp_path / "raw"
+    with pytest.raises(DatasetError, match="damaged"):
+        extract(archive, target, max_bytes=1_000)
+    assert names(target) == []
+
+
+@pytest.mark.parametrize("suffix", ["zip", "tgz"])
+def test_after_a_corrupt_archive_a_good_one_extracts(tmp_path: Path, suffix: str) -> None:
+    members = [GOOD, ("PetImages/Dog/1.jpg", bytes(range(256)) * 40)]
+    good = (make_zip if suffix == "zip" else make_tar)(tmp_path / f"good.{suffix}", members)
+    corrupt = tmp_path / f"corrupt.{suffix}"
+    corrupt.write_bytes(good.read_bytes()[: good.stat().st_size * 2 // 3])
+    target = tmp_path / "raw"
+    with pytest.raises(DatasetError, match=f"corrupt.{suffix}"):
+        extract(corrupt, target, max_bytes=1_000_000)
+    assert names(target) == []
+    result = extract(good, target, max_bytes=1_000_000)
+    assert result.extracted and result.files == 2
+    assert (target / GOOD[0]).read_bytes() == GOOD[1]
 
 
 @pytest.mark.parametrize("suffix", ["zip", "tar", "tar.gz", "tar.bz2", "tar.xz"])
