@@ -289,13 +289,14 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"| worker pid | RSS when ready (MiB) | RSS before soak | RSS after {report['total_requests']} requests "
-        "| growth over soak |",
-        "|---:|---:|---:|---:|---:|",
+        "| growth over soak | growth since ready |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for pid, ready in memory["ready"].items():
         lines.append(
             f"| {pid} | {ready} | {memory['before_soak'].get(pid)} | {memory['after_soak'].get(pid)} "
-            f"| {memory['growth_over_soak'].get(pid, float('nan')):.2%} |"
+            f"| {memory['growth_over_soak'].get(pid, float('nan')):.2%} "
+            f"| {memory['growth_since_ready'].get(pid, float('nan')):.2%} |"
         )
     lines += ["", f"Targets: {'all met' if not report['missed'] else 'MISSED: ' + '; '.join(report['missed'])}."]
     return "\n".join(lines)
@@ -370,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup": warmup,
         "levels": levels,
         "soak": soak,
-        "total_requests": sum(phase["requests"] for phase in [warmup, *levels, soak]),
+        "total_requests": sum(summary["requests"] for summary in [warmup, *levels, soak]),
         "worker_restarts": restarts,
         "memory": {"ready": ready, "before_soak": before_soak, "after_soak": after_soak,
                    "growth_over_soak": memory_growth(before_soak, after_soak),

@@ -14,6 +14,7 @@ import json
 import socket
 import time
 import urllib.parse
+from pathlib import Path
 
 
 def chunked(body: bytes, size: int) -> bytes:
@@ -43,6 +44,16 @@ class PendingRequest:
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
         self.sock.sendall(head.encode("latin-1"))
+
+    def accepted(self) -> bool:
+        """Whether a server process has accepted the connection (Linux: its socket has an inode)."""
+        client, server = self.sock.getsockname(), self.sock.getpeername()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
+            if (local, remote) == (server[1], client[1]):
+                return fields[9] != "0"
+        return False
 
     def send(self, count: int | None = None) -> None:
         """Send the next ``count`` bytes of the body (all that is left if ``None``)."""

@@ -57,13 +57,14 @@ def is_ready(server: GunicornServer) -> bool:
 
 
 def pending_predictions(server: GunicornServer, count: int) -> list[PendingRequest]:
-    """``count`` predictions in flight: headers and half the body sent, the workers waiting for the rest."""
+    """``count`` predictions in flight: accepted, headers and half the body read, the workers waiting for the rest."""
     photo = make_photo((160, 120))
-    requests_ = [PendingRequest(server.url, "/predict", photo, "image/jpeg") for _ in range(count)]
-    for pending in requests_:
-        pending.send(len(photo) // 2)
-    time.sleep(0.5)
-    return requests_
+    pending = [PendingRequest(server.url, "/predict", photo, "image/jpeg") for _ in range(count)]
+    for request in pending:
+        request.send(len(photo) // 2)
+    wait_for(lambda: all(request.accepted() for request in pending), 10, "the workers accepted the connections")
+    time.sleep(0.2)  # and read what was sent
+    return pending
 
 
 def finish(pending: list[PendingRequest]) -> list[tuple[int, dict | None]]:
