@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 import requests
 from PIL import Image
-from urllib3 import encode_multipart_formdata
 
+from benchmarks.load import multipart_body
 from conftest import damage, make_photo, png_declaring
 from rawhttp import PendingRequest, chunked
 
@@ -68,9 +68,8 @@ class Case:
     unread_body: bool = False
 
 
-def multipart(category: str, data: bytes, filename: str = "photo.jpg", allowed=None, field: str = "file") -> Case:
-    body, content_type = encode_multipart_formdata({field: (filename, data, "image/jpeg")})
-    return Case(category, body, content_type, allowed)
+def multipart(category: str, data: bytes, filename: str = "photo.jpg", allowed=None) -> Case:
+    return Case(category, *multipart_body(filename, data), allowed)
 
 
 def as_json(category: str, data: bytes, allowed=None) -> Case:
@@ -383,7 +382,7 @@ def log_text(server) -> str:
 @pytest.mark.parametrize(
     "total", [pytest.param(SHORT_CASES, id="short"), pytest.param(LONG_CASES, id="long", marks=pytest.mark.slow)]
 )
-def test_every_hostile_request_gets_a_json_4xx_and_no_worker_dies(pair_server, total):
+def test_every_hostile_request_gets_a_json_4xx_and_no_worker_dies(pair_server, total, capsys):
     url = pair_server.url
     pids = pair_server.worker_pids()
     log_before = len(log_text(pair_server))
@@ -403,7 +402,9 @@ def test_every_hostile_request_gets_a_json_4xx_and_no_worker_dies(pair_server, t
     slow_thread.join(60)
 
     tally = collections.Counter((case.category, status) for case, status, _ in results)
-    print(f"\n{len(results) + len(protocol) + 2} inputs tried:", dict(sorted(tally.items(), key=str)))
+    with capsys.disabled():
+        print(f"\nfuzz: {len(results) + len(protocol) + 2} inputs tried; (category, status): count",
+              dict(sorted(tally.items(), key=str)))
     failures = [(case.category, case.content_type, case.body[:80], status, why) for case, status, why in results if why]
     assert not failures, failures[:10]
     assert [status in expected for expected, status in protocol] == [True] * len(protocol), protocol
