@@ -135,7 +135,8 @@ def decode_images(paths: Sequence[str], size: int, desc: str = "decoding", worke
 
 
 def _fill(out: np.ndarray, results, total: int, desc: str) -> None:
-    for i, result in enumerate(tqdm(results, total=total, desc=desc, unit="img", leave=False)):
+    # disable=None: a bar on a terminal, nothing in a log file.
+    for i, result in enumerate(tqdm(results, total=total, desc=desc, unit="img", leave=False, disable=None)):
         if isinstance(result, str):
             raise DatasetError(f"image failed to decode since validation: {result}")
         out[i] = result

@@ -219,7 +219,8 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None) 
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup)),
         keras.callbacks.ModelCheckpoint(str(best_weights), monitor="val_accuracy", mode="max",
-                                        save_best_only=True, save_weights_only=True),
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=_best_so_far(runs / "history.csv") if resume else None),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=t.early_stopping_patience or t.epochs),
         keras.callbacks.CSVLogger(str(runs / "history.csv"), append=resume),
         progress,
@@ -284,6 +285,13 @@ def ship(model_file: Path, settings: Settings) -> Path:
         os.replace(tmp, dst)
     log.info("shipped %s as %s", model_file, target)
     return target
+
+
+def _best_so_far(history_csv: Path) -> float | None:
+    """The best validation accuracy an interrupted run reached, so a resumed
+    run only replaces the best checkpoint with a better one."""
+    values = read_history(history_csv).get("val_accuracy")
+    return max(values) if values else None
 
 
 def _training_settings(settings: Settings) -> dict:

@@ -1,0 +1,100 @@
+"""Evaluate a saved model: ``python -m catdog.evaluate --model M.h5 (--data DIR | --split test)``.
+
+``--data`` takes any PetImages-style folder (one sub-folder per class); it is
+validated first and only the valid images are scored. ``--split`` scores a
+part of the split saved by training (the test part is the honest number).
+Prints a table, writes the metrics as JSON, exits non-zero on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from catdog import cli
+from catdog.dataset import decode_images, load_split, write_json_atomic
+from catdog.metrics import classification_report, format_report
+
+log = logging.getLogger(__name__)
+
+
+def predict_files(predictor, paths: Sequence[str | Path], batch_size: int = 128) -> np.ndarray:
+    """Probabilities for image files, decoded with the shared preprocessing.
+
+    Args:
+        predictor: A loaded :class:`catdog.inference.Predictor`.
+        paths: Image files.
+        batch_size: Images per forward pass.
+
+    Returns:
+        ``(N, num_classes)`` probabilities.
+    """
+    images = decode_images([str(p) for p in paths], predictor.input_size, desc="decoding")
+    batches = [predictor.predict_arrays(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    return np.concatenate(batches) if batches else np.zeros((0, len(predictor.classes)), np.float32)
+
+
+def evaluate_folder(predictor, dataset_dir: Path, classes: Sequence[str]) -> dict:
+    """Validate a folder, then score the model on its valid images.
+
+    Returns:
+        The classification report, plus the validation counts under ``validation_counts``.
+
+    Raises:
+        DatasetError: The folder or a class folder is missing or empty.
+    """
+    from catdog.validate import validate_dataset
+
+    result = validate_dataset(dataset_dir, classes, progress=True)
+    usable = result.usable_files()
+    paths = [result.dataset_dir / rel for name in classes for rel in usable[name]]
+    labels = [i for i, name in enumerate(classes) for _ in usable[name]]
+    report = classification_report(labels, predict_files(predictor, paths), classes)
+    report["validation_counts"] = result.counts()
+    return report
+
+
+def evaluate_split(predictor, split_file: Path, part: str, dataset_dir: Path) -> dict:
+    """Score the model on one part of a saved split."""
+    split = load_split(split_file)
+    paths = [dataset_dir / rel for rel in split.files[part]]
+    return classification_report(split.labels[part], predict_files(predictor, paths), split.classes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = cli.make_parser("catdog evaluate", "Score a saved model on a folder of labelled images.")
+    parser.add_argument("--model", type=Path, help="the .h5 model (default: model.path from the config)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="folder with one sub-folder of images per class")
+    source.add_argument("--split", choices=("validation", "test"), help="a part of the split saved by training")
+    parser.add_argument("--output", type=Path, help="JSON file for the metrics (default: <artifacts>/evaluation.json)")
+    args = parser.parse_args(argv)
+    settings = cli.settings_from_args(args)
+
+    from catdog.inference import Predictor
+    from catdog.validate import read_manifest
+
+    model_path = args.model or Path(settings.model.path)
+    predictor = Predictor(model_path, settings.data.classes)
+    if args.data:
+        name = str(args.data)
+        report = evaluate_folder(predictor, args.data, settings.data.classes)
+    else:
+        name = f"the {args.split} part"
+        dataset_dir, _ = read_manifest(Path(settings.data.artifacts_dir) / "manifest.json")
+        report = evaluate_split(predictor, Path(settings.data.artifacts_dir) / "split.json", args.split, dataset_dir)
+    report["model"] = {"file": str(model_path), "architecture": predictor.architecture, "sha256_short": predictor.short_hash}
+    print(format_report(f"{predictor.architecture} ({model_path.name}) on {name}", report))
+    output = args.output or Path(settings.data.artifacts_dir) / "evaluation.json"
+    write_json_atomic(output, report)
+    print(f"metrics written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

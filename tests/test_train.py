@@ -1,0 +1,200 @@
+"""Training, resume, evaluate and predict on small generated data (never the real dataset)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from catdog import evaluate, predict, train, validate
+from catdog.config import load_config
+
+SIZE = 32
+PER_CLASS = 24
+
+
+def _picture(kind: str, seed: int) -> Image.Image:
+    """Cats are bright discs, dogs are horizontal stripes: easy to learn apart."""
+    rng = np.random.default_rng(seed)
+    side = int(rng.integers(40, 90))
+    y, x = np.mgrid[0:side, 0:side]
+    base = rng.integers(0, 60, (side, side, 3))
+    if kind == "Cat":
+        cx, cy = rng.uniform(0.3, 0.7, 2) * side
+        mask = (x - cx) ** 2 + (y - cy) ** 2 < (side / 4) ** 2
+    else:
+        mask = (y // max(2, side // 8)) % 2 == 0
+    base[mask] = (230, 230, 230)
+    return Image.fromarray(base.astype(np.uint8))
+
+
+@pytest.fixture
+def tiny_run(tmp_path: Path, config_file: Path) -> Path:
+    """A config for a 32x32 two-module Inception and a validated generated dataset."""
+    config = yaml.safe_load(config_file.read_text())
+    dataset = Path(config["data"]["extract_dir"]) / config["data"]["dataset_subdir"]
+    for label in ("Cat", "Dog"):
+        (dataset / label).mkdir(parents=True)
+        for i in range(PER_CLASS):
+            _picture(label, seed=i + (1000 if label == "Dog" else 0)).save(dataset / label / f"{i}.jpg")
+    training = config["training"]
+    training.update(image_size=SIZE, batch_size=8, epochs=2, warmup_epochs=1, early_stopping_patience=0)
+    training["inception"].update(stem_filters=8, stages=[[[4, 4, 8, 2, 4, 4]], [[8, 4, 8, 2, 4, 4]]])
+    training["resnet"].update(stem_filters=8, stage_filters=[8, 16], blocks_per_stage=[1, 1])
+    config_file.write_text(yaml.safe_dump(config))
+    assert validate.main(["--config", str(config_file)]) == 0
+    return config_file
+
+
+def _settings(config_file: Path, *overrides: str):
+    return load_config(config_file, overrides, environ={})
+
+
+@pytest.mark.parametrize("arch", ["inception", "resnet"])
+def test_smoke_training_writes_a_model_that_loads_and_predicts(tiny_run: Path, arch: str):
+    import keras
+
+    settings = _settings(tiny_run, f"training.architecture={arch}")
+    metrics = train.train(settings)
+    model_file = Path(settings.model.dir) / f"{arch}.h5"
+    assert model_file.exists()
+    assert metrics["epochs_run"] == 2
+    assert metrics["test"]["images"] > 0 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    saved = json.loads(model_file.with_suffix(".metrics.json").read_text())
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "confusion_matrix"):
+        assert key in saved["validation"] and key in saved["test"]
+    assert saved["parameters"] == metrics["parameters"] > 0
+    assert saved["class_counts"]["train"]["Cat"] + saved["class_counts"]["test"]["Cat"] + \
+        saved["class_counts"]["validation"]["Cat"] == PER_CLASS
+    assert (model_file.parent / f"{arch}_curves.png").stat().st_size > 0
+    assert (model_file.parent / f"{arch}_confusion.png").stat().st_size > 0
+
+    model = keras.models.load_model(model_file, compile=False)
+    probs = model.predict(np.zeros((1, SIZE, SIZE, 3), "float32"), verbose=0)
+    assert probs.shape == (1, 2) and np.isclose(probs.sum(), 1.0, atol=1e-5)
+
+
+def test_test_part_is_disjoint_and_stable(tiny_run: Path):
+    settings = _settings(tiny_run)
+    first, _, _ = train.prepare_split(settings)
+    second, _, _ = train.prepare_split(settings)
+    assert first == second
+    parts = [set(first.files[p]) for p in ("train", "validation", "test")]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert sum(len(p) for p in parts) == 2 * PER_CLASS
+    other, _, _ = train.prepare_split(_settings(tiny_run, "training.seed=99"))
+    assert other.files["test"] != first.files["test"]
+
+
+def test_resume_continues_after_an_interruption(tiny_run: Path, monkeypatch: pytest.MonkeyPatch):
+    import keras
+
+    settings = _settings(tiny_run, "training.epochs=3")
+    real_logger = train.epoch_logger
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    # The epoch logger is the last callback, after the backup: interrupt there.
+    monkeypatch.setattr(train, "epoch_logger", lambda *a: Interrupt())
+    with pytest.raises(KeyboardInterrupt):
+        train.train(settings)
+    backup = train.run_dir(settings) / "backup"
+    assert backup.exists()
+    assert len(train.read_history(train.run_dir(settings) / "history.csv")["loss"]) == 2
+
+    monkeypatch.setattr(train, "epoch_logger", real_logger)
+    ran = []
+    original_fit = keras.Model.fit
+
+    def spying_fit(self, *args, **kwargs):
+        history = original_fit(self, *args, **kwargs)
+        ran.append(len(history.epoch))
+        return history
+
+    monkeypatch.setattr(keras.Model, "fit", spying_fit)
+    metrics = train.train(settings, resume=True)
+    assert ran == [1]  # only the third epoch was left
+    assert metrics["epochs_run"] == 3
+
+
+def test_train_cli_reports_a_missing_manifest(tmp_path: Path, config_file: Path, capsys):
+    from catdog import cli
+
+    assert cli.run(train.main, ["--config", str(config_file)]) == 1
+    assert "manifest" in capsys.readouterr().err
+
+
+@pytest.fixture
+def trained(tiny_run: Path) -> tuple[Path, Path]:
+    settings = _settings(tiny_run)
+    train.train(settings)
+    return tiny_run, Path(settings.model.dir) / "inception.h5"
+
+
+def test_ship_installs_the_model_and_its_metrics(trained):
+    config_file, model_file = trained
+    settings = _settings(config_file)
+    target = train.ship(model_file, settings)
+    assert target == Path(settings.model.path)
+    assert target.read_bytes() == model_file.read_bytes()
+    assert (target.parent / "metrics.json").read_bytes() == model_file.with_suffix(".metrics.json").read_bytes()
+
+
+def test_evaluate_cli_on_a_folder_and_on_the_test_part(trained, tmp_path: Path, capsys):
+    config_file, model_file = trained
+    settings = _settings(config_file)
+    out = tmp_path / "eval.json"
+    assert evaluate.main(["--config", str(config_file), "--model", str(model_file),
+                          "--data", str(settings.data.dataset_dir), "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["images"] == 2 * PER_CLASS
+    assert sum(map(sum, report["confusion_matrix"]["rows_true_columns_predicted"])) == 2 * PER_CLASS
+    assert "accuracy" in capsys.readouterr().out
+
+    assert evaluate.main(["--config", str(config_file), "--model", str(model_file),
+                          "--split", "test", "--output", str(out)]) == 0
+    split = json.loads((Path(settings.data.artifacts_dir) / "split.json").read_text())
+    assert json.loads(out.read_text())["images"] == len(split["files"]["test"])
+
+
+def test_evaluate_cli_fails_cleanly_on_a_missing_folder(trained, tmp_path: Path, capsys):
+    from catdog import cli
+
+    config_file, model_file = trained
+    code = cli.run(evaluate.main, ["--config", str(config_file), "--model", str(model_file),
+                                   "--data", str(tmp_path / "nowhere")])
+    assert code == 1
+    assert "error:" in capsys.readouterr().err
+
+
+def test_predict_cli_labels_good_files_and_reports_bad_ones(trained, tmp_path: Path, capsys):
+    config_file, model_file = trained
+    good = tmp_path / "cat.png"
+    _picture("Cat", 5).save(good)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    missing = tmp_path / "missing.jpg"
+    code = predict.main(["--config", str(config_file), "--model", str(model_file), str(bad), str(good), str(missing)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 1
+    assert len(lines) == 3
+    assert lines[0].startswith(f"{bad}: error:")
+    assert lines[1].startswith(f"{good}: ") and ("Cat" in lines[1] or "Dog" in lines[1])
+    assert lines[2].startswith(f"{missing}: error:")
+
+
+def test_cli_help_lists_every_step(capsys):
+    from catdog import cli
+
+    for step in cli.STEPS:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([step, "--help"])
+        assert exit_info.value.code == 0
+        assert "--config" in capsys.readouterr().out
