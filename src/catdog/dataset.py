@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from catdog.dirs import write_json_atomic
 from catdog.errors import DatasetError, InvalidImage
 from catdog.preprocess import load_image
 
@@ -97,15 +98,6 @@ def load_split(path: Path) -> Split:
         return Split(tuple(payload["classes"]), payload["files"], payload["labels"])
     except (OSError, ValueError, KeyError) as exc:
         raise DatasetError(f"cannot read split file {str(path)!r}: {exc}") from exc
-
-
-def write_json_atomic(path: Path, payload) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _decode(args: tuple[str, int]) -> np.ndarray | str:

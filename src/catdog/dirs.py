@@ -9,6 +9,8 @@ files (manifests, reports, markers) so that a reader never sees half of one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -110,3 +112,19 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         Path(tmp_name).unlink(missing_ok=True)
         raise DatasetError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
     return target
+
+
+def write_json_atomic(path: str | os.PathLike, payload) -> Path:
+    """Write ``payload`` as indented JSON with :func:`write_text_atomic`, creating the folder."""
+    target = Path(path)
+    ensure_dir(target.parent)
+    return write_text_atomic(target, json.dumps(payload, indent=2) + "\n")
+
+
+def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Return the hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -8,7 +8,6 @@ Prints a table, writes the metrics as JSON, exits non-zero on failure.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from catdog import cli
-from catdog.dataset import decode_images, load_split, write_json_atomic
+from catdog.dataset import decode_images, load_split
+from catdog.dirs import write_json_atomic
 from catdog.metrics import classification_report, format_report
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from catdog.validate import read_manifest
 
     model_path = args.model or Path(settings.model.path)
-    predictor = Predictor(model_path, settings.data.classes)
+    predictor = Predictor.from_settings(settings, model_path)
     if args.data:
         name = str(args.data)
         report = evaluate_folder(predictor, args.data, settings.data.classes)

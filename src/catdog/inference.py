@@ -126,6 +126,23 @@ class Predictor:
         self._forward, self._explain = _compile(self._model, self.input_size)
         self._warm_up()
 
+    @classmethod
+    def from_settings(cls, settings, model_path: str | Path | None = None) -> "Predictor":
+        """A predictor with the configured classes and serving limits.
+
+        Args:
+            settings: The loaded :class:`catdog.config.Settings`.
+            model_path: The model file; ``settings.model.path`` if ``None``.
+        """
+        serving = settings.serving
+        return cls(
+            model_path or settings.model.path,
+            settings.data.classes,
+            max_pixels=serving.max_pixels,
+            min_side=serving.min_side,
+            accepted_formats=serving.accepted_formats,
+        )
+
     def _warm_up(self) -> None:
         """Run both graphs once so the first request does not pay for tracing."""
         blank = np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8)

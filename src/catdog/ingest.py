@@ -42,7 +42,7 @@ import requests
 from tqdm import tqdm
 
 from catdog.cli import make_parser, run, settings_from_args
-from catdog.dirs import ensure_dirs, write_text_atomic
+from catdog.dirs import ensure_dirs, file_sha256, write_text_atomic
 from catdog.errors import DatasetError, DownloadError, UnsafeArchiveError
 
 log = logging.getLogger("catdog.ingest")  # not __name__: that is "__main__" under -m
@@ -97,15 +97,6 @@ class _Member:
     is_dir: bool
     size: int
     handle: object  # ZipInfo or TarInfo, passed back to the archive's opener
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Return the hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch(

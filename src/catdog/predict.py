@@ -43,9 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from catdog.inference import Predictor
 
-    s = settings.serving
-    predictor = Predictor(args.model or Path(settings.model.path), settings.data.classes,
-                          max_pixels=s.max_pixels, min_side=s.min_side, accepted_formats=s.accepted_formats)
+    predictor = Predictor.from_settings(settings, args.model)
     failed = 0
     for path, prediction, error in classify_files(predictor, args.images):
         if error:

@@ -29,8 +29,8 @@ from typing import Sequence
 
 from catdog import cli
 from catdog.config import Settings
-from catdog.dataset import Split, cached_arrays, load_split, make_split, save_split, tf_dataset, write_json_atomic
-from catdog.dirs import ensure_dirs
+from catdog.dataset import Split, cached_arrays, load_split, make_split, save_split, tf_dataset
+from catdog.dirs import ensure_dirs, file_sha256, write_json_atomic
 from catdog.errors import DatasetError
 from catdog.metrics import classification_report, format_report
 
@@ -244,7 +244,7 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None) 
     metrics = {
         "architecture": arch,
         "model_file": output.name,
-        "model_sha256": _sha256(output),
+        "model_sha256": file_sha256(output),
         "image_size": t.image_size,
         "parameters": int(model.count_params()),
         "classes": list(settings.data.classes),
@@ -298,14 +298,6 @@ def _training_settings(settings: Settings) -> dict:
     import dataclasses
 
     return dataclasses.asdict(settings.training)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -91,8 +91,6 @@ def build_inception(
     Returns:
         An uncompiled Keras model following the contract in :mod:`catdog.models`.
     """
-    if image_size < 32:
-        raise ValueError(f"image_size must be at least 32, got {image_size}")
     if not stages or any(len(stage) == 0 for stage in stages):
         raise ValueError(f"stages must hold at least one non-empty stage, got {stages!r}")
     inputs, x = inputs_and_rescale(image_size)

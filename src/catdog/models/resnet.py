@@ -90,8 +90,6 @@ def build_resnet(
     Returns:
         An uncompiled Keras model following the contract in :mod:`catdog.models`.
     """
-    if image_size < 32:
-        raise ValueError(f"image_size must be at least 32, got {image_size}")
     if not stage_filters or len(stage_filters) != len(blocks_per_stage):
         raise ValueError(
             "stage_filters and blocks_per_stage must be non-empty and the same length, "

@@ -33,15 +33,8 @@ class ModelSlot:
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Load the model named by ``settings`` and attach it to ``app``."""
-    serving = settings.serving
     try:
-        predictor = Predictor(
-            settings.model.path,
-            settings.data.classes,
-            max_pixels=serving.max_pixels,
-            min_side=serving.min_side,
-            accepted_formats=serving.accepted_formats,
-        )
+        predictor = Predictor.from_settings(settings)
     except ModelError as exc:
         log.error("serving without a model: %s", exc)
         app.extensions[EXTENSION] = ModelSlot(None, str(exc))
