@@ -10,7 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from catdog import evaluate, predict, train, validate
+from catdog import evaluate, predict, ship, train, validate
 from catdog.config import load_config
 
 SIZE = 32
@@ -141,10 +141,21 @@ def trained(tiny_run: Path) -> tuple[Path, Path]:
 def test_ship_installs_the_model_and_its_metrics(trained):
     config_file, model_file = trained
     settings = _settings(config_file)
-    target = train.ship(model_file, settings)
+    target = ship.ship(model_file, settings)
     assert target == Path(settings.model.path)
     assert target.read_bytes() == model_file.read_bytes()
     assert (target.parent / "metrics.json").read_bytes() == model_file.with_suffix(".metrics.json").read_bytes()
+
+
+def test_ship_picks_the_best_model_on_the_validation_part(tmp_path: Path):
+    for name, val, test in (("a", 0.91, 0.99), ("b", 0.95, 0.90)):
+        (tmp_path / f"{name}.h5").write_bytes(b"model " + name.encode())
+        (tmp_path / f"{name}.metrics.json").write_text(
+            json.dumps({"validation": {"accuracy": val}, "test": {"accuracy": test}}))
+    # "b" wins on validation even though "a" looks better on the test part.
+    assert ship.best_by_validation(tmp_path) == tmp_path / "b.h5"
+    with pytest.raises(ship.ModelError):
+        ship.best_by_validation(tmp_path / "empty")
 
 
 def test_evaluate_cli_on_a_folder_and_on_the_test_part(trained, tmp_path: Path, capsys):

@@ -9,7 +9,7 @@ interrupted run where it stopped.
 Writes ``model/<arch>.h5``, ``model/<arch>.metrics.json``, and the plots
 ``model/<arch>_curves.png`` and ``model/<arch>_confusion.png``. ``--ship``
 also copies the model and its metrics to ``model.path`` (model/model.h5) and
-``metrics.json`` beside it, which is what the app loads.
+``metrics.json`` beside it, which is what the app loads (see :mod:`catdog.ship`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from catdog import cli
 from catdog.config import Settings
 from catdog.dataset import Split, cached_arrays, load_split, make_split, save_split, tf_dataset
 from catdog.dirs import ensure_dirs, file_sha256, write_json_atomic
-from catdog.errors import DatasetError
 from catdog.metrics import classification_report, format_report
 
 log = logging.getLogger(__name__)
@@ -273,20 +272,6 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None) 
     return metrics
 
 
-def ship(model_file: Path, settings: Settings) -> Path:
-    """Copy a trained model and its metrics to ``model.path`` and metrics.json beside it."""
-    target = Path(settings.model.path)
-    metrics_src = model_file.with_suffix(".metrics.json")
-    if not model_file.exists() or not metrics_src.exists():
-        raise DatasetError(f"{model_file} or its metrics file is missing; train it first")
-    for src, dst in ((model_file, target), (metrics_src, target.with_name("metrics.json"))):
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    log.info("shipped %s as %s", model_file, target)
-    return target
-
-
 def _best_so_far(history_csv: Path) -> float | None:
     """The best validation accuracy an interrupted run reached, so a resumed
     run only replaces the best checkpoint with a better one."""
@@ -309,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = cli.settings_from_args(args)
     metrics = train(settings, resume=args.resume, output=args.output)
     if args.ship:
+        from catdog.ship import ship
+
         ship(Path(args.output or Path(settings.model.dir) / f"{settings.training.architecture}.h5"), settings)
     print(f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['architecture']}, "
           f"{metrics['epochs_run']} epochs, {metrics['wall_time_seconds'] / 60:.1f} min)")

@@ -1,0 +1,88 @@
+"""Install a trained model as the one the app serves: ``python -m catdog.ship``.
+
+``ship MODEL.h5`` copies that model and its ``.metrics.json`` to
+``model.path`` (model/model.h5) and ``metrics.json`` beside it. Without a
+file, it picks the trained model with the best *validation* accuracy: the
+test part stays untouched by every choice, so its number remains honest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from catdog import cli
+from catdog.config import Settings
+from catdog.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def metrics_file(model_file: Path) -> Path:
+    """The metrics written beside a trained model (``inception.h5`` -> ``inception.metrics.json``)."""
+    return model_file.with_suffix(".metrics.json")
+
+
+def best_by_validation(model_dir: Path) -> Path:
+    """The trained model in ``model_dir`` with the highest validation accuracy.
+
+    Raises:
+        ModelError: No trained model with metrics is there.
+    """
+    scored = []
+    for path in sorted(Path(model_dir).glob("*.metrics.json")):
+        model_file = path.with_name(path.name.replace(".metrics.json", ".h5"))
+        if model_file.exists():
+            accuracy = json.loads(path.read_text(encoding="utf-8"))["validation"]["accuracy"]
+            scored.append((accuracy, model_file))
+    if not scored:
+        raise ModelError(f"no trained model with metrics in {str(model_dir)!r}; run catdog.train first")
+    for accuracy, model_file in scored:
+        log.info("%s: validation accuracy %.4f", model_file.name, accuracy)
+    return max(scored)[1]
+
+
+def ship(model_file: Path, settings: Settings) -> Path:
+    """Copy a trained model and its metrics to ``model.path`` and metrics.json beside it.
+
+    Each file is copied to a temporary name and renamed, so a running app
+    never sees half a file.
+
+    Returns:
+        The installed model path.
+
+    Raises:
+        ModelError: The model or its metrics file is missing.
+    """
+    target = Path(settings.model.path)
+    metrics_src = metrics_file(model_file)
+    if not model_file.exists() or not metrics_src.exists():
+        raise ModelError(f"{model_file} or its metrics file {metrics_src.name} is missing; train it first")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for src, dst in ((model_file, target), (metrics_src, target.with_name("metrics.json"))):
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    log.info("shipped %s as %s", model_file, target)
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = cli.make_parser("catdog ship", "Install a trained model as the one the app serves.")
+    parser.add_argument("model", nargs="?", type=Path,
+                        help="trained .h5 to install (default: the best on the validation part in model.dir)")
+    args = parser.parse_args(argv)
+    settings = cli.settings_from_args(args)
+    chosen = args.model or best_by_validation(Path(settings.model.dir))
+    target = ship(chosen, settings)
+    print(f"{chosen} is now {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
