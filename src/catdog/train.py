@@ -127,7 +127,10 @@ def predict_in_batches(model, images, batch_size: int = 128):
     import numpy as np
     import tensorflow as tf
 
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    @tf.function(reduce_retracing=True)
+    def forward(x):
+        return model(x, training=False)
+
     outputs = [forward(tf.cast(images[i:i + batch_size], tf.float32)).numpy()
                for i in range(0, len(images), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, model.output_shape[-1]), "float32")
