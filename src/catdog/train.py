@@ -142,9 +142,8 @@ def save_h5_atomic(model, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.h5")
-    clean = keras.models.clone_model(model)
-    clean.set_weights(model.get_weights())
-    keras.saving.save_model(clean, tmp)
+    # Serving needs the weights only; the optimizer's state would triple the file.
+    keras.saving.save_model(model, tmp, include_optimizer=False)
     os.replace(tmp, path)
 
 
