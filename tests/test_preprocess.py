@@ -179,6 +179,7 @@ def test_transparent_pixels_become_white(examples):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's notes on the damage we made
+@pytest.mark.filterwarnings("error:invalid value encountered:RuntimeWarning")  # NaN pixels cast to garbage
 @pytest.mark.parametrize("examples", budget(200, 5000))
 def test_damaged_bytes_become_a_tensor_or_a_refusal(examples):
     @st.composite
@@ -207,3 +208,12 @@ def test_arbitrary_bytes_become_a_tensor_or_a_refusal(data):
         assert exc.reason in REASONS
         return
     assert array.shape == (16, 16, 3) and array.dtype == np.uint8
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_float_image_with_pixels_that_are_not_numbers_is_corrupt(value):
+    pixels = np.arange(24, dtype=np.float32).reshape(4, 6)
+    pixels[2, 3] = value
+    with pytest.raises(InvalidImage) as caught:
+        load_image(encode(Image.fromarray(pixels), "TIFF"), 8)
+    assert caught.value.reason == "corrupt"

@@ -99,7 +99,10 @@ def open_image(
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency becomes white."""
     if image.mode in _HIGH_DEPTH_MODES:
-        pixels = np.asarray(image, dtype=np.float64)
+        pixels = np.asarray(image)
+        if not np.isfinite(pixels).all():  # before any cast: damaged float data holds NaNs
+            raise InvalidImage("corrupt", "the image has pixel values that are not numbers (NaN or infinity)")
+        pixels = pixels.astype(np.float64)
         low, high = float(pixels.min()), float(pixels.max())
         scaled = (pixels - low) * (255.0 / (high - low)) if high > low else np.zeros_like(pixels)
         image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
