@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -156,6 +157,25 @@ def test_ship_picks_the_best_model_on_the_validation_part(tmp_path: Path):
     assert ship.best_by_validation(tmp_path) == tmp_path / "b.h5"
     with pytest.raises(ship.ModelError):
         ship.best_by_validation(tmp_path / "empty")
+
+
+def test_fine_tuning_starts_from_the_given_weights(trained, monkeypatch: pytest.MonkeyPatch):
+    import keras
+
+    config_file, model_file = trained
+    settings = _settings(config_file, "training.epochs=1", "training.warmup_epochs=0")
+    start = keras.models.load_model(model_file, compile=False).get_weights()
+    seen = []
+    original_fit = keras.Model.fit
+
+    def checking_fit(self, *args, **kwargs):
+        seen.append(all(np.array_equal(a, b) for a, b in zip(self.get_weights(), start)))
+        return original_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", checking_fit)
+    metrics = train.train(settings, output=model_file.with_name("tuned.h5"), init_from=model_file)
+    assert seen == [True]
+    assert metrics["initialised_from"]["sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
 
 
 def test_evaluate_cli_on_a_folder_and_on_the_test_part(trained, tmp_path: Path, capsys):

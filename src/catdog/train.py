@@ -80,7 +80,8 @@ def compile_model(model, settings: Settings, steps_per_epoch: int) -> None:
     total = max(1, t.epochs * steps_per_epoch)
     warmup = min(total - 1, t.warmup_epochs * steps_per_epoch)
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=t.learning_rate / 10,
+        # Warm up from a tenth of the peak; without warm-up, start at the peak.
+        initial_learning_rate=t.learning_rate / 10 if warmup else t.learning_rate,
         decay_steps=max(1, total - warmup),
         warmup_target=t.learning_rate if warmup else None,
         warmup_steps=warmup,
@@ -171,13 +172,16 @@ def versions() -> dict[str, str]:
             "numpy": numpy.__version__, "pillow": PIL.__version__}
 
 
-def train(settings: Settings, resume: bool = False, output: Path | None = None) -> dict:
+def train(settings: Settings, resume: bool = False, output: Path | None = None,
+          init_from: Path | None = None) -> dict:
     """Train, evaluate on validation and test parts, and save model, metrics and plots.
 
     Args:
         settings: The loaded settings.
         resume: Continue from the last epoch backup instead of starting over.
         output: Where to write the model (default ``<model.dir>/<arch>.h5``).
+        init_from: A trained model of the same architecture and input size to
+            start from (fine-tuning) instead of random weights.
 
     Returns:
         The metrics written to ``<arch>.metrics.json``.
@@ -212,6 +216,9 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None) 
     steps = math.ceil(len(arrays["train"]) / t.batch_size)
 
     model = build_model(t, num_classes)
+    if init_from is not None:
+        model.set_weights(keras.models.load_model(init_from, compile=False).get_weights())
+        log.info("starting from the weights of %s", init_from)
     compile_model(model, settings, steps)
     log.info("%s: %s parameters, input %dx%d, %d training images, %d epochs",
              arch, f"{model.count_params():,}", t.image_size, t.image_size, len(arrays["train"]), t.epochs)
@@ -256,6 +263,7 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None) 
         "wall_time_seconds": round(fit_seconds, 1),
         # Counted for this process only: a resumed run reports the epochs it ran itself.
         "train_images_per_second": round(len(arrays["train"]) * len(progress.durations) / fit_seconds, 1),
+        "initialised_from": {"file": str(init_from), "sha256": file_sha256(init_from)} if init_from else None,
         "manifest_sha256": manifest_hash,
         "settings": _training_settings(settings),
         "versions": versions(),
@@ -291,10 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.make_parser("catdog train", "Train the configured architecture on the validated manifest.")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     parser.add_argument("--output", type=Path, help="model file to write (default: model/<architecture>.h5)")
+    parser.add_argument("--init-from", type=Path, metavar="MODEL_H5",
+                        help="start from this trained model's weights (same architecture and size) to fine-tune it")
     parser.add_argument("--ship", action="store_true", help="also install the result as model.path (what the app loads)")
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
-    metrics = train(settings, resume=args.resume, output=args.output)
+    metrics = train(settings, resume=args.resume, output=args.output, init_from=args.init_from)
     if args.ship:
         from catdog.ship import ship
 
