@@ -234,7 +234,8 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None,
         progress,
     ]
     started = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks,
+    # shuffle=False: the tf.data pipeline already reshuffles every epoch.
+    model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks, shuffle=False,
               verbose=1 if sys.stdout.isatty() else 2)
     fit_seconds = time.perf_counter() - started
     history = read_history(runs / "history.csv")
