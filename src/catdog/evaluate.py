@@ -23,6 +23,16 @@ from catdog.metrics import classification_report, format_report
 log = logging.getLogger(__name__)
 
 
+def in_batches(forward, images: np.ndarray, num_outputs: int, batch_size: int = 128) -> np.ndarray:
+    """Run ``forward`` (a batch of images -> numpy probabilities) over ``images`` in batches.
+
+    Returns:
+        ``(N, num_outputs)`` probabilities; an empty array for no images.
+    """
+    outputs = [forward(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, num_outputs), np.float32)
+
+
 def predict_files(predictor, paths: Sequence[str | Path], batch_size: int = 128) -> np.ndarray:
     """Probabilities for image files, decoded with the shared preprocessing.
 
@@ -35,8 +45,7 @@ def predict_files(predictor, paths: Sequence[str | Path], batch_size: int = 128)
         ``(N, num_classes)`` probabilities.
     """
     images = decode_images([str(p) for p in paths], predictor.input_size, desc="decoding")
-    batches = [predictor.predict_arrays(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-    return np.concatenate(batches) if batches else np.zeros((0, len(predictor.classes)), np.float32)
+    return in_batches(predictor.predict_arrays, images, len(predictor.classes), batch_size)
 
 
 def evaluate_folder(predictor, dataset_dir: Path, classes: Sequence[str]) -> dict:

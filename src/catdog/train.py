@@ -104,7 +104,9 @@ def epoch_logger(epochs: int, images_per_epoch: int):
     import keras
 
     class EpochLogger(keras.callbacks.Callback):
-        durations: list[float] = []
+        def __init__(self):
+            super().__init__()
+            self.durations: list[float] = []
 
         def on_train_begin(self, logs=None):
             self.durations = []
@@ -125,16 +127,15 @@ def epoch_logger(epochs: int, images_per_epoch: int):
 
 def predict_in_batches(model, images, batch_size: int = 128):
     """Probabilities for a uint8 image array, through a compiled forward pass."""
-    import numpy as np
     import tensorflow as tf
+
+    from catdog.evaluate import in_batches
 
     @tf.function(reduce_retracing=True)
     def forward(x):
-        return model(x, training=False)
+        return model(tf.cast(x, tf.float32), training=False)
 
-    outputs = [forward(tf.cast(images[i:i + batch_size], tf.float32)).numpy()
-               for i in range(0, len(images), batch_size)]
-    return np.concatenate(outputs) if outputs else np.zeros((0, model.output_shape[-1]), "float32")
+    return in_batches(lambda batch: forward(batch).numpy(), images, model.output_shape[-1], batch_size)
 
 
 def save_h5_atomic(model, path: Path) -> None:
