@@ -32,45 +32,78 @@ DEFAULT_CONFIG = PROJECT_ROOT / "config.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
-class DataSettings:
+class ArchiveSettings:
+    """One dataset archive: where to fetch it and the folder it unpacks to."""
+
     source_url: str
     sha256: str | None
+    folder: str
+
+    def check(self, at: str) -> None:
+        if self.sha256 is not None and (len(self.sha256) != 64 or not _is_hex(self.sha256)):
+            raise ConfigError(f"{at}.sha256 must be 64 hex digits or null, got {self.sha256!r}")
+        if not self.source_url:
+            raise ConfigError(f"{at}.source_url must not be empty")
+        if not _plain_name(self.folder):
+            raise ConfigError(f"{at}.folder must be a plain folder name, got {self.folder!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    archives: dict[str, ArchiveSettings]
     download_dir: str
     extract_dir: str
-    dataset_subdir: str
     classes: tuple[str, ...]
     max_extract_bytes: int
     artifacts_dir: str
 
     def check(self, at: str) -> None:
-        if len(self.classes) != 2 or len(set(self.classes)) != 2:
-            raise ConfigError(f"{at}.classes must name two different classes, got {list(self.classes)!r}")
-        if self.sha256 is not None and (len(self.sha256) != 64 or not _is_hex(self.sha256)):
-            raise ConfigError(f"{at}.sha256 must be 64 hex digits or null, got {self.sha256!r}")
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"{at}.classes must name two or more different classes, got {list(self.classes)!r}")
+        if not self.archives:
+            raise ConfigError(f"{at}.archives must name at least one archive")
+        for name in self.archives:
+            if not _plain_name(name):
+                raise ConfigError(f"{at}.archives: {name!r} is not a plain name")
         _positive(f"{at}.max_extract_bytes", self.max_extract_bytes)
-        if not self.source_url:
-            raise ConfigError(f"{at}.source_url must not be empty")
 
     @property
     def dataset_dir(self) -> Path:
-        """Folder holding one sub-folder of images per class."""
-        return Path(self.extract_dir) / self.dataset_subdir
+        """Folder that every archive unpacks under, one sub-folder per archive."""
+        return Path(self.extract_dir)
+
+    def archive_dir(self, name: str) -> Path:
+        """Folder archive ``name`` unpacks into (it holds the archive's own top folder)."""
+        return Path(self.extract_dir) / name
+
+    @property
+    def collections(self) -> tuple[str, ...]:
+        """Each archive's class folders' parent, relative to :attr:`dataset_dir`."""
+        return tuple(f"{name}/{archive.folder}" for name, archive in self.archives.items())
 
 
 @dataclasses.dataclass(frozen=True)
 class AugmentationSettings:
     flip: bool
-    rotation: float
-    zoom: float
-    translation: float
+    crop_scale: tuple[float, ...]
+    crop_aspect: tuple[float, ...]
+    low_res_share: float
+    low_res_sides: tuple[int, ...]
     contrast: float
     brightness: float
 
     def check(self, at: str) -> None:
-        for name in ("rotation", "zoom", "translation", "contrast", "brightness"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"{at}.{name} must be in [0, 1), got {value!r}")
+        for name in ("low_res_share", "contrast", "brightness"):
+            _fraction(f"{at}.{name}", getattr(self, name))
+        low, high = _range(f"{at}.crop_scale", self.crop_scale)
+        if not 0.0 < low <= high <= 1.0:
+            raise ConfigError(f"{at}.crop_scale must be [low, high] with 0 < low <= high <= 1, got {list(self.crop_scale)!r}")
+        low, high = _range(f"{at}.crop_aspect", self.crop_aspect)
+        if not 0.0 < low <= 1.0 <= high:
+            raise ConfigError(f"{at}.crop_aspect must be [low, high] with 0 < low <= 1 <= high, got {list(self.crop_aspect)!r}")
+        low, high = _range(f"{at}.low_res_sides", self.low_res_sides)
+        if not 1 <= low <= high:
+            raise ConfigError(f"{at}.low_res_sides must be [low, high] with 1 <= low <= high, got {list(self.low_res_sides)!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +154,8 @@ class TrainingSettings:
     warmup_epochs: int
     weight_decay: float
     label_smoothing: float
+    class_weight_power: float
+    mixed_precision: bool
     early_stopping_patience: int
     seed: int
     validation_fraction: float
@@ -139,6 +174,8 @@ class TrainingSettings:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{at}.{name} must not be negative, got {getattr(self, name)!r}")
         _fraction(f"{at}.label_smoothing", self.label_smoothing)
+        if not 0.0 <= self.class_weight_power <= 1.0:
+            raise ConfigError(f"{at}.class_weight_power must be in [0, 1], got {self.class_weight_power!r}")
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
@@ -281,6 +318,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(inner, value, key)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key} must be a mapping of names, got {value!r}")
+        return {name: _coerce(args[1], item, _join(key, name)) for name, item in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
@@ -310,6 +351,16 @@ def _join(at: str, name: str) -> str:
 
 def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _range(key: str, values: tuple) -> tuple:
+    if len(values) != 2:
+        raise ConfigError(f"{key} must be a list of two numbers [low, high], got {list(values)!r}")
+    return values[0], values[1]
+
+
+def _plain_name(text: str) -> bool:
+    return bool(text) and text not in (".", "..") and "/" not in text and "\\" not in text and "\0" not in text
 
 
 def _positive(key: str, value: float) -> None:

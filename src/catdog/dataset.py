@@ -15,7 +15,7 @@ import os
 import random
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 import numpy as np
@@ -45,6 +45,22 @@ class Split:
         }
 
 
+def source_of(path: str | Path) -> str:
+    """The collection a file came from, for stratified splits and per-source figures.
+
+    A path relative to the dataset folder is ``<archive>/<folder>/<class>/<file>``.
+    Files whose name starts with a word and an underscore (``flowers_0012.jpg``)
+    come from the source that word names within their folder (``Extra/flowers``);
+    other files (``PetImages/Cat/12.jpg``) from the folder itself (``PetImages``).
+    """
+    parts = PurePosixPath(Path(path).as_posix()).parts
+    folder = parts[-3] if len(parts) >= 3 else ""
+    prefix, sep, _ = parts[-1].partition("_")
+    if sep and prefix.isalpha():
+        return f"{folder}/{prefix}" if folder else prefix
+    return folder or "dataset"
+
+
 def make_split(
     files_by_class: dict[str, Sequence[str | Path]],
     classes: Sequence[str],
@@ -52,13 +68,17 @@ def make_split(
     test_fraction: float,
     seed: int,
 ) -> Split:
-    """Shuffle each class with ``seed`` and cut it into train/validation/test.
+    """Shuffle each class and source with ``seed`` and cut it into train/validation/test.
+
+    Stratifying by source as well as class keeps every collection (PetImages,
+    Oxford pets, each kind of Other photo) in the same proportions in every
+    part, so per-source test figures exist and mean the same thing.
 
     Args:
         files_by_class: Paths of the valid images of each class.
         classes: Class names; a file's label is its class's index here.
-        validation_fraction: Share of each class for validation.
-        test_fraction: Share of each class for the test part.
+        validation_fraction: Share of each class and source for validation.
+        test_fraction: Share of each class and source for the test part.
         seed: Seed of the shuffle; the same inputs always give the same split.
 
     Returns:
@@ -73,15 +93,25 @@ def make_split(
         paths = sorted(str(p) for p in files_by_class.get(name, ()))
         if len(paths) < 3:
             raise DatasetError(f"class {name!r} has {len(paths)} valid images; at least 3 are needed to split")
-        random.Random(f"{seed}:{name}").shuffle(paths)
-        n_test = max(1, round(len(paths) * test_fraction))
-        n_val = max(1, round(len(paths) * validation_fraction))
-        parts = {"test": paths[:n_test], "validation": paths[n_test:n_test + n_val], "train": paths[n_test + n_val:]}
-        if not parts["train"]:
+        by_source: dict[str, list[str]] = {}
+        for path in paths:
+            by_source.setdefault(source_of(path), []).append(path)
+        for source, group in sorted(by_source.items()):
+            # A whole-folder source (PetImages) keeps the seed string of the
+            # class-only split of version 1, so its photos fall into exactly the
+            # same parts as before and a v1 model can be fine-tuned without
+            # ever having trained on a v2 test photo.
+            key = f"{seed}:{name}" if "/" not in source else f"{seed}:{name}:{source}"
+            random.Random(key).shuffle(group)
+            n_test = max(1, round(len(group) * test_fraction)) if len(group) >= 3 else 0
+            n_val = max(1, round(len(group) * validation_fraction)) if len(group) >= 3 else 0
+            parts = {"test": group[:n_test], "validation": group[n_test:n_test + n_val],
+                     "train": group[n_test + n_val:]}
+            for part, chosen in parts.items():
+                files[part].extend(chosen)
+                labels[part].extend([label] * len(chosen))
+        if label not in labels["train"]:
             raise DatasetError(f"class {name!r} has no images left for training after the split")
-        for part, chosen in parts.items():
-            files[part].extend(chosen)
-            labels[part].extend([label] * len(chosen))
     return Split(tuple(classes), files, labels)
 
 
@@ -149,45 +179,42 @@ def cached_arrays(paths: Sequence[str], size: int, cache_dir: Path, part: str) -
     return arrays
 
 
-def augmenter(aug, seed: int):
-    """A Keras pipeline of random transforms, or None when all are off.
-
-    Independent height and width zoom also changes the aspect ratio a little,
-    which helps with photos that were not squares before resizing.
-    """
-    import keras
-    from keras import layers
-
-    steps = []
-    if aug.flip:
-        steps.append(layers.RandomFlip("horizontal", seed=seed))
-    if aug.rotation:
-        steps.append(layers.RandomRotation(aug.rotation, fill_mode="reflect", seed=seed + 1))
-    if aug.zoom:
-        steps.append(layers.RandomZoom((-aug.zoom, aug.zoom), (-aug.zoom, aug.zoom), fill_mode="reflect", seed=seed + 2))
-    if aug.translation:
-        steps.append(layers.RandomTranslation(aug.translation, aug.translation, fill_mode="reflect", seed=seed + 3))
-    if aug.contrast:
-        steps.append(layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 4))
-    if aug.brightness:
-        steps.append(layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed + 5))
-    return keras.Sequential(steps, name="augmentation") if steps else None
-
-
 def tf_dataset(images: np.ndarray, labels: Sequence[int], num_classes: int, batch_size: int,
-               training: bool, aug=None, seed: int = 0):
-    """Batches of (float32 pixels 0..255, one-hot labels), shuffled and augmented when training."""
+               training: bool, aug=None, seed: int = 0, class_weights: Sequence[float] | None = None):
+    """Batches of (float32 pixels 0..255, one-hot labels[, sample weights]).
+
+    When training, batches are shuffled and augmented (:mod:`catdog.augment`).
+    With ``class_weights``, each example also carries its class's loss weight.
+    """
     import tensorflow as tf
 
-    one_hot = np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
-    ds = tf.data.Dataset.from_tensor_slices((images, one_hot))
+    from catdog.augment import augment_batch
+
+    labels = np.asarray(labels, dtype=np.int64)
+    one_hot = np.eye(num_classes, dtype=np.float32)[labels]
+    columns = (images, one_hot)
+    if class_weights is not None:
+        columns += (np.asarray(class_weights, dtype=np.float32)[labels],)
+    ds = tf.data.Dataset.from_tensor_slices(columns)
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    size = int(images.shape[1])
     if training and aug is not None:
-        pipeline = augmenter(aug, seed)
-        if pipeline is not None:
-            ds = ds.map(lambda x, y: (tf.clip_by_value(pipeline(x, training=True), 0.0, 255.0), y),
-                        num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, *rest: (augment_batch(x, aug, size, seed), *rest), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, *rest: (tf.cast(x, tf.float32), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(labels: Sequence[int], num_classes: int, power: float) -> list[float]:
+    """Loss weight per class, ``(1 / share) ** power``, scaled so the mean example weighs 1.
+
+    ``power`` 0 weighs every example alike; 1 makes every class count the same
+    in the loss however many examples it has.
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    share = np.maximum(counts, 1) / max(1, counts.sum())
+    weights = share ** -power
+    weights /= (weights * share).sum()
+    return [float(w) for w in weights]

@@ -48,6 +48,59 @@ def predict_files(predictor, paths: Sequence[str | Path], batch_size: int = 128)
     return in_batches(predictor.predict_arrays, images, len(predictor.classes), batch_size)
 
 
+LOW_RESOLUTION_SIDES = (16, 24, 32, 48, 64)
+
+
+def low_resolution_images(paths: Sequence[str | Path], side: int, input_size: int) -> np.ndarray:
+    """The images as a small upload of ``side`` pixels would reach the model.
+
+    Each file is shrunk to ``side`` x ``side`` with the app's own resize, then
+    that small picture goes through the app's preprocessing again (stretched
+    up to ``input_size``), exactly as if a user had uploaded the thumbnail.
+    """
+    from PIL import Image
+
+    from catdog.preprocess import resize_image
+
+    small = decode_images([str(p) for p in paths], side, desc=f"shrinking to {side} px")
+    return np.stack([resize_image(Image.fromarray(image), input_size) for image in small]) if len(small) else \
+        np.zeros((0, input_size, input_size, 3), np.uint8)
+
+
+def low_resolution_report(predict, paths: Sequence[str | Path], labels: Sequence[int], input_size: int,
+                          classes: Sequence[str], sides: Sequence[int] = LOW_RESOLUTION_SIDES) -> dict:
+    """Accuracy and recall per class when every image arrives as a ``side``-pixel thumbnail.
+
+    Args:
+        predict: Uint8 ``(N, S, S, 3)`` images -> ``(N, C)`` probabilities.
+        paths: Image files of a labelled part.
+        labels: Their class indices.
+        input_size: The model's input side.
+        classes: Class names in index order.
+        sides: Thumbnail sides to try.
+
+    Returns:
+        Per side (as a string key): images, accuracy, recall per class and,
+        when there is an ``Other`` class, accuracy over the cats and dogs alone
+        with the share of them answered Other.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    report = {}
+    for side in sides:
+        predicted = np.asarray(predict(low_resolution_images(paths, side, input_size))).argmax(axis=1)
+        row = {"images": int(len(labels)), "accuracy": float((predicted == labels).mean()),
+               "recall": {name: float((predicted[labels == i] == i).mean())
+                          for i, name in enumerate(classes) if (labels == i).any()}}
+        if "Other" in classes:
+            pets = labels != list(classes).index("Other")
+            row["pets_accuracy"] = float((predicted[pets] == labels[pets]).mean())
+            row["pets_answered_other"] = float((predicted[pets] == list(classes).index("Other")).mean())
+        report[str(side)] = row
+        log.info("%d px: accuracy %.4f (%s)", side, row["accuracy"],
+                 ", ".join(f"{k} {v:.3f}" for k, v in row["recall"].items()))
+    return report
+
+
 def evaluate_folder(predictor, dataset_dir: Path, classes: Sequence[str]) -> dict:
     """Validate a folder, then score the model on its valid images.
 

@@ -1,9 +1,9 @@
-"""Fetch the dataset archive and unpack it safely: ``python -m catdog.ingest``.
+"""Fetch the dataset archives and unpack them safely: ``python -m catdog.ingest``.
 
-The archive named by ``data.source_url`` (http, https, a ``file://`` URL or a
-plain path, relative to the working folder) is streamed into
-``data.download_dir`` through a temporary file, checked against
-``data.sha256`` when one is configured, and renamed into place, so a
+Each archive in ``data.archives`` (its ``source_url``: http, https, a
+``file://`` URL or a plain path, relative to the working folder) is streamed
+into ``data.download_dir`` through a temporary file, checked against its
+``sha256`` when one is configured, and renamed into place, so a
 failed or interrupted download never leaves a partial file. A copy already
 there is not fetched again: it is re-hashed when a sha256 is configured, and
 otherwise trusted through the ``<archive>.sha256`` record written after each
@@ -12,7 +12,7 @@ completed download.
 Zip and tar (optionally compressed) archives are checked member by member
 before anything is written: absolute paths, ``..``, links, device files and
 a total size above ``data.max_extract_bytes`` are refused. Members are
-unpacked into a temporary folder inside ``data.extract_dir`` and renamed into
+unpacked into a temporary folder inside ``data.extract_dir/<name>`` and renamed into
 place only when all succeeded; a marker records the archive's sha256 so the
 next run skips the work.
 """
@@ -469,28 +469,37 @@ def _read_marker(path: Path) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m catdog.ingest``: fetch and unpack the dataset archive."""
-    parser = make_parser("python -m catdog.ingest", "Fetch the dataset archive and unpack it safely.")
+    """``python -m catdog.ingest``: fetch and unpack every configured archive."""
+    parser = make_parser("python -m catdog.ingest", "Fetch the dataset archives and unpack them safely.")
+    parser.add_argument("--only", metavar="NAME", action="append",
+                        help="ingest only this archive of data.archives (repeatable)")
     args = parser.parse_args(argv)
     logging.getLogger("catdog").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     settings = settings_from_args(args)
     data = settings.data
+    unknown = sorted(set(args.only or ()) - set(data.archives))
+    if unknown:
+        parser.error(f"--only {unknown[0]!r} is not in data.archives ({', '.join(data.archives)})")
     ensure_dirs(settings)
 
-    fetched = fetch(data.source_url, data.download_dir, sha256=data.sha256, progress=True)
-    unpacked = extract(
-        fetched.path, data.extract_dir, max_bytes=data.max_extract_bytes, archive_sha256=fetched.sha256, progress=True
-    )
-    how = "fetched from " + data.source_url if fetched.downloaded else "already there, not fetched again"
-    print(f"archive    {fetched.path}  ({fetched.size:,} bytes; {how})")
-    print(f"sha256     {fetched.sha256}" + ("  (matches data.sha256)" if data.sha256 else "  (no data.sha256 to check)"))
-    done = "extracted" if unpacked.extracted else "already extracted, skipped"
-    print(f"unpacked   {unpacked.extract_dir}/  ({unpacked.files:,} files, {unpacked.size:,} bytes; {done})")
-    if not data.dataset_dir.is_dir():
-        raise DatasetError(
-            f"the archive holds no {data.dataset_subdir}/ folder (it holds {', '.join(unpacked.entries)}); "
-            "check data.dataset_subdir"
-        )
+    for name, archive in data.archives.items():
+        if args.only and name not in args.only:
+            continue
+        fetched = fetch(archive.source_url, data.download_dir, sha256=archive.sha256, progress=True)
+        unpacked = extract(fetched.path, data.archive_dir(name), max_bytes=data.max_extract_bytes,
+                           archive_sha256=fetched.sha256, progress=True)
+        how = "fetched from " + archive.source_url if fetched.downloaded else "already there, not fetched again"
+        checked = f"  (matches data.archives.{name}.sha256)" if archive.sha256 else "  (no sha256 configured to check)"
+        done = "extracted" if unpacked.extracted else "already extracted, skipped"
+        print(f"[{name}]")
+        print(f"archive    {fetched.path}  ({fetched.size:,} bytes; {how})")
+        print(f"sha256     {fetched.sha256}{checked}")
+        print(f"unpacked   {unpacked.extract_dir}/  ({unpacked.files:,} files, {unpacked.size:,} bytes; {done})")
+        if not (data.archive_dir(name) / archive.folder).is_dir():
+            raise DatasetError(
+                f"archive {name!r} holds no {archive.folder}/ folder (it holds {', '.join(unpacked.entries)}); "
+                f"check data.archives.{name}.folder"
+            )
     print(f"dataset    {data.dataset_dir}/  (next: python -m catdog.validate)")
     return 0
 

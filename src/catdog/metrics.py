@@ -97,3 +97,47 @@ def format_report(name: str, report: dict) -> str:
     for label, row in zip(labels, report["confusion_matrix"]["rows_true_columns_predicted"]):
         lines.append(f"    {label:<8}" + "".join(f"{v:>8}" for v in row))
     return "\n".join(lines)
+
+
+def source_report(y_true: Sequence[int], probabilities: np.ndarray, sources: Sequence[str],
+                  classes: Sequence[str], other: str | None = "Other") -> dict:
+    """Figures per source (collection) of a labelled part.
+
+    Args:
+        y_true: True class indices.
+        probabilities: ``(N, num_classes)`` predicted probabilities.
+        sources: The source of each example (see :func:`catdog.dataset.source_of`).
+        classes: Class names, in index order.
+        other: The "neither" class, whose answers are counted as flagged.
+
+    Returns:
+        Per source: images, accuracy, recall of each class present, and the
+        share answered ``other`` (for Other photos, the flagged rate; for
+        pets, the share wrongly set aside).
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(probabilities).argmax(axis=1)
+    sources = np.asarray(sources)
+    other_index = list(classes).index(other) if other in classes else None
+    report = {}
+    for source in sorted(set(sources.tolist())):
+        mask = sources == source
+        row = {"images": int(mask.sum()), "accuracy": float((y_pred[mask] == y_true[mask]).mean())}
+        row["recall"] = {
+            name: float((y_pred[mask & (y_true == i)] == i).mean())
+            for i, name in enumerate(classes) if (mask & (y_true == i)).any()
+        }
+        if other_index is not None:
+            row["answered_other"] = float((y_pred[mask] == other_index).mean())
+        report[source] = row
+    return report
+
+
+def format_source_report(report: dict) -> str:
+    """The per-source figures as a console table."""
+    lines = [f"  {'source':<18}{'images':>8}{'accuracy':>10}{'as Other':>10}  recall"]
+    for source, row in report.items():
+        recall = "  ".join(f"{name} {value:.4f}" for name, value in row["recall"].items())
+        other = f"{row['answered_other']:>10.4f}" if "answered_other" in row else f"{'':>10}"
+        lines.append(f"  {source:<18}{row['images']:>8}{row['accuracy']:>10.4f}{other}  {recall}")
+    return "\n".join(lines)

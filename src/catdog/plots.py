@@ -53,3 +53,31 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_reliability(before: dict, after: dict, path: Path, title: str) -> None:
+    """Reliability diagram: accuracy against confidence per bin, before and after calibration.
+
+    Args:
+        before: :func:`catdog.calibration.reliability` of the raw probabilities.
+        after: The same for the calibrated ones.
+        path: PNG file to write.
+        title: Figure title.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    for report, style, name in ((before, "-o", "before"), (after, "-s", "after")):
+        points = [(b["confidence"], b["accuracy"]) for b in report["bins"] if b["count"]]
+        ax.plot([p[0] for p in points], [p[1] for p in points], style, label=f"{name} (ECE {report['ece']:.3f})")
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

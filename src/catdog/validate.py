@@ -162,29 +162,42 @@ def _format_for_suffix(suffix: str) -> str | None:
     return Image.registered_extensions().get(suffix)
 
 
-def list_class_files(dataset_dir: str | os.PathLike, classes: Sequence[str]) -> dict[str, list[Path]]:
+def list_class_files(
+    dataset_dir: str | os.PathLike, classes: Sequence[str], collections: Sequence[str] = ("",)
+) -> dict[str, list[Path]]:
     """List every file under each class folder, in natural order.
 
     Args:
-        dataset_dir: Folder holding one sub-folder per class.
+        dataset_dir: Folder holding the collections.
         classes: The class folder names.
+        collections: Folders (relative to ``dataset_dir``) that each hold
+            class folders; a collection may lack some classes. The default,
+            ``("",)``, is one collection: ``dataset_dir`` itself.
 
     Returns:
-        The files per class.
+        The files per class, collection by collection.
 
     Raises:
-        DatasetError: The dataset folder or a class folder is missing, is a
-            file, or a class folder holds no files.
+        DatasetError: The dataset folder or a collection is missing or is a
+            file, or a class has no folder or no file in any collection.
     """
     root = Path(dataset_dir)
     _require_folder(root, "dataset folder", "run python -m catdog.ingest first, or check data.extract_dir")
+    for collection in collections:
+        _require_folder(root / collection, "collection folder", "run python -m catdog.ingest first")
     files = {}
     for label in classes:
-        folder = root / label
-        _require_folder(folder, f"class folder for {label!r}", "check data.classes")
-        found = [Path(top, name) for top, _, names in os.walk(folder) for name in names]
+        folders = [root / collection / label for collection in collections]
+        present = [folder for folder in folders if folder.exists()]
+        if not present:
+            raise DatasetError(f"no class folder for {label!r} in {', '.join(str(f) for f in folders)}; "
+                               "check data.classes")
+        found = []
+        for folder in present:
+            _require_folder(folder, f"class folder for {label!r}", "check data.classes")
+            found.extend(Path(top, name) for top, _, names in os.walk(folder) for name in names)
         if not found:
-            raise DatasetError(f"class folder {str(folder)!r} holds no files")
+            raise DatasetError(f"class folder(s) {', '.join(str(f) for f in present)} hold no files")
         files[label] = sorted(found, key=lambda p: natural_key(p.relative_to(root).as_posix()))
     return files
 
@@ -200,6 +213,7 @@ def validate_dataset(
     dataset_dir: str | os.PathLike,
     classes: Sequence[str],
     *,
+    collections: Sequence[str] = ("",),
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int = 1,
     accepted_formats: Iterable[str] | None = None,
@@ -211,6 +225,7 @@ def validate_dataset(
     Args:
         dataset_dir: Folder holding one sub-folder per class.
         classes: The class folder names.
+        collections: See :func:`list_class_files`.
         max_pixels: See :func:`check_file`.
         min_side: See :func:`check_file`.
         accepted_formats: See :func:`check_file`.
@@ -224,7 +239,7 @@ def validate_dataset(
         DatasetError: See :func:`list_class_files`.
     """
     root = Path(dataset_dir).resolve()
-    per_class = list_class_files(root, classes)
+    per_class = list_class_files(root, classes, collections)
     paths = [p for label in classes for p in per_class[label]]
     labels = [label for label in classes for _ in per_class[label]]
     check = functools.partial(
@@ -404,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = validate_dataset(
         settings.data.dataset_dir,
         settings.data.classes,
+        collections=settings.data.collections,
         max_pixels=serving.max_pixels,
         min_side=serving.min_side,
         accepted_formats=serving.accepted_formats,
