@@ -52,7 +52,10 @@ def shipped_config() -> dict:
 def config_file(tmp_path: Path, shipped_config: dict) -> Path:
     """A copy of config.yaml whose folders all lie inside ``tmp_path``."""
     data = shipped_config["data"]
-    data["source_url"] = str(tmp_path / "source" / "sample_data.zip")
+    # One archive, the generated sample: PetImages/{Cat,Dog,Other}/.
+    data["archives"] = {
+        "petimages": {"source_url": str(tmp_path / "source" / "sample_data.zip"), "sha256": None, "folder": "PetImages"}
+    }
     data["download_dir"] = str(tmp_path / "downloads")
     data["extract_dir"] = str(tmp_path / "raw")
     data["artifacts_dir"] = str(tmp_path / "artifacts")
@@ -110,12 +113,15 @@ def sample_files() -> dict[str, tuple[bytes, str]]:
         "Dog/11.jpg": (encode_image("PNG", seed=8), "valid_mislabelled"),
         "Dog/12.jpg": (b"this is a text file, not a photo\n", "not_image"),
         "Dog/extra.tar": (_tar_bytes("inner.txt", b"hello"), "not_image"),
+        "Other/flowers_1.jpg": (encode_image("JPEG", seed=9), "valid"),
+        "Other/flowers_2.jpg": (encode_image("JPEG", seed=10), "valid"),
+        "Other/lfw_1.jpg": (encode_image("JPEG", seed=11), "valid"),
     }
 
 
 @pytest.fixture
 def sample_zip(tmp_path: Path, sample_files: dict) -> Path:
-    """``sample_data.zip``: ``PetImages/{Cat,Dog}/`` with 3 photos each plus the junk."""
+    """``sample_data.zip``: ``PetImages/{Cat,Dog,Other}/`` with 3 photos each plus the junk."""
     path = tmp_path / "source" / "sample_data.zip"
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as archive:
@@ -126,8 +132,8 @@ def sample_zip(tmp_path: Path, sample_files: dict) -> Path:
 
 @pytest.fixture
 def sample_dataset(tmp_path: Path, sample_files: dict) -> Path:
-    """The sample unpacked straight into ``tmp_path/raw/PetImages``."""
-    root = tmp_path / "raw" / "PetImages"
+    """The sample unpacked where the config's ``petimages`` archive goes: ``tmp_path/raw/petimages/PetImages``."""
+    root = tmp_path / "raw" / "petimages" / "PetImages"
     for relative, (content, _) in sample_files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)

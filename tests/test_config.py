@@ -16,11 +16,14 @@ from catdog.errors import ConfigError
 
 def test_shipped_config_loads() -> None:
     settings = load_config(environ={})
-    assert settings.data.classes == ("Cat", "Dog")
-    assert settings.data.source_url.startswith("https://download.microsoft.com/")
+    assert settings.data.classes == ("Cat", "Dog", "Other")
+    assert settings.data.archives["petimages"].source_url.startswith("https://download.microsoft.com/")
+    assert settings.data.archives["extra"].sha256 == "c676589354bb633cf2d3cf31de52fafc72fa0e86c48b95690630d8abb1777d65"
     assert settings.training.architecture in ARCHITECTURES
     assert settings.training.validation_fraction + settings.training.test_fraction < 1
-    assert settings.data.dataset_dir == Path(settings.data.extract_dir) / settings.data.dataset_subdir
+    assert settings.data.dataset_dir == Path(settings.data.extract_dir)
+    assert settings.data.archive_dir("extra") == Path(settings.data.extract_dir) / "extra"
+    assert settings.data.collections == ("petimages/PetImages", "extra/Extra")
 
 
 def test_settings_are_read_only() -> None:
@@ -74,13 +77,29 @@ BAD_VALUES = [
     ),
     ("unknown architecture", _set("training.architecture", "vgg16"), ["training.architecture", "'vgg16'"]),
     ("unknown activation", _set("training.resnet.activation", "tanh"), ["training.resnet.activation", "'tanh'"]),
-    ("sha256 too short", _set("data.sha256", "abc123"), ["data.sha256", "'abc123'"]),
-    ("sha256 not hex", _set("data.sha256", "z" * 64), ["data.sha256", "z" * 64]),
+    ("sha256 too short", _set("data.archives.extra.sha256", "abc123"), ["data.archives.extra.sha256", "'abc123'"]),
+    ("sha256 not hex", _set("data.archives.extra.sha256", "z" * 64), ["data.archives.extra.sha256", "z" * 64]),
+    ("archive folder with a slash", _set("data.archives.extra.folder", "../x"), ["data.archives.extra.folder", "'../x'"]),
+    ("archive name with a slash", _set("data.archives", {"a/b": {"source_url": "x.zip", "sha256": None, "folder": "X"}}),
+     ["data.archives", "'a/b'"]),
+    ("no archive", _set("data.archives", {}), ["data.archives"]),
+    ("archives not a mapping", _set("data.archives", ["x.zip"]), ["data.archives", "['x.zip']"]),
+    ("archive missing a key", _delete("data.archives.extra.folder"), ["data.archives.extra.folder"]),
     ("one class", _set("data.classes", ["Cat"]), ["data.classes", "['Cat']"]),
     ("same class twice", _set("data.classes", ["Cat", "Cat"]), ["data.classes", "['Cat', 'Cat']"]),
-    ("empty source", _set("data.source_url", ""), ["data.source_url"]),
+    ("empty source", _set("data.archives.petimages.source_url", ""), ["data.archives.petimages.source_url"]),
     ("no accepted formats", _set("serving.accepted_formats", []), ["serving.accepted_formats"]),
-    ("augmentation out of range", _set("training.augmentation.zoom", 1.5), ["training.augmentation.zoom", "1.5"]),
+    ("augmentation out of range", _set("training.augmentation.contrast", 1.5), ["training.augmentation.contrast", "1.5"]),
+    ("crop scale reversed", _set("training.augmentation.crop_scale", [0.9, 0.2]),
+     ["training.augmentation.crop_scale", "[0.9, 0.2]"]),
+    ("crop scale of one number", _set("training.augmentation.crop_scale", [0.5]),
+     ["training.augmentation.crop_scale", "[0.5]"]),
+    ("crop aspect excluding square", _set("training.augmentation.crop_aspect", [1.2, 1.5]),
+     ["training.augmentation.crop_aspect", "[1.2, 1.5]"]),
+    ("low-res sides of zero", _set("training.augmentation.low_res_sides", [0, 8]),
+     ["training.augmentation.low_res_sides", "[0, 8]"]),
+    ("class weight power over 1", _set("training.class_weight_power", 2.0), ["training.class_weight_power", "2.0"]),
+    ("mixed precision not a bool", _set("training.mixed_precision", "bf16"), ["training.mixed_precision", "'bf16'"]),
     (
         "inception module of five widths",
         _set("training.inception.stages", [[[32, 32, 48, 8, 16]]]),

@@ -151,12 +151,12 @@ def test_cli_after_a_dropped_download_says_so_and_rerun_completes(
 ) -> None:
     http_server.files["/sample_data.zip"] = sample_zip.read_bytes()
     http_server.drop_next = 1
-    argv = ["--config", str(config_file), "--set", f"data.source_url={http_server.url}/sample_data.zip"]
+    argv = ["--config", str(config_file), "--set", f"data.archives.petimages.source_url={http_server.url}/sample_data.zip"]
     assert run(ingest.main, argv) == 1
     assert "broke off" in capsys.readouterr().err
     assert names(Path(settings.data.download_dir)) == [] and names(Path(settings.data.extract_dir)) == []
     assert run(ingest.main, argv) == 0
-    assert (settings.data.dataset_dir / "Cat" / "1.jpg").is_file()
+    assert (settings.data.archive_dir("petimages") / "PetImages" / "Cat" / "1.jpg").is_file()
 
 
 @pytest.mark.parametrize(
@@ -454,24 +454,45 @@ def test_foreign_folder_is_not_overwritten(tmp_path: Path) -> None:
 
 def test_cli_from_http_twice(http_server: FileServer, config_file: Path, sample_zip: Path, settings, capsys) -> None:
     http_server.files["/sample_data.zip"] = sample_zip.read_bytes()
-    argv = ["--config", str(config_file), "--set", f"data.source_url={http_server.url}/sample_data.zip"]
+    argv = ["--config", str(config_file), "--set", f"data.archives.petimages.source_url={http_server.url}/sample_data.zip"]
     assert ingest.main(argv) == 0
     assert "fetched from http://127.0.0.1" in capsys.readouterr().out
-    assert (settings.data.dataset_dir / "Cat" / "1.jpg").is_file()
-    assert ingest.main([*argv, "--set", f"data.sha256={sha256(sample_zip.read_bytes())}"]) == 0
+    assert (settings.data.archive_dir("petimages") / "PetImages" / "Cat" / "1.jpg").is_file()
+    assert ingest.main([*argv, "--set", f"data.archives.petimages.sha256={sha256(sample_zip.read_bytes())}"]) == 0
     out = capsys.readouterr().out
     assert "not fetched again" in out and "already extracted" in out
     assert http_server.gets("/sample_data.zip") == 1
 
 
 def test_cli_exit_codes(config_file: Path, sample_zip: Path, tmp_path: Path, capsys) -> None:
-    assert run(ingest.main, ["--config", str(config_file), "--set", "data.sha256=" + "ab" * 32]) == 1
+    assert run(ingest.main, ["--config", str(config_file), "--set", "data.archives.petimages.sha256=" + "ab" * 32]) == 1
     assert "checksum mismatch" in capsys.readouterr().err
     assert run(ingest.main, ["--config", str(config_file), "--set", "data.max_extract_bytes=10"]) == 1
     assert "more than the limit" in capsys.readouterr().err
     assert names(tmp_path / "raw") == []
-    assert run(ingest.main, ["--config", str(config_file), "--set", "data.dataset_subdir=Pets"]) == 1
+    assert run(ingest.main, ["--config", str(config_file), "--set", "data.archives.petimages.folder=Pets"]) == 1
     assert "holds no Pets/ folder" in capsys.readouterr().err
+
+
+def test_cli_ingests_every_archive_into_its_own_folder(config_file: Path, sample_zip: Path, tmp_path: Path,
+                                                       capsys) -> None:
+    """Two archives unpack side by side; --only limits the run to the named ones."""
+    import zipfile
+
+    extra = tmp_path / "source" / "extra.zip"
+    with zipfile.ZipFile(extra, "w") as archive:
+        archive.writestr("Extra/Other/flowers_1.jpg", b"petals")
+    archives = ("--set", f"data.archives={{petimages: {{source_url: '{sample_zip}', sha256: null, folder: PetImages}}, "
+                f"extra: {{source_url: '{extra}', sha256: null, folder: Extra}}}}")
+    assert ingest.main(["--config", str(config_file), *archives, "--only", "extra"]) == 0
+    assert [name for name in names(tmp_path / "raw") if "/" not in name] == ["extra"]
+    assert ingest.main(["--config", str(config_file), *archives]) == 0
+    out = capsys.readouterr().out
+    assert "[petimages]" in out and "[extra]" in out
+    assert (tmp_path / "raw" / "extra" / "Extra" / "Other" / "flowers_1.jpg").read_bytes() == b"petals"
+    assert (tmp_path / "raw" / "petimages" / "PetImages" / "Cat" / "1.jpg").is_file()
+    with pytest.raises(SystemExit):
+        ingest.main(["--config", str(config_file), "--only", "nope"])
 
 
 def test_missing_archive(tmp_path: Path) -> None:

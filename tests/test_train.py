@@ -19,7 +19,7 @@ PER_CLASS = 24
 
 
 def _picture(kind: str, seed: int) -> Image.Image:
-    """Cats are bright discs, dogs are horizontal stripes: easy to learn apart."""
+    """Cats are bright discs, dogs horizontal stripes, Others vertical stripes: easy to learn apart."""
     rng = np.random.default_rng(seed)
     side = int(rng.integers(40, 90))
     y, x = np.mgrid[0:side, 0:side]
@@ -27,8 +27,10 @@ def _picture(kind: str, seed: int) -> Image.Image:
     if kind == "Cat":
         cx, cy = rng.uniform(0.3, 0.7, 2) * side
         mask = (x - cx) ** 2 + (y - cy) ** 2 < (side / 4) ** 2
-    else:
+    elif kind == "Dog":
         mask = (y // max(2, side // 8)) % 2 == 0
+    else:
+        mask = (x // max(2, side // 8)) % 2 == 0
     base[mask] = (230, 230, 230)
     return Image.fromarray(base.astype(np.uint8))
 
@@ -37,11 +39,11 @@ def _picture(kind: str, seed: int) -> Image.Image:
 def tiny_run(tmp_path: Path, config_file: Path) -> Path:
     """A config for a 32x32 two-module Inception and a validated generated dataset."""
     config = yaml.safe_load(config_file.read_text())
-    dataset = Path(config["data"]["extract_dir"]) / config["data"]["dataset_subdir"]
-    for label in ("Cat", "Dog"):
+    dataset = Path(config["data"]["extract_dir"]) / "petimages" / "PetImages"
+    for label in ("Cat", "Dog", "Other"):
         (dataset / label).mkdir(parents=True)
         for i in range(PER_CLASS):
-            _picture(label, seed=i + (1000 if label == "Dog" else 0)).save(dataset / label / f"{i}.jpg")
+            _picture(label, seed=i + 1000 * ("Cat", "Dog", "Other").index(label)).save(dataset / label / f"{i}.jpg")
     training = config["training"]
     training.update(image_size=SIZE, batch_size=8, epochs=2, warmup_epochs=1, early_stopping_patience=0)
     training["inception"].update(stem_filters=8, stages=[[[4, 4, 8, 2, 4, 4]], [[8, 4, 8, 2, 4, 4]]])
@@ -76,7 +78,7 @@ def test_smoke_training_writes_a_model_that_loads_and_predicts(tiny_run: Path, a
 
     model = keras.models.load_model(model_file, compile=False)
     probs = model.predict(np.zeros((1, SIZE, SIZE, 3), "float32"), verbose=0)
-    assert probs.shape == (1, 2) and np.isclose(probs.sum(), 1.0, atol=1e-5)
+    assert probs.shape == (1, 3) and np.isclose(probs.sum(), 1.0, atol=1e-5)
 
 
 def test_test_part_is_disjoint_and_stable(tiny_run: Path):
@@ -86,7 +88,7 @@ def test_test_part_is_disjoint_and_stable(tiny_run: Path):
     assert first == second
     parts = [set(first.files[p]) for p in ("train", "validation", "test")]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
-    assert sum(len(p) for p in parts) == 2 * PER_CLASS
+    assert sum(len(p) for p in parts) == 3 * PER_CLASS
     other, _, _ = train.prepare_split(_settings(tiny_run, "training.seed=99"))
     assert other.files["test"] != first.files["test"]
 
@@ -183,16 +185,22 @@ def test_evaluate_cli_on_a_folder_and_on_the_test_part(trained, tmp_path: Path, 
     settings = _settings(config_file)
     out = tmp_path / "eval.json"
     assert evaluate.main(["--config", str(config_file), "--model", str(model_file),
-                          "--data", str(settings.data.dataset_dir), "--output", str(out)]) == 0
+                          "--data", str(settings.data.archive_dir("petimages") / "PetImages"),
+                          "--output", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["images"] == 2 * PER_CLASS
-    assert sum(map(sum, report["confusion_matrix"]["rows_true_columns_predicted"])) == 2 * PER_CLASS
+    assert report["images"] == 3 * PER_CLASS
+    assert sum(map(sum, report["confusion_matrix"]["rows_true_columns_predicted"])) == 3 * PER_CLASS
     assert "accuracy" in capsys.readouterr().out
 
     assert evaluate.main(["--config", str(config_file), "--model", str(model_file),
-                          "--split", "test", "--output", str(out)]) == 0
+                          "--split", "test", "--low-resolution", "--output", str(out)]) == 0
     split = json.loads((Path(settings.data.artifacts_dir) / "split.json").read_text())
-    assert json.loads(out.read_text())["images"] == len(split["files"]["test"])
+    report = json.loads(out.read_text())
+    assert report["images"] == len(split["files"]["test"])
+    assert sum(row["images"] for row in report["by_source"].values()) == report["images"]
+    assert set(report["low_resolution"]) == {"16", "24", "32", "48", "64"}
+    printed = capsys.readouterr().out
+    assert "per source:" in printed and "32 px" in printed
 
 
 def test_evaluate_cli_fails_cleanly_on_a_missing_folder(trained, tmp_path: Path, capsys):
@@ -217,7 +225,7 @@ def test_predict_cli_labels_good_files_and_reports_bad_ones(trained, tmp_path: P
     assert code == 1
     assert len(lines) == 3
     assert lines[0].startswith(f"{bad}: error:")
-    assert lines[1].startswith(f"{good}: ") and ("Cat" in lines[1] or "Dog" in lines[1])
+    assert lines[1].startswith(f"{good}: ") and any(name in lines[1] for name in ("Cat", "Dog", "Other"))
     assert lines[2].startswith(f"{missing}: error:")
 
 
@@ -229,3 +237,50 @@ def test_cli_help_lists_every_step(capsys):
             cli.main([step, "--help"])
         assert exit_info.value.code == 0
         assert "--config" in capsys.readouterr().out
+
+
+def test_transfer_weights_widens_a_two_class_head(tmp_path: Path):
+    """A v1 Cat/Dog model starts a Cat/Dog/Other one: same body, its two columns in the new head."""
+    from catdog.config import load_config as load
+    from catdog.models import build_model
+
+    settings = load(None, ["training.image_size=32", "training.inception.stem_filters=8",
+                           "training.inception.stages=[[[4, 4, 8, 2, 4, 4]]]"], environ={})
+    old = build_model(settings.training, 2)
+    new = build_model(settings.training, 3)
+    fresh_other = new.get_layer("predictions").get_weights()[0][:, 2].copy()
+    copied = train.transfer_weights(old, new)
+    assert copied == sum(1 for layer in new.layers if layer.get_weights())
+    for layer in new.layers:
+        if layer.name != "predictions":
+            for a, b in zip(layer.get_weights(), old.get_layer(layer.name).get_weights()):
+                assert np.array_equal(a, b), layer.name
+    kernel, bias = new.get_layer("predictions").get_weights()
+    old_kernel, old_bias = old.get_layer("predictions").get_weights()
+    assert np.array_equal(kernel[:, :2], old_kernel) and np.array_equal(bias[:2], old_bias)
+    assert np.array_equal(kernel[:, 2], fresh_other)
+
+
+def test_low_resolution_images_go_through_the_app_preprocessing(tmp_path: Path):
+    """Shrink with the app's resize, then upscale as an uploaded thumbnail would be."""
+    from catdog.preprocess import load_image, resize_image
+
+    path = tmp_path / "photo.png"
+    _picture("Cat", 3).save(path)
+    made = evaluate.low_resolution_images([path], 16, SIZE)
+    small = load_image(str(path), 16)
+    expected = resize_image(Image.fromarray(small), SIZE)
+    assert made.shape == (1, SIZE, SIZE, 3) and np.array_equal(made[0], expected)
+    # A 16 px thumbnail carries less detail than the image itself.
+    full = load_image(str(path), SIZE).astype(float)
+    assert np.abs(np.diff(made[0].astype(float), axis=1)).mean() < np.abs(np.diff(full, axis=1)).mean()
+
+    def predict(images):
+        # A fake model: "Cat" when the picture is bright in the middle.
+        centre = images[:, SIZE // 4: 3 * SIZE // 4, SIZE // 4: 3 * SIZE // 4].mean(axis=(1, 2, 3))
+        return np.stack([centre > 100, centre <= 100, np.zeros(len(images), bool)], axis=1).astype(float)
+
+    report = evaluate.low_resolution_report(predict, [path, path], [0, 1], SIZE, ["Cat", "Dog", "Other"],
+                                            sides=(16, 24))
+    assert set(report) == {"16", "24"}
+    assert report["16"]["accuracy"] == 0.5 and report["16"]["pets_answered_other"] == 0.0

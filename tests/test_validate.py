@@ -42,30 +42,33 @@ def test_sample_zip_end_to_end(config_file: Path, sample_zip: Path, settings, ex
 
     artifacts = Path(settings.data.artifacts_dir)
     manifest = json.loads((artifacts / "manifest.json").read_text())
+    # Paths are relative to extract_dir: <archive name>/<archive folder>/<class>/<file>.
+    p = "petimages/PetImages/"
     assert manifest == {
         "dataset_dir": str(dataset.resolve()),
-        "classes": ["Cat", "Dog"],
+        "classes": ["Cat", "Dog", "Other"],
         "files": {
-            "Cat": ["Cat/1.jpg", "Cat/2.jpg", "Cat/10.jpg"],
-            "Dog": ["Dog/1.jpg", "Dog/2.jpg", "Dog/3.jpg", "Dog/11.jpg"],
+            "Cat": [p + "Cat/1.jpg", p + "Cat/2.jpg", p + "Cat/10.jpg"],
+            "Dog": [p + "Dog/1.jpg", p + "Dog/2.jpg", p + "Dog/3.jpg", p + "Dog/11.jpg"],
+            "Other": [p + "Other/flowers_1.jpg", p + "Other/flowers_2.jpg", p + "Other/lfw_1.jpg"],
         },
     }
     report = json.loads((artifacts / "validation_report.json").read_text())
     assert {f["path"]: f["category"] for f in report["bad_files"]} == {
-        p: c for p, c in expected.items() if p not in usable
+        p + path: c for path, c in expected.items() if path not in usable
     }
-    assert [f["path"] for f in report["mislabelled"]] == ["Dog/11.jpg"]
+    assert [f["path"] for f in report["mislabelled"]] == [p + "Dog/11.jpg"]
     assert report["counts"]["Cat"] == {
         "valid": 3, "valid_mislabelled": 0, "empty": 1, "not_image": 1, "corrupt": 1, "unsupported": 0
     }
     assert report["counts"]["Dog"] == {
         "valid": 3, "valid_mislabelled": 1, "empty": 0, "not_image": 2, "corrupt": 0, "unsupported": 0
     }
-    assert report["in_manifest"] == {"Cat": 3, "Dog": 4, "total": 7}
+    assert report["in_manifest"] == {"Cat": 3, "Dog": 4, "Other": 3, "total": 10}
 
 
 def test_every_file_in_its_category(sample_dataset: Path, expected: dict[str, str]) -> None:
-    result = validate_dataset(sample_dataset, ["Cat", "Dog"])
+    result = validate_dataset(sample_dataset, ["Cat", "Dog", "Other"])
     assert {c.path: c.category for c in result.checks} == expected
     reasons = {c.path: c.reason for c in result.checks}
     assert "empty" in reasons["Cat/666.jpg"]
@@ -81,11 +84,11 @@ def test_parallel_workers_agree(sample_dataset: Path, monkeypatch: pytest.Monkey
 
 
 def test_manifest_round_trip(sample_dataset: Path, tmp_path: Path, usable: set[str]) -> None:
-    result = validate_dataset(sample_dataset, ["Cat", "Dog"])
+    result = validate_dataset(sample_dataset, ["Cat", "Dog", "Other"])
     path = validate.write_manifest(result, tmp_path / "manifest.json")
     root, files = read_manifest(path)
     assert root == sample_dataset.resolve()
-    assert list(files) == ["Cat", "Dog"]
+    assert list(files) == ["Cat", "Dog", "Other"]
     assert {p.relative_to(root).as_posix() for paths in files.values() for p in paths} == usable
     assert all(p.is_absolute() and p.is_file() for paths in files.values() for p in paths)
 
@@ -166,7 +169,8 @@ def test_quarantine_moves_only_bad_files(config_file: Path, sample_dataset: Path
     before = tree_digest(sample_dataset)
     jail = tmp_path / "quarantine"
     assert validate.main(["--config", str(config_file), "--workers", "1", "--quarantine", str(jail)]) == 0
-    assert tree_digest(jail) == {p: h for p, h in before.items() if p not in usable}
+    # The jail mirrors paths relative to extract_dir, as the manifest does.
+    assert tree_digest(jail) == {f"petimages/PetImages/{p}": h for p, h in before.items() if p not in usable}
     assert tree_digest(sample_dataset) == {p: before[p] for p in usable}
     report = json.loads((tmp_path / "artifacts" / "validation_report.json").read_text())
     assert all(Path(f["quarantined_to"]).is_file() for f in report["bad_files"])
@@ -214,10 +218,10 @@ def _break_no_valid_image(root: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
-        (_break_missing_dataset, "dataset folder .* does not exist"),
-        (_break_dataset_is_file, "dataset folder .* is a file"),
-        (_break_missing_class, "class folder for 'Dog' .* does not exist"),
-        (_break_empty_class, "holds no files"),
+        (_break_missing_dataset, "collection folder .* does not exist"),
+        (_break_dataset_is_file, "collection folder .* is a file"),
+        (_break_missing_class, "no class folder for 'Dog' in "),
+        (_break_empty_class, "hold no files"),
         (_break_class_is_file, "class folder for 'Dog' .* is a file"),
         (_break_no_valid_image, "no usable image in class folder"),
     ],
@@ -236,9 +240,9 @@ def test_cli_prints_the_table(config_file: Path, sample_dataset: Path, capsys) -
     out = capsys.readouterr().out
     assert "in manifest" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip() and line[0] != " "}
-    assert rows["valid"] == ["3", "3", "6"]
-    assert rows["not_image"] == ["1", "2", "3"]
-    assert "  corrupt           Cat/4.jpg: " in out
+    assert rows["valid"] == ["3", "3", "3", "9"]
+    assert rows["not_image"] == ["1", "2", "0", "3"]
+    assert "  corrupt           petimages/PetImages/Cat/4.jpg: " in out
 
 
 def test_cli_with_other_class_names(tmp_path: Path, config_file: Path, sample_dataset: Path) -> None:
@@ -246,6 +250,26 @@ def test_cli_with_other_class_names(tmp_path: Path, config_file: Path, sample_da
     assert validate.main(["--config", str(config_file), "--workers", "1", "--set", "data.classes=[cats, Dog]"]) == 0
     root, files = read_manifest(tmp_path / "artifacts" / "manifest.json")
     assert list(files) == ["cats", "Dog"]
+
+
+def test_collections_may_lack_a_class_but_not_all_of_them(tmp_path: Path) -> None:
+    """Two archives: PetImages has no Other, Extra has all three; both are listed."""
+    from catdog.validate import list_class_files
+
+    for relative in ("pets/PetImages/Cat/1.jpg", "pets/PetImages/Dog/1.jpg", "extra/Extra/Cat/oxford_1.jpg",
+                     "extra/Extra/Other/flowers_1.jpg"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")
+    files = list_class_files(tmp_path, ["Cat", "Dog", "Other"], ["pets/PetImages", "extra/Extra"])
+    assert {c: [p.relative_to(tmp_path).as_posix() for p in ps] for c, ps in files.items()} == {
+        "Cat": ["extra/Extra/Cat/oxford_1.jpg", "pets/PetImages/Cat/1.jpg"],
+        "Dog": ["pets/PetImages/Dog/1.jpg"],
+        "Other": ["extra/Extra/Other/flowers_1.jpg"],
+    }
+    with pytest.raises(DatasetError, match="no class folder for 'Bird'"):
+        list_class_files(tmp_path, ["Cat", "Bird"], ["pets/PetImages", "extra/Extra"])
+    with pytest.raises(DatasetError, match="collection folder .* does not exist"):
+        list_class_files(tmp_path, ["Cat"], ["pets/PetImages", "missing/Folder"])
 
 
 def test_data_pipeline_does_not_import_tensorflow() -> None:

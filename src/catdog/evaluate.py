@@ -16,9 +16,9 @@ from typing import Sequence
 import numpy as np
 
 from catdog import cli
-from catdog.dataset import decode_images, load_split
+from catdog.dataset import decode_images, load_split, source_of
 from catdog.dirs import write_json_atomic
-from catdog.metrics import classification_report, format_report
+from catdog.metrics import classification_report, format_report, format_source_report, source_report
 
 log = logging.getLogger(__name__)
 
@@ -104,28 +104,56 @@ def low_resolution_report(predict, paths: Sequence[str | Path], labels: Sequence
 def evaluate_folder(predictor, dataset_dir: Path, classes: Sequence[str]) -> dict:
     """Validate a folder, then score the model on its valid images.
 
+    The folder holds one sub-folder per class; classes without a folder (a
+    folder of cats and dogs only, say) are simply absent from the figures.
+
     Returns:
         The classification report, plus the validation counts under ``validation_counts``.
 
     Raises:
-        DatasetError: The folder or a class folder is missing or empty.
+        DatasetError: The folder is missing, or holds no class folder.
     """
+    from catdog.errors import DatasetError
     from catdog.validate import validate_dataset
 
-    result = validate_dataset(dataset_dir, classes, progress=True)
+    present = [name for name in classes if (Path(dataset_dir) / name).is_dir()]
+    if not present:
+        raise DatasetError(f"{str(dataset_dir)!r} holds none of the class folders {', '.join(classes)}")
+    result = validate_dataset(dataset_dir, present, progress=True)
     usable = result.usable_files()
-    paths = [result.dataset_dir / rel for name in classes for rel in usable[name]]
-    labels = [i for i, name in enumerate(classes) for _ in usable[name]]
+    paths = [result.dataset_dir / rel for name in present for rel in usable[name]]
+    labels = [classes.index(name) for name in present for _ in usable[name]]
     report = classification_report(labels, predict_files(predictor, paths), classes)
     report["validation_counts"] = result.counts()
     return report
 
 
-def evaluate_split(predictor, split_file: Path, part: str, dataset_dir: Path) -> dict:
-    """Score the model on one part of a saved split."""
+def evaluate_split(predictor, split_file: Path, part: str, dataset_dir: Path, low_resolution: bool = False) -> dict:
+    """Score the model on one part of a saved split, overall and per source.
+
+    With ``low_resolution``, also as thumbnails of :data:`LOW_RESOLUTION_SIDES` pixels.
+    """
     split = load_split(split_file)
     paths = [dataset_dir / rel for rel in split.files[part]]
-    return classification_report(split.labels[part], predict_files(predictor, paths), split.classes)
+    probabilities = predict_files(predictor, paths)
+    report = classification_report(split.labels[part], probabilities, split.classes)
+    report["by_source"] = source_report(split.labels[part], probabilities, [source_of(f) for f in split.files[part]],
+                                        split.classes)
+    if low_resolution:
+        report["low_resolution"] = low_resolution_report(
+            lambda images: in_batches(predictor.predict_arrays, images, len(split.classes)),
+            paths, split.labels[part], predictor.input_size, split.classes)
+    return report
+
+
+def format_low_resolution(report: dict) -> str:
+    """The thumbnail figures as a console table."""
+    lines = [f"  {'side':>6}{'accuracy':>10}{'pets':>8}{'pets as Other':>15}  recall"]
+    for side, row in report.items():
+        recall = "  ".join(f"{name} {value:.4f}" for name, value in row["recall"].items())
+        pets = f"{row.get('pets_accuracy', float('nan')):>8.4f}{row.get('pets_answered_other', float('nan')):>15.4f}"
+        lines.append(f"  {side + ' px':>6}{row['accuracy']:>10.4f}{pets}  {recall}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="folder with one sub-folder of images per class")
     source.add_argument("--split", choices=("validation", "test"), help="a part of the split saved by training")
+    parser.add_argument("--low-resolution", action="store_true",
+                        help="with --split, also score the part as 16-64 px thumbnails (as small uploads arrive)")
     parser.add_argument("--output", type=Path, help="JSON file for the metrics (default: <artifacts>/evaluation.json)")
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
@@ -149,9 +179,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         name = f"the {args.split} part"
         dataset_dir, _ = read_manifest(Path(settings.data.artifacts_dir) / "manifest.json")
-        report = evaluate_split(predictor, Path(settings.data.artifacts_dir) / "split.json", args.split, dataset_dir)
+        report = evaluate_split(predictor, Path(settings.data.artifacts_dir) / "split.json", args.split, dataset_dir,
+                                args.low_resolution)
     report["model"] = {"file": str(model_path), "architecture": predictor.architecture, "sha256_short": predictor.short_hash}
     print(format_report(f"{predictor.architecture} ({model_path.name}) on {name}", report))
+    if "by_source" in report:
+        print("per source:")
+        print(format_source_report(report["by_source"]))
+    if "low_resolution" in report:
+        print("as small thumbnails (shrunk with the app's resize, then preprocessed as an upload):")
+        print(format_low_resolution(report["low_resolution"]))
     output = args.output or Path(settings.data.artifacts_dir) / "evaluation.json"
     write_json_atomic(output, report)
     print(f"metrics written to {output}")

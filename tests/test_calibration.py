@@ -1,0 +1,75 @@
+"""Temperature scaling and calibration error, checked against cases worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from catdog.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    reliability,
+)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 1.0, 2.5])
+def test_fitting_recovers_a_known_temperature(true_temperature: float) -> None:
+    """Labels drawn from softmax(z / T) make T the maximum-likelihood temperature."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (20000, 3))
+    labels = np.array([rng.choice(3, p=p) for p in _softmax(logits / true_temperature)])
+    fitted = fit_temperature(_softmax(logits), labels)
+    assert fitted == pytest.approx(true_temperature, rel=0.06)
+
+
+def test_fitted_temperature_lowers_the_likelihood_loss() -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 4, (3000, 3))
+    labels = np.array([rng.choice(3, p=p) for p in _softmax(logits / 3.0)])
+    raw = _softmax(logits)
+    fitted = fit_temperature(raw, labels)
+    assert negative_log_likelihood(apply_temperature(raw, fitted), labels) < negative_log_likelihood(raw, labels)
+
+
+def test_temperature_keeps_the_ranking_and_softens() -> None:
+    probs = np.array([[0.7, 0.2, 0.1], [0.05, 0.9, 0.05]])
+    soft = apply_temperature(probs, 2.0)
+    assert (soft.argmax(axis=1) == probs.argmax(axis=1)).all()
+    assert np.allclose(soft.sum(axis=1), 1.0, atol=1e-6)
+    assert (soft.max(axis=1) < probs.max(axis=1)).all()
+    # softmax(log p / 2) is proportional to sqrt(p).
+    expected = np.sqrt(probs[0]) / np.sqrt(probs[0]).sum()
+    assert np.allclose(soft[0], expected, atol=1e-6)
+    assert np.allclose(apply_temperature(probs, 1.0), probs)
+    with pytest.raises(ValueError):
+        apply_temperature(probs, 0.0)
+
+
+def test_zero_probabilities_do_not_produce_nan() -> None:
+    probs = np.array([[1.0, 0.0, 0.0]])
+    assert np.isfinite(apply_temperature(probs, 3.0)).all()
+
+
+def test_ece_on_a_hand_made_case() -> None:
+    # Four answers at 0.9 confidence, three right: |0.75 - 0.9| = 0.15, weight 4/6.
+    # Two answers at 0.6 confidence, both right: |1.0 - 0.6| = 0.4, weight 2/6.
+    probs = np.array([[0.9, 0.1]] * 4 + [[0.6, 0.4]] * 2)
+    labels = np.array([0, 0, 0, 1, 0, 0])
+    expected = 4 / 6 * 0.15 + 2 / 6 * 0.4
+    assert expected_calibration_error(probs, labels, bins=15) == pytest.approx(expected)
+    table = reliability(probs, labels, bins=10)
+    filled = [b for b in table["bins"] if b["count"]]
+    assert [(b["count"], b["accuracy"]) for b in filled] == [(2, 1.0), (4, 0.75)]
+    assert sum(b["count"] for b in table["bins"]) == 6
+
+
+def test_a_perfectly_calibrated_model_has_zero_ece() -> None:
+    probs = np.array([[1.0, 0.0]] * 5)
+    assert expected_calibration_error(probs, [0] * 5) == 0.0

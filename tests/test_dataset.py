@@ -1,0 +1,132 @@
+"""Split by class and source, class weights, and the batch augmentation."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from catdog.dataset import class_weights, make_split, source_of
+
+SPLITS = ("train", "validation", "test")
+
+
+@pytest.mark.parametrize(
+    ("path", "source"),
+    [
+        ("petimages/PetImages/Cat/12.jpg", "PetImages"),
+        ("extra/Extra/Other/flowers_0012.jpg", "Extra/flowers"),
+        ("extra/Extra/Cat/oxford_data_pet_Bengal_1_f65.jpg", "Extra/oxford"),
+        ("Cat/1.jpg", "dataset"),
+        ("x/Pets/Dog/12_3.jpg", "Pets"),  # a number before "_" is no source name
+    ],
+)
+def test_source_of(path: str, source: str) -> None:
+    assert source_of(path) == source
+
+
+def _two_collections() -> dict[str, list[str]]:
+    return {
+        "Cat": [f"p/PetImages/Cat/{i}.jpg" for i in range(200)] + [f"e/Extra/Cat/oxford_{i}.jpg" for i in range(40)],
+        "Dog": [f"p/PetImages/Dog/{i}.jpg" for i in range(200)] + [f"e/Extra/Dog/oxford_{i}.jpg" for i in range(60)],
+        "Other": [f"e/Extra/Other/{kind}_{i}.jpg" for kind in ("flowers", "lfw", "trashnet") for i in range(30)],
+    }
+
+
+def test_split_is_stratified_by_class_and_source() -> None:
+    files = _two_collections()
+    split = make_split(files, ["Cat", "Dog", "Other"], 0.1, 0.1, seed=7)
+    parts = [set(split.files[p]) for p in SPLITS]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2]), "a file in two parts"
+    assert set().union(*parts) == {f for group in files.values() for f in group}, "a file lost"
+    everything = Counter(source_of(f) for group in files.values() for f in group)
+    for part in ("validation", "test"):
+        counts = Counter(source_of(f) for f in split.files[part])
+        assert set(counts) == set(everything), f"a source is missing from the {part} part"
+        for source, total in everything.items():
+            assert counts[source] == round(total * 0.1), (part, source)
+    for part in SPLITS:
+        for path, label in zip(split.files[part], split.labels[part]):
+            assert f"/{split.classes[label]}/" in path
+
+
+def test_whole_folder_sources_keep_the_class_only_split_of_v1() -> None:
+    """PetImages falls into the same parts as a split of PetImages alone, by class."""
+    files = _two_collections()
+    both = make_split(files, ["Cat", "Dog", "Other"], 0.1, 0.1, seed=1337)
+    pets_only = {c: [f for f in files[c] if "PetImages" in f] for c in ("Cat", "Dog")}
+    alone = make_split(pets_only, ["Cat", "Dog"], 0.1, 0.1, seed=1337)
+    for part in SPLITS:
+        assert {f for f in both.files[part] if "PetImages" in f} == set(alone.files[part])
+
+
+def test_split_changes_with_the_seed() -> None:
+    files = _two_collections()
+    a = make_split(files, ["Cat", "Dog", "Other"], 0.1, 0.1, seed=1)
+    b = make_split(files, ["Cat", "Dog", "Other"], 0.1, 0.1, seed=2)
+    assert a.files["test"] != b.files["test"]
+    assert a == make_split(files, ["Cat", "Dog", "Other"], 0.1, 0.1, seed=1)
+
+
+def test_class_weights() -> None:
+    labels = [0] * 60 + [1] * 30 + [2] * 10
+    assert class_weights(labels, 3, 0.0) == pytest.approx([1.0, 1.0, 1.0])
+    balanced = class_weights(labels, 3, 1.0)
+    # Each class then adds the same total weight, and the mean example weighs 1.
+    assert 60 * balanced[0] == pytest.approx(30 * balanced[1]) == pytest.approx(10 * balanced[2])
+    assert (60 * balanced[0] + 30 * balanced[1] + 10 * balanced[2]) / 100 == pytest.approx(1.0)
+    half = class_weights(labels, 3, 0.5)
+    assert balanced[0] < half[0] < 1.0 < half[2] < balanced[2]
+
+
+# --- augmentation ------------------------------------------------------------
+
+
+def _settings(**changes):
+    from catdog.config import AugmentationSettings
+
+    values = dict(flip=False, crop_scale=(1.0, 1.0), crop_aspect=(1.0, 1.0), low_res_share=0.0,
+                  low_res_sides=(8, 8), contrast=0.0, brightness=0.0)
+    values.update(changes)
+    return AugmentationSettings(**values)
+
+
+def _stripes(n: int = 8, side: int = 64) -> np.ndarray:
+    x = np.zeros((n, side, side, 3), np.uint8)
+    x[:, :, ::2] = 255  # one-pixel vertical stripes: all high frequency
+    return x
+
+
+def test_augmentation_off_is_the_identity() -> None:
+    from catdog.augment import augment_batch
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    out = augment_batch(images, _settings(), 32).numpy()
+    assert out.dtype == np.float32 and np.allclose(out, images, atol=1e-3)
+
+
+def test_random_crops_change_framing_and_keep_the_size_and_range() -> None:
+    from catdog.augment import augment_batch
+
+    ramp = np.tile(np.linspace(0, 255, 48, dtype=np.float32)[None, :, None], (48, 1, 3))
+    images = np.stack([ramp] * 16).astype(np.uint8)
+    out = augment_batch(images, _settings(crop_scale=(0.3, 0.6), crop_aspect=(0.75, 1.333), brightness=0.2,
+                                          contrast=0.2, flip=True), 40, seed=3).numpy()
+    assert out.shape == (16, 40, 40, 3)
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    # A crop of at most 60% of the area never spans the whole ramp.
+    spans = out[:, 20, -1, 0] - out[:, 20, 0, 0]
+    assert (np.abs(spans) < 0.95 * 255).all()
+    assert len({round(float(s), 1) for s in spans}) > 4, "every image got the same crop"
+
+
+def test_low_resolution_share_blurs_about_that_share() -> None:
+    from catdog.augment import random_low_resolution
+
+    images = _stripes(n=400).astype(np.float32)
+    out = random_low_resolution(images, 0.25, (12, 24), seed=5).numpy()
+    contrast = out.std(axis=(1, 2, 3))
+    blurred = contrast < 0.5 * images[0].std()
+    assert 0.15 < blurred.mean() < 0.35
+    assert np.allclose(out[~blurred], images[~blurred])
