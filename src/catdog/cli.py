@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from catdog.config import Settings, load_config
 from catdog.errors import CatdogError
 
-STEPS = ("ingest", "validate", "train", "evaluate", "predict", "ship")
+STEPS = ("ingest", "validate", "train", "evaluate", "predict", "ship", "leave_one_out")
 
 
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
