@@ -43,8 +43,8 @@ class DataSettings:
     artifacts_dir: str
 
     def check(self, at: str) -> None:
-        if len(self.classes) != 2 or len(set(self.classes)) != 2:
-            raise ConfigError(f"{at}.classes must name two different classes, got {list(self.classes)!r}")
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"{at}.classes must name two or more different classes, got {list(self.classes)!r}")
         if self.sha256 is not None and (len(self.sha256) != 64 or not _is_hex(self.sha256)):
             raise ConfigError(f"{at}.sha256 must be 64 hex digits or null, got {self.sha256!r}")
         _positive(f"{at}.max_extract_bytes", self.max_extract_bytes)
