@@ -129,7 +129,7 @@ def document(settings: Settings) -> dict[str, Any]:
                 "images per request, model load time).",
                 {
                     "200": {
-                        "description": "Prometheus text exposition format 0.0.4.",
+                        "description": "Prometheus's text exposition format.",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     }
                 },
