@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
+import signal
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -158,11 +160,35 @@ def test_counts_from_both_gunicorn_workers_add_up(live_server, three_class_model
     validate_answer(document, "/predict", "post", 200, answers[0])
 
 
+def load_time_pids(text: str) -> list[int]:
+    return sorted(int(s.labels["pid"]) for f in text_string_to_metric_families(text) for s in f.samples
+                  if s.name == "catdog_model_load_seconds")
+
+
 def test_gunicorn_makes_a_metrics_folder_and_removes_it_on_exit(live_server, tmp_path):
     # No model: the worker starts at once, and /metrics still answers.
     server = live_server(model_path=tmp_path / "missing.h5", ready_path="/health", workers=1, threads=1)
     response = requests.get(f"{server.url}/metrics", timeout=10)
     assert response.status_code == 200 and "catdog_http_requests_total" in response.text
+    (first,) = server.worker_pids()
+    assert load_time_pids(response.text) == [first]
+
+    # A worker that dies is replaced; child_exit drops its live gauge, its counts stay in the totals.
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not (server.worker_pids() and server.worker_pids() != [first]):
+        assert time.monotonic() < deadline, "gunicorn did not replace the worker"
+        time.sleep(0.1)
+    while True:
+        try:
+            text = requests.get(f"{server.url}/metrics", timeout=10).text
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "the new worker does not answer"
+            time.sleep(0.1)
+    assert load_time_pids(text) == server.worker_pids()
+    # The first scrape, counted by the dead worker (a scrape is counted after its own body is written).
+    assert sample(text, "catdog_http_requests_total", route="/metrics") == 1
     server.log.flush()
     deadline = time.monotonic() + 10
     while not (found := re.search(r"Workers' metrics in (\S+)", Path(server.log.name).read_text())):
