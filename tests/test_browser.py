@@ -199,7 +199,8 @@ def test_a_photo_of_neither_says_so_and_still_shows_bars_and_heatmap(browser, se
         with page.expect_navigation():
             page.click("#submit-button")
     assert expect_result(page) == "Neither a cat nor a dog"
-    values = page.locator("#result-bars progress").evaluate_all("els => els.map(e => [e.closest('li').dataset.class, e.value])")
+    bars = "els => els.map(e => [e.closest('li').dataset.class, e.value])"
+    values = page.locator("#result-bars progress").evaluate_all(bars)
     assert max(values, key=lambda item: float(item[1]))[0] == "Other"
     if javascript:
         assert page.locator("#status").inner_text().startswith("Result: Neither a cat nor a dog,")

@@ -102,7 +102,8 @@ def test_a_model_whose_outputs_do_not_match_the_classes_is_refused_with_503(tmp_
     from app import create_app
 
     path = save_model(build_tiny_model(classes=2), tmp_path / "two_class.h5")
-    client = create_app({"TESTING": True, "CATDOG_OVERRIDES": {"model.path": str(path), **CLASSES_OVERRIDE}}).test_client()
+    overrides = {"model.path": str(path), **CLASSES_OVERRIDE}
+    client = create_app({"TESTING": True, "CATDOG_OVERRIDES": overrides}).test_client()
     ready = client.get("/ready")
     assert ready.status_code == 503
     message = ready.get_json()["error"]["message"]

@@ -92,7 +92,9 @@ GOOD_REQUESTS = {
     "raw": lambda: {"data": make_photo(), "content_type": "image/jpeg"},
     "octet-stream": lambda: {"data": make_photo(fmt="PNG"), "content_type": "application/octet-stream"},
     "json": lambda: {"json": {"image": base64.b64encode(make_photo()).decode(), "explain": True}},
-    "batch-multipart": lambda: {"data": multipart(make_photo(), make_photo(seed=1)), "content_type": "multipart/form-data"},
+    "batch-multipart": lambda: {
+        "data": multipart(make_photo(), make_photo(seed=1)), "content_type": "multipart/form-data"
+    },
     "batch-json": lambda: {"json": {"images": [base64.b64encode(make_photo(seed=s)).decode() for s in range(3)]}},
     "batch-with-bad-items": lambda: {
         "data": multipart(make_photo(), b"junk", b"", truncated_jpeg(), png_declaring(100_000, 100_000)),
@@ -109,7 +111,9 @@ def test_predict_answers_match_the_document(client, document, make_request):
     check(document, response, "/predict", "post")
 
 
-@pytest.mark.parametrize("make_request, status, code", [row[1:] for row in BAD_INPUTS], ids=[row[0] for row in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "make_request, status, code", [row[1:] for row in BAD_INPUTS], ids=[row[0] for row in BAD_INPUTS]
+)
 def test_predict_errors_match_the_document(client, document, make_request, status, code):
     response = client.post("/predict", **make_request())
     assert response.status_code == status

@@ -94,7 +94,8 @@ def classify_each(predictor: Predictor, uploads: Uploads) -> list[Prediction | A
 def none_readable(errors: Sequence[ApiError]) -> ApiError:
     """The error for a batch none of whose images could be read: the first image's status and code."""
     first = errors[0]
-    return ApiError(first.status, first.code, f"none of the {len(errors)} images could be read; image 1: {first.message}")
+    message = f"none of the {len(errors)} images could be read; image 1: {first.message}"
+    return ApiError(first.status, first.code, message)
 
 
 @bp.get("/health")

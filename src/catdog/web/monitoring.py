@@ -53,7 +53,8 @@ class Monitor:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "catdog_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=r
+            "catdog_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "catdog_http_request_duration_seconds", "Time to answer a request, by route", ["route"], registry=r

@@ -205,7 +205,9 @@ def _schemas(classes: list[str], max_batch: int, codes: dict[int, list[str]]) ->
         },
         "Error": _object({"error": _ref("ErrorDetail")}),
         "Prediction": _object(prediction, ["label", "confidence", "probabilities"]),
-        "Answer": _object({**prediction, **answer_fields}, ["label", "confidence", "probabilities", "model", "time_ms"]),
+        "Answer": _object(
+            {**prediction, **answer_fields}, ["label", "confidence", "probabilities", "model", "time_ms"]
+        ),
         "BatchAnswer": _object(
             {
                 "predictions": {
@@ -274,7 +276,9 @@ def _predict_body(max_batch: int, formats: list[str]) -> dict[str, Any]:
                         _object({"image": base64_image, "explain": flag}, ["image"]),
                         _object(
                             {
-                                "images": {"type": "array", "items": base64_image, "minItems": 1, "maxItems": max_batch},
+                                "images": {
+                                    "type": "array", "items": base64_image, "minItems": 1, "maxItems": max_batch
+                                },
                                 "explain": flag,
                             },
                             ["images"],
