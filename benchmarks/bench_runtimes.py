@@ -10,7 +10,7 @@ checked ``model.tflite`` twin (LiteRT). For each path it measures:
 * ``POST /predict`` latency at concurrency 1 (median and p95), one typical
   500x375 JPEG; requests alternate between the two servers, so background
   load hits both alike;
-* requests per second at concurrency 8 (median of ``--rounds`` runs, the paths taking turns);
+* requests per second at concurrency 8 (median of ``--rounds`` runs, the paths taking turns in ABBA order);
 * each worker's resident memory (VmRSS) after all that;
 
 and whether both runtimes give the same label to 1,000 generated images.
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=3, help="launches per path for start -> ready (default: 3)")
     parser.add_argument("--images", type=int, default=1000, help="generated images whose labels must agree")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3, help="throughput runs per path, taking turns (median)")
+    parser.add_argument("--rounds", type=int, default=6, help="throughput runs per path, taking turns (median)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args(argv)
@@ -152,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
                     latency[name].append((time.perf_counter() - began) * 1000.0)
             total = max(args.requests, 4 * args.concurrency)
             rounds: dict[str, list[float]] = {name: [] for name in PATHS}
-            for _ in range(args.rounds):
-                for name in PATHS:
+            for round_number in range(args.rounds):
+                # ABBA order and a pause: neither path always runs right after the other's busy threads.
+                for name in PATHS if round_number % 2 == 0 else PATHS[::-1]:
+                    time.sleep(1.0)
                     rounds[name].append(throughput(servers[name].url, jpeg, total, args.concurrency))
             rps = {name: statistics.median(rounds[name]) for name in PATHS}
             rss = {name: [rss_mib(pid) * 1024 * 1024 / MB for pid in servers[name].worker_pids()] for name in PATHS}
