@@ -259,7 +259,7 @@ def _predict_body(max_batch: int, formats: list[str]) -> dict[str, Any]:
         "type": "string",
         "description": "The image in base64 (plain or URL-safe) or as a data: URL.",
     }
-    flag = {"type": "boolean", "description": "Same as the `explain` query parameter."}
+    flag = {"type": ["boolean", "string", "integer"], "description": "true, or as the `explain` query parameter."}
     return {
         "required": True,
         "description": f"Accepted formats: {', '.join(formats)}.",
