@@ -232,6 +232,7 @@ def test_both_runtimes_apply_the_calibration_temperature(served_dir, runtime):
     predictor = Predictor(served_dir, classes, runtime=runtime)
     assert predictor.temperature == 2.5 and predictor.info()["calibration_temperature"] == 2.5
     calibrated = predictor.predict_arrays(batch)
+    np.testing.assert_array_equal(predictor.predict_arrays(batch, calibrated=False), raw)
     expected = np.exp(np.log(raw) / 2.5)
     np.testing.assert_allclose(calibrated, expected / expected.sum(axis=1, keepdims=True), atol=1e-6)
     assert (calibrated.argmax(axis=1) == raw.argmax(axis=1)).all()

@@ -162,15 +162,16 @@ class Predictor:
         log.info("model %s (%s, %dx%d input, temperature %g) loaded with %s and warmed up",
                  self.path, self.architecture, side, side, self.temperature, self.runtime)
 
-    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
+    def predict_arrays(self, batch: np.ndarray, *, calibrated: bool = True) -> np.ndarray:
         """Classify preprocessed images in one forward pass.
 
         Args:
             batch: ``(N, S, S, 3)`` uint8 pixels, as :func:`catdog.preprocess.load_image` makes them.
+            calibrated: Apply :attr:`temperature`; ``False`` gives the model's
+                own probabilities (to fit a temperature on them, say).
 
         Returns:
-            ``(N, len(classes))`` float32 probabilities, calibrated with
-            :attr:`temperature`.
+            ``(N, len(classes))`` float32 probabilities.
 
         Raises:
             ValueError: ``batch`` has the wrong shape or type.
@@ -180,7 +181,8 @@ class Predictor:
             raise ValueError(
                 f"batch must be uint8 of shape (N, {', '.join(map(str, expected))}), got {batch.dtype} {batch.shape}"
             )
-        return apply_temperature(self._runtime.probabilities(batch), self.temperature)
+        probabilities = self._runtime.probabilities(batch)
+        return apply_temperature(probabilities, self.temperature) if calibrated else probabilities
 
     def gradcam(self, array: np.ndarray, class_index: int | None = None) -> np.ndarray:
         """Grad-CAM heatmap of one preprocessed image.
