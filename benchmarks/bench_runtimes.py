@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{os.cpu_count()} CPUs (load average {load:.1f} at the end), Python {sys.version.split()[0]}; gunicorn "
           f"{args.workers} workers x {args.threads} threads; {args.requests} timed requests per path at concurrency 1 "
-          f"(alternating), {total} at concurrency {args.concurrency} (median of {args.rounds} runs, alternating); start -> ready: median of {args.starts} launches.")
+          f"(alternating), {total} at concurrency {args.concurrency} (median of {args.rounds} runs, alternating); "
+          f"start -> ready: median of {args.starts} launches.")
     print()
     print("| | TensorFlow (model.h5) | LiteRT (model.tflite) | target |")
     print("|---|---:|---:|---|")

@@ -43,7 +43,7 @@ FEATURES_OUTPUT = "features"
 
 
 def litert_paths(model_path: str | os.PathLike) -> tuple[Path, Path]:
-    """The ``.tflite`` twin of a ``.h5`` model and its record (``model.h5`` -> ``model.tflite``, ``model.tflite.json``)."""
+    """The ``.tflite`` twin of a ``.h5`` model and its record: ``model.tflite`` and ``model.tflite.json``."""
     tflite = Path(model_path).with_suffix(".tflite")
     return tflite, tflite.with_name(tflite.name + ".json")
 
@@ -209,7 +209,7 @@ class LiteRTRuntime:
         return self._run(batch)[PROBABILITIES_OUTPUT]
 
     def explain(self, array: np.ndarray, class_index: int | None) -> np.ndarray:
-        """CAM of one checked ``(S, S, 3)`` uint8 image: equal to TensorFlow's Grad-CAM (see :func:`class_activation_map`)."""
+        """CAM of one checked ``(S, S, 3)`` uint8 image, equal to Grad-CAM (see :func:`class_activation_map`)."""
         features = self._run(array[None])[FEATURES_OUTPUT][0]
         return class_activation_map(features, self._kernel, self._bias, class_index)
 

@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model", nargs="?", type=Path,
                         help="trained .h5 to install (default: the best on the validation part in model.dir)")
     parser.add_argument("--no-litert", action="store_true",
-                        help="ship the .h5 alone, without its checked model.tflite (the app then serves with TensorFlow)")
+                        help="ship the .h5 alone, without its model.tflite twin (the app then serves with TensorFlow)")
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
     chosen = args.model or best_by_validation(Path(settings.model.dir))
