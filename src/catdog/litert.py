@@ -21,7 +21,9 @@ Importing this module is cheap; converting needs TensorFlow and ai-edge-litert.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -119,10 +121,15 @@ def convert(
     twin = keras.Model(model.input, {PROBABILITIES_OUTPUT: model.output,
                                      FEATURES_OUTPUT: model.get_layer(FEATURES_LAYER).output})
     converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, twin(inputs), name=model.name))
+    chatter = io.StringIO()
     try:
-        tflite = converter.convert()
+        # Keras prints the summary of the SavedModel it exports for the converter; keep it for debugging only.
+        with contextlib.redirect_stdout(chatter):
+            tflite = converter.convert()
     except Exception as exc:  # the converter reports failures with many exception types
         raise ConversionError(f"cannot convert {str(path)!r} for LiteRT: {exc}") from exc
+    finally:
+        log.debug("converter output: %s", chatter.getvalue())
 
     interpreter = Interpreter(model_content=tflite)
     runner = interpreter.get_signature_runner()
