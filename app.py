@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from flask import Flask
 
 from catdog.config import load_config
-from catdog.web import api, errors, model, pages, security, uploads
+from catdog.web import api, errors, model, monitoring, pages, security, uploads
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -48,6 +48,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     security.init_app(app)
     model.init_app(app, settings)
+    monitoring.init_app(app, model.load_seconds(app))
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     return app

@@ -12,6 +12,9 @@ Everything that differs between machines comes from the environment:
 * ``GUNICORN_CONTROL_SOCKET``: path of gunicorn's control socket (for
   ``gunicornc``); off by default, as its default path is shared by every
   instance of the same user.
+* ``PROMETHEUS_MULTIPROC_DIR``: where the workers keep their metrics for
+  ``/metrics`` (emptied at start); by default a fresh temporary folder,
+  removed on exit.
 
 The app is not preloaded in the master: every worker imports it and loads
 and warms up its own model before accepting requests, so no TensorFlow state
@@ -19,6 +22,8 @@ crosses a fork.
 """
 
 import os
+import shutil
+import tempfile
 
 
 def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
@@ -62,3 +67,40 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 def post_worker_init(worker):
     """Log when a worker has loaded its model and starts taking requests."""
     worker.log.info("Worker ready (pid: %s)", worker.pid)
+
+
+# --- Prometheus metrics across workers (prometheus-client's multiprocess mode) ---------------
+# Each worker writes its values to files in PROMETHEUS_MULTIPROC_DIR and /metrics adds them up.
+# The variable must be set before a worker imports prometheus_client, so the master sets it
+# before it forks the first worker; the folder must start empty, or the last run's counts
+# would be added to this one's.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def on_starting(server):
+    """Give the workers an empty metrics folder: the operator's, emptied, or a temporary one."""
+    folder = os.environ.get(METRICS_DIR_ENV)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        for name in os.listdir(folder):
+            if name.endswith(".db"):
+                os.remove(os.path.join(folder, name))
+    else:
+        folder = tempfile.mkdtemp(prefix="catdog-metrics-")
+        os.environ[METRICS_DIR_ENV] = folder
+        server.catdog_owned_metrics_dir = folder  # kept on the arbiter: it outlives a config reload
+    server.log.info("Workers' metrics in %s", folder)
+
+
+def child_exit(server, worker):
+    """Drop the live-worker gauges of a worker that exited; its counters stay in the totals."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the temporary metrics folder this server made."""
+    folder = getattr(server, "catdog_owned_metrics_dir", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)

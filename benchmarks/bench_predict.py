@@ -2,7 +2,8 @@
 
 For one typical JPEG (generated, 500x375 by default) it measures, in one run:
 
-* the forward pass alone (the predictor's ``tf.function``, image already decoded);
+* the forward pass alone (the runtime the app picks: LiteRT when model.tflite matches, else ``tf.function``),
+  image already decoded;
 * decode + forward pass (``Predictor.predict_bytes``: what a request must do);
 * our ``POST /predict`` through gunicorn on 127.0.0.1, one request at a time;
 * a naive path: decode, then ``model.predict`` per request, as tutorials do;
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     size = predictor.input_size
     batch = predictor.decode(jpeg)[1][None]
     rows = {
-        "forward pass (tf.function)": time_calls(lambda: predictor.predict_arrays(batch), count, warmup),
+        f"forward pass ({predictor.runtime})": time_calls(lambda: predictor.predict_arrays(batch), count, warmup),
         "decode + forward pass": time_calls(lambda: predictor.predict_bytes([jpeg]), count, warmup),
     }
 

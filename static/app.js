@@ -132,9 +132,17 @@
     }
   });
 
+  /* The label in words, as the server renders it: "Other" reads "Neither a cat nor a dog". */
+  function verdict(name) {
+    const row = Array.from(result.querySelectorAll(".bar")).find((r) => r.dataset.class === name);
+    return row && row.dataset.verdict ? row.dataset.verdict : name;
+  }
+
   function showResult(body, file) {
     const pct = percent(body.confidence);
-    label.textContent = body.label;
+    const words = verdict(body.label);
+    label.textContent = words;
+    label.dataset.label = body.label;
     confidence.textContent = pct + " sure";
     fileName.textContent = file.name || "";
     fileRow.hidden = !file.name;
@@ -155,7 +163,7 @@
       heatmap.hidden = true;
     }
     result.hidden = false;
-    status.textContent = "Result: " + body.label + ", " + pct + " sure.";
+    status.textContent = "Result: " + words + ", " + pct + " sure.";
   }
 
   form.addEventListener("submit", async (event) => {

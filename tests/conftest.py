@@ -188,6 +188,57 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# The classes the app serves: the model's outcomes are a cat, a dog, or neither.
+CLASSES = ("Cat", "Dog", "Other")
+CLASSES_OVERRIDE = {"data.classes": list(CLASSES)}
+CLASSES_ENV = {"CATDOG__DATA__CLASSES": "[" + ", ".join(CLASSES) + "]"}
+
+
+@pytest.fixture(scope="session")
+def three_class_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny model (32x32 input) with three outputs (Cat, Dog, Other) and a metrics.json beside it."""
+    path = save_model(build_tiny_model(classes=3), tmp_path_factory.mktemp("three_class_model") / "model.h5")
+    (path.parent / "metrics.json").write_text('{"test_accuracy": 0.5, "architecture": "tinynet"}', encoding="utf-8")
+    return path
+
+
+def build_colour_model(size: int = 32):
+    """A three-class model that answers by the image's main colour: red Cat, green Dog, blue Other.
+
+    Its weights are set by hand, so a test can choose the answer (an "Other"
+    among them) by the colour of the photo it sends.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(size, size, 3), name="image")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = layers.Conv2D(3, 1, activation="relu", name="conv1")(x)
+    x = layers.Activation("linear", name="features")(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = layers.Dense(3, activation="softmax", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name="colournet")
+    model.get_layer("conv1").set_weights([np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3), np.zeros(3, np.float32)])
+    model.get_layer("predictions").set_weights([10 * np.eye(3, dtype=np.float32), np.zeros(3, np.float32)])
+    return model
+
+
+@pytest.fixture(scope="session")
+def colour_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The saved :func:`build_colour_model`."""
+    return save_model(build_colour_model(), tmp_path_factory.mktemp("colour_model") / "model.h5")
+
+
+def solid_photo(colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), fmt: str = "PNG") -> bytes:
+    """A photo of one colour, with a little texture so that it is not a flat square."""
+    pixels = np.empty((size[1], size[0], 3), dtype=np.uint8)
+    pixels[...] = colour
+    pixels[::4, ::4] = np.clip(np.array(colour, dtype=np.int16) - 40, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
 def make_photo(size: tuple[int, int] = (160, 120), fmt: str = "JPEG", seed: int = 0) -> bytes:
     """A smooth, photo-like picture: a colour gradient with a bright disc."""
     width, height = size
@@ -208,11 +259,12 @@ def photo_bytes() -> Callable[..., bytes]:
 
 
 @pytest.fixture(scope="session")
-def app(tiny_model_path: Path):
-    """The web app serving the tiny model (built once: loading warms up TensorFlow)."""
+def app(three_class_model_path: Path):
+    """The web app serving the three-class tiny model (built once: loading warms up TensorFlow)."""
     from app import create_app
 
-    return create_app({"TESTING": True, "CATDOG_OVERRIDES": {"model.path": str(tiny_model_path)}})
+    overrides = {"model.path": str(three_class_model_path), **CLASSES_OVERRIDE}
+    return create_app({"TESTING": True, "CATDOG_OVERRIDES": overrides})
 
 
 @pytest.fixture
@@ -223,18 +275,23 @@ def client(app):
 
 @pytest.fixture(scope="session")
 def live_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    """``start(model_path=None, ready_path="/ready", **options)`` -> a gunicorn server on 127.0.0.1.
+    """``start(model_path=None, ready_path="/ready", classes=("Cat", "Dog"), **options)`` -> a gunicorn server.
 
-    It serves the tiny model unless ``model_path`` names another file, and is
+    It serves the tiny two-class model unless ``model_path`` names another file
+    (then ``classes`` names its outputs), on 127.0.0.1, and is
     started once ``ready_path`` answers 200; all are stopped at the end.
     """
     from catdog.web.server import GunicornServer
 
     servers = []
 
-    def start(model_path: Path | None = None, ready_path: str = "/ready", **options) -> GunicornServer:
+    def start(
+        model_path: Path | None = None, ready_path: str = "/ready", classes: tuple[str, ...] = ("Cat", "Dog"), **options
+    ) -> GunicornServer:
         log = (tmp_path_factory.mktemp("gunicorn") / "gunicorn.log").open("w")
-        server = GunicornServer(model_path or tiny_model_path, log, **options)
+        # The classes are given explicitly, so the server matches its model whatever config.yaml names.
+        env = {"CATDOG__DATA__CLASSES": "[" + ", ".join(classes) + "]", **options.pop("env", {})}
+        server = GunicornServer(model_path or tiny_model_path, log, env=env, **options)
         servers.append(server)
         try:
             return server.start(ready_path=ready_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_photo
+from conftest import CLASSES, make_photo, solid_photo
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -39,8 +39,9 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402  (only onc
 
 
 @pytest.fixture(scope="module")
-def server(live_server):
-    return live_server(workers=1, threads=4)
+def server(live_server, colour_model_path):
+    """The colour model (red Cat, green Dog, blue Other), so a test can ask for "neither"."""
+    return live_server(model_path=colour_model_path, classes=CLASSES, workers=1, threads=4)
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +90,14 @@ def choose_file(page, data: bytes, name: str = "cat.jpg", mime: str = "image/jpe
     page.set_input_files("#file-input", files=[{"name": name, "mimeType": mime, "buffer": data}])
 
 
+VERDICTS = {"Cat": "Cat", "Dog": "Dog", "Other": "Neither a cat nor a dog"}
+
+
 def expect_result(page) -> str:
     expect(page.locator("#heatmap")).to_be_visible(timeout=30_000)
     label = page.locator("#result-label").inner_text()
-    assert label in ("Cat", "Dog")
+    assert label in VERDICTS.values()
+    assert VERDICTS[page.locator("#result-label").get_attribute("data-label")] == label
     assert page.locator("#heatmap").get_attribute("src").startswith("data:image/png;base64,")
     expect(page.locator("#photo")).to_be_visible()
     assert page.evaluate("document.getElementById('heatmap').naturalWidth") > 0
@@ -109,7 +114,7 @@ def test_upload_shows_label_bars_and_heatmap(page, tmp_path):
     confidence = page.locator("#result-confidence").inner_text()
     assert confidence.endswith("% sure")
     values = [float(v) for v in page.locator("#result-bars progress").evaluate_all("els => els.map(e => e.value)")]
-    assert len(values) == 2 and sum(values) == pytest.approx(1.0, abs=1e-3)
+    assert len(values) == 3 and sum(values) == pytest.approx(1.0, abs=1e-3)
     assert label in page.locator("#status").inner_text()
     assert save_screenshot(page, tmp_path, "upload-result.png").stat().st_size > 10_000
 
@@ -179,4 +184,25 @@ def test_without_javascript_the_form_still_works(browser, server, tmp_path):
     expect_result(page)
     assert page.locator("#result-filename").inner_text() == "<b>bold</b>.jpg"
     save_screenshot(page, tmp_path, "no-js-result.png")
+    context.close()
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["fetch", "no-js-form"])
+def test_a_photo_of_neither_says_so_and_still_shows_bars_and_heatmap(browser, server, tmp_path, javascript):
+    context = browser.new_context(java_script_enabled=javascript)
+    page = context.new_page()
+    page.goto(f"{server.url}/")
+    choose_file(page, solid_photo((30, 30, 220), (320, 240), "JPEG"), name="teapot.jpg")
+    if javascript:
+        page.click("#submit-button")
+    else:
+        with page.expect_navigation():
+            page.click("#submit-button")
+    assert expect_result(page) == "Neither a cat nor a dog"
+    bars = "els => els.map(e => [e.closest('li').dataset.class, e.value])"
+    values = page.locator("#result-bars progress").evaluate_all(bars)
+    assert max(values, key=lambda item: float(item[1]))[0] == "Other"
+    if javascript:
+        assert page.locator("#status").inner_text().startswith("Result: Neither a cat nor a dog,")
+    save_screenshot(page, tmp_path, f"neither-{'js' if javascript else 'no-js'}.png")
     context.close()

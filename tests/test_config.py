@@ -87,6 +87,7 @@ BAD_VALUES = [
     ("archive missing a key", _delete("data.archives.extra.folder"), ["data.archives.extra.folder"]),
     ("one class", _set("data.classes", ["Cat"]), ["data.classes", "['Cat']"]),
     ("same class twice", _set("data.classes", ["Cat", "Cat"]), ["data.classes", "['Cat', 'Cat']"]),
+    ("a name repeated among three", _set("data.classes", ["Cat", "Dog", "Cat"]), ["data.classes", "'Dog', 'Cat'"]),
     ("empty source", _set("data.archives.petimages.source_url", ""), ["data.archives.petimages.source_url"]),
     ("no accepted formats", _set("serving.accepted_formats", []), ["serving.accepted_formats"]),
     ("augmentation out of range", _set("training.augmentation.contrast", 1.5), ["training.augmentation.contrast", "1.5"]),
@@ -147,6 +148,11 @@ def test_set_overrides_keep_yaml_types(config_file: Path) -> None:
     assert settings.training.learning_rate == 0.01
     assert settings.training.augmentation.flip is False
     assert settings.data.classes == ("A", "B")
+
+
+def test_three_classes_are_accepted(config_file: Path) -> None:
+    settings = load_config(config_file, ["data.classes=[Cat, Dog, Other]"], environ={})
+    assert settings.data.classes == ("Cat", "Dog", "Other")
 
 
 def test_environment_overrides(config_file: Path) -> None:

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import make_photo, png_declaring
+import catdog
+from conftest import CLASSES, make_photo, png_declaring
 
 MAX_UPLOAD = 10 * 1024 * 1024  # serving.max_upload_bytes in config.yaml
 
@@ -39,8 +40,8 @@ def assert_error(response, status: int, code: str) -> dict:
 
 
 def assert_prediction(body: dict) -> None:
-    assert body["label"] in ("Cat", "Dog")
-    assert set(body["probabilities"]) == {"Cat", "Dog"}
+    assert body["label"] in CLASSES
+    assert list(body["probabilities"]) == list(CLASSES)
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert body["confidence"] == max(body["probabilities"].values())
 
@@ -122,13 +123,15 @@ def test_ready(client):
     assert body["ready"] is True
     assert body["model"]["architecture"] == "tinynet"
     assert len(body["model"]["sha256_short"]) == 12
+    assert body["model"]["version"] == f"{catdog.__version__}+{body['model']['sha256_short']}"
 
 
 def test_model_info(client):
     info = client.get("/model").get_json()
     assert info["architecture"] == "tinynet"
     assert info["input_size"] == [32, 32, 3]
-    assert info["classes"] == ["Cat", "Dog"]
+    assert info["classes"] == ["Cat", "Dog", "Other"]
+    assert info["version"] == f"{catdog.__version__}+{info['sha256_short']}"
     assert info["parameters"] > 0
     assert len(info["sha256"]) == 64 and info["sha256"].startswith(info["sha256_short"])
     assert info["metrics"]["test_accuracy"] == 0.5
@@ -162,6 +165,7 @@ def test_predict_multipart(client):
     assert_prediction(body)
     assert body["model"]["architecture"] == "tinynet"
     assert len(body["model"]["sha256_short"]) == 12
+    assert body["model"]["version"] == f"{catdog.__version__}+{body['model']['sha256_short']}"
     assert body["time_ms"] > 0
     assert "heatmap_png_base64" not in body
 
@@ -317,9 +321,55 @@ def test_bad_inputs_get_the_right_json_error(client, make_request, status, code)
     assert_error(client.post("/predict", **make_request()), status, code)
 
 
-def test_a_bad_image_in_a_batch_is_named(client):
-    response = client.post("/predict", data=multipart(make_photo(), b"junk" * 10), content_type="multipart/form-data")
-    assert assert_error(response, 415, "not_image")["message"].startswith("image 2:")
+def test_a_bad_file_in_a_batch_gets_its_own_error_and_the_others_their_answers(client):
+    photos = [make_photo(seed=seed) for seed in range(3)]
+    sent = [photos[0], b"junk" * 10, photos[1], b"", truncated_jpeg(), photos[2]]
+    response = client.post("/predict", data=multipart(*sent), content_type="multipart/form-data")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    items = response.get_json()["predictions"]
+    assert len(items) == len(sent)
+    for index, photo in zip((0, 2, 5), photos):
+        assert_prediction(items[index])
+        assert items[index]["probabilities"] == post_file(client, photo).get_json()["probabilities"]
+    assert [items[i]["error"]["code"] for i in (1, 3, 4)] == ["not_image", "empty", "corrupt"]
+    for i in (1, 3, 4):
+        assert set(items[i]) == {"error"} and set(items[i]["error"]) == {"code", "message"}
+        assert items[i]["error"]["message"]
+
+
+def test_a_bad_item_in_a_json_batch_gets_its_own_error(client):
+    images = [base64.b64encode(make_photo()).decode(), "not base64!", 12, base64.b64encode(b"text").decode()]
+    response = client.post("/predict?explain=1", json={"images": images})
+    assert response.status_code == 200
+    items = response.get_json()["predictions"]
+    assert_prediction(items[0])
+    decoded_png(items[0]["heatmap_png_base64"])
+    assert [item["error"]["code"] for item in items[1:]] == ["bad_base64", "bad_base64", "not_image"]
+
+
+@pytest.mark.parametrize(
+    "make_request, status, code",
+    [
+        (lambda: {"data": multipart(b"junk", b"more junk"), "content_type": "multipart/form-data"}, 415, "not_image"),
+        (lambda: {"data": multipart(b"", truncated_jpeg()), "content_type": "multipart/form-data"}, 400, "empty"),
+        (lambda: {"json": {"images": ["@@", "!!"]}}, 400, "bad_base64"),
+    ],
+    ids=["all-not-images", "empty-then-corrupt", "all-bad-base64"],
+)
+def test_a_batch_none_of_whose_files_can_be_read_is_refused(client, make_request, status, code):
+    error = assert_error(client.post("/predict", **make_request()), status, code)
+    assert error["message"].startswith("none of the 2 images could be read; image 1:")
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [("post", "/predict?explian=1"), ("post", "/predict?explain=1&x=2"), ("get", "/health?verbose=1"),
+     ("get", "/ready?x"), ("get", "/model?format=yaml"), ("get", "/metrics?x=1"), ("get", "/openapi.json?v=3")],
+)
+def test_unknown_query_parameters_answer_400(client, method, path):
+    kwargs = {"data": make_photo(), "content_type": "image/jpeg"} if method == "post" else {}
+    error = assert_error(getattr(client, method)(path, **kwargs), 400, "unknown_parameter")
+    assert "unknown query parameter" in error["message"]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -378,22 +428,30 @@ def test_api_paths_answer_json_even_to_a_browser(client):
 # --- the no-JavaScript form --------------------------------------------------------
 
 
+def page_verdict(html: str) -> tuple[str, str]:
+    """The label and the verdict in words that a rendered page shows."""
+    tag = html.split('id="result-label" class="label" data-label="', 1)[1]
+    label, rest = tag.split('">', 1)
+    return label, rest.split("<", 1)[0]
+
+
 def test_form_post_renders_the_result(client):
     response = post_file(client, make_photo((200, 150)), name="kitty.jpg", url="/", explain="1")
     assert response.status_code == 200
     html = response.get_data(as_text=True)
-    label = html.split('id="result-label" class="label">', 1)[1].split("<", 1)[0]
-    assert label in ("Cat", "Dog")
+    label, words = page_verdict(html)
+    assert label in CLASSES
+    assert words == {"Cat": "Cat", "Dog": "Dog", "Other": "Neither a cat nor a dog"}[label]
     assert 'id="heatmap" alt=' in html and 'src="data:image/png;base64,' in html
     assert 'src="data:image/jpeg;base64,' in html
     assert "kitty.jpg" in html
-    assert html.count("<progress") == 2
+    assert html.count("<progress") == 3
 
 
 def test_form_post_without_explain_has_no_heatmap(client):
     html = post_file(client, make_photo(), url="/").get_data(as_text=True)
     assert "data:image/png" not in html
-    assert 'id="result-label" class="label">' in html
+    assert page_verdict(html)[0] in CLASSES
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,12 @@
 """Serving-side inference: one loaded model, fast forward passes and Grad-CAM.
 
-A :class:`Predictor` loads a saved model once, checks that it obeys the
-catdog model contract, compiles the forward pass and the Grad-CAM pass into
-``tf.function`` graphs with fixed input signatures, and warms both up, so a
-request never pays for tracing. ``model.predict`` is not used: it builds a
-data pipeline on every call and is about ten times slower for one image.
+A :class:`Predictor` loads a saved model once through one of the runtimes of
+:mod:`catdog.runtime` (LiteRT when ``model.tflite`` beside the ``.h5`` was
+converted from it, TensorFlow otherwise), checks that it obeys the catdog
+model contract and warms it up, so a request never pays for tracing. It
+applies the calibration temperature that training recorded in
+``metrics.json`` beside the model (``{"calibration": {"temperature": T}}``;
+none means ``T = 1``) to every probability it returns, whatever the runtime.
 
 The model contract:
 
@@ -15,7 +17,8 @@ The model contract:
 * a layer named ``features``: the 4-D output of the last convolutional
   stage, before global pooling; Grad-CAM reads it.
 
-TensorFlow is imported when a model is loaded, never at module import.
+TensorFlow is imported only when the TensorFlow runtime loads a model,
+never at module import and never by a process serving LiteRT.
 After construction a predictor only reads its state, so one instance can be
 shared by the threads of a gunicorn ``gthread`` worker.
 """
@@ -27,6 +30,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -35,11 +39,10 @@ from PIL import Image
 
 from catdog.errors import InvalidImage, ModelError
 from catdog.preprocess import DEFAULT_MAX_PIXELS, open_image, resize_image
+from catdog.runtime import apply_temperature, open_runtime
 
 log = logging.getLogger(__name__)
 
-FEATURES_LAYER = "features"
-PREDICTIONS_LAYER = "predictions"
 METRICS_FILE = "metrics.json"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 SHORT_HASH_LENGTH = 12
@@ -100,10 +103,14 @@ class Predictor:
             :func:`catdog.preprocess.open_image`).
         min_side: Smallest accepted image side.
         accepted_formats: Pillow format names accepted; ``None`` for all.
+        runtime: ``auto`` (LiteRT when the ``.tflite`` twin matches the
+            ``.h5``, else TensorFlow), ``litert`` or ``tensorflow``.
+        num_threads: LiteRT interpreter threads; ``None`` for its default.
 
     Raises:
-        ModelError: The file is missing, not HDF5, truncated, or the model
-            does not obey the contract.
+        ModelError: The file is missing, not HDF5, truncated, the model
+            does not obey the contract, or its calibration temperature is
+            not a positive number.
     """
 
     def __init__(
@@ -114,6 +121,8 @@ class Predictor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         min_side: int = 1,
         accepted_formats: Iterable[str] | None = None,
+        runtime: str = "auto",
+        num_threads: int | None = None,
     ):
         self.path = Path(model_path)
         self.classes = tuple(classes)
@@ -121,9 +130,10 @@ class Predictor:
         self.min_side = min_side
         self.accepted_formats = None if accepted_formats is None else tuple(accepted_formats)
         self._sha256 = _check_file(self.path)
-        self._model = _load_model(self.path)
-        self.input_size = _check_contract(self._model, self.path, len(self.classes))
-        self._forward, self._explain = _compile(self._model, self.input_size)
+        self._metrics = _read_metrics(self.path.with_name(METRICS_FILE))
+        self.temperature = _temperature(self._metrics, self._sha256, self.path.with_name(METRICS_FILE))
+        self._runtime = open_runtime(self.path, self._sha256, len(self.classes), runtime, num_threads=num_threads)
+        self.input_size = self._runtime.input_size
         self._warm_up()
 
     @classmethod
@@ -149,13 +159,16 @@ class Predictor:
         self.predict_arrays(blank)
         self.gradcam(blank[0])
         side = self.input_size
-        log.info("model %s (%s, %dx%d input) loaded and warmed up", self.path, self._model.name, side, side)
+        log.info("model %s (%s, %dx%d input, temperature %g) loaded with %s and warmed up",
+                 self.path, self.architecture, side, side, self.temperature, self.runtime)
 
-    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
+    def predict_arrays(self, batch: np.ndarray, *, calibrated: bool = True) -> np.ndarray:
         """Classify preprocessed images in one forward pass.
 
         Args:
             batch: ``(N, S, S, 3)`` uint8 pixels, as :func:`catdog.preprocess.load_image` makes them.
+            calibrated: Apply :attr:`temperature`; ``False`` gives the model's
+                own probabilities (to fit a temperature on them, say).
 
         Returns:
             ``(N, len(classes))`` float32 probabilities.
@@ -168,14 +181,17 @@ class Predictor:
             raise ValueError(
                 f"batch must be uint8 of shape (N, {', '.join(map(str, expected))}), got {batch.dtype} {batch.shape}"
             )
-        return self._forward(batch).numpy()
+        probabilities = self._runtime.probabilities(batch)
+        return apply_temperature(probabilities, self.temperature) if calibrated else probabilities
 
     def gradcam(self, array: np.ndarray, class_index: int | None = None) -> np.ndarray:
         """Grad-CAM heatmap of one preprocessed image.
 
         The score explained is the log-odds of the class (its logit minus the
         log-sum-exp of the others), which, unlike the softmax probability,
-        keeps a useful gradient when the model is sure of itself.
+        keeps a useful gradient when the model is sure of itself. TensorFlow
+        computes it with gradients, LiteRT with the equivalent CAM (see
+        :func:`catdog.runtime.class_activation_map`).
 
         Args:
             array: ``(S, S, 3)`` uint8 pixels.
@@ -193,8 +209,7 @@ class Predictor:
             raise ValueError(f"array must be uint8 of shape {expected}, got {array.dtype} {array.shape}")
         if class_index is not None and not 0 <= class_index < len(self.classes):
             raise ValueError(f"class_index must be in [0, {len(self.classes)}), got {class_index!r}")
-        chosen = -1 if class_index is None else class_index
-        return self._explain(array[None], np.int32(chosen)).numpy()
+        return self._runtime.explain(array, class_index)
 
     def decode(self, data: bytes) -> tuple[Image.Image, np.ndarray]:
         """Decode one upload into the photo and the model's input.
@@ -272,31 +287,39 @@ class Predictor:
 
         Returns:
             A JSON-ready mapping: architecture, input size, classes,
-            parameter count, file name, size and sha256, TensorFlow and Keras
-            versions, and the metrics from ``metrics.json`` beside the model
-            file (``None`` if there is none or it cannot be read).
+            parameter count, file name, size and sha256, the runtime
+            (``litert`` or ``tensorflow``) and its version, TensorFlow and
+            Keras versions (``None`` under LiteRT, which loads neither), the
+            calibration temperature, and the metrics from ``metrics.json``
+            beside the model file (``None`` if there is none or it cannot be read).
         """
-        import keras
-        import tensorflow as tf
-
+        described = self._runtime.describe()
         return {
-            "architecture": self._model.name,
+            "architecture": self.architecture,
             "input_size": [self.input_size, self.input_size, 3],
             "classes": list(self.classes),
-            "parameters": int(self._model.count_params()),
+            "parameters": described["parameters"],
             "file": self.path.name,
             "file_bytes": self.path.stat().st_size,
             "sha256": self._sha256,
             "sha256_short": self.short_hash,
-            "tensorflow_version": tf.__version__,
-            "keras_version": keras.__version__,
-            "metrics": _read_metrics(self.path.with_name(METRICS_FILE)),
+            "runtime": described["runtime"],
+            "runtime_version": described["runtime_version"],
+            "tensorflow_version": described["tensorflow_version"],
+            "keras_version": described["keras_version"],
+            "calibration_temperature": self.temperature,
+            "metrics": self._metrics,
         }
 
     @property
     def architecture(self) -> str:
         """The model's name, which the training code sets to its architecture."""
-        return self._model.name
+        return self._runtime.architecture
+
+    @property
+    def runtime(self) -> str:
+        """Which runtime serves the model: ``litert`` or ``tensorflow``."""
+        return self._runtime.name
 
     @property
     def short_hash(self) -> str:
@@ -355,68 +378,6 @@ def _check_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_model(path: Path) -> Any:
-    import keras
-
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as exc:  # h5py and Keras report damage with many exception types
-        raise ModelError(f"cannot load model file {str(path)!r} (truncated or not a Keras model): {exc}") from exc
-
-
-def _check_contract(model: Any, path: Path, num_classes: int) -> int:
-    """Check the model contract and return the input side ``S``."""
-    where = f"model {str(path)!r}"
-    shape = model.input_shape
-    if not (isinstance(shape, tuple) and len(shape) == 4 and shape[3] == 3 and shape[1] and shape[1] == shape[2]):
-        raise ModelError(f"{where} must take one (None, S, S, 3) input, got {shape!r}")
-    if model.output_shape != (None, num_classes):
-        raise ModelError(f"{where} must output (None, {num_classes}) probabilities, got {model.output_shape!r}")
-    names = {layer.name for layer in model.layers}
-    for name in (FEATURES_LAYER, PREDICTIONS_LAYER):
-        if name not in names:
-            raise ModelError(f"{where} has no layer named {name!r}")
-    features_shape = model.get_layer(FEATURES_LAYER).output.shape
-    if len(features_shape) != 4:
-        raise ModelError(f"{where}: layer {FEATURES_LAYER!r} must output a 4-D tensor, got {tuple(features_shape)!r}")
-    head = model.get_layer(PREDICTIONS_LAYER)
-    if not hasattr(head, "kernel") or head.output is not model.outputs[0]:
-        raise ModelError(f"{where}: layer {PREDICTIONS_LAYER!r} must be the Dense output layer")
-    return int(shape[1])
-
-
-def _compile(model: Any, size: int) -> tuple[Any, Any]:
-    """Build the forward and Grad-CAM ``tf.function`` graphs for ``model``."""
-    import keras
-    import tensorflow as tf
-
-    head = model.get_layer(PREDICTIONS_LAYER)
-    explainer = keras.Model(model.inputs, [model.get_layer(FEATURES_LAYER).output, head.input])
-
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
-    def forward(images):
-        return model(tf.cast(images, tf.float32), training=False)
-
-    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.uint8), tf.TensorSpec([], tf.int32)])
-    def explain(image, class_index):
-        with tf.GradientTape() as tape:
-            features, pooled = explainer(tf.cast(image, tf.float32), training=False)
-            tape.watch(features)
-            logits = tf.matmul(pooled, head.kernel)
-            if head.bias is not None:
-                logits = logits + head.bias
-            chosen = tf.where(class_index < 0, tf.argmax(logits[0], output_type=tf.int32), class_index)
-            others = tf.concat([logits[0, :chosen], logits[0, chosen + 1 :]], axis=0)
-            score = logits[0, chosen] - tf.reduce_logsumexp(others)
-        gradients = tape.gradient(score, features)
-        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[0]
-        peak = tf.reduce_max(cam)
-        return tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), tf.zeros_like(cam))
-
-    return forward, explain
-
-
 def _read_metrics(path: Path) -> dict[str, Any] | None:
     """Return the metrics saved by training, or ``None``."""
     try:
@@ -427,3 +388,25 @@ def _read_metrics(path: Path) -> dict[str, Any] | None:
         log.warning("cannot read %s: %s", path, exc)
         return None
     return metrics if isinstance(metrics, dict) else None
+
+
+def _temperature(metrics: dict[str, Any] | None, model_sha256: str, path: Path) -> float:
+    """The calibration temperature recorded for this model, or 1.
+
+    Metrics that name another model file (``model_sha256``) do not apply:
+    their temperature was fitted to other logits.
+
+    Raises:
+        ModelError: The recorded temperature is not a positive finite number.
+    """
+    calibration = (metrics or {}).get("calibration")
+    if not isinstance(calibration, dict) or "temperature" not in calibration:
+        return 1.0
+    recorded_for = metrics.get("model_sha256")
+    if recorded_for is not None and recorded_for != model_sha256:
+        log.warning("%s was written for another model file (sha256 differs); its temperature is not applied", path)
+        return 1.0
+    value = calibration["temperature"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ModelError(f"{path}: calibration.temperature must be a positive number, got {value!r}")
+    return float(value)

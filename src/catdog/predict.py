@@ -2,7 +2,8 @@
 
 Prints one line per file: its label and probability, or a one-line error
 for a file that cannot be read; the other files are still classified. The
-exit status is 1 when any file failed.
+exit status is 1 when any file failed. A photo of neither class reads
+``photo.jpg: Neither a cat nor a dog (Other, 91.0%)  [Cat 0.050  Dog 0.040  Other 0.910]``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Sequence
 
 from catdog import cli
 from catdog.errors import InvalidImage
+from catdog.labels import describe
 
 
 def classify_files(predictor, paths: Sequence[Path]) -> list[tuple[Path, object | None, str | None]]:
@@ -34,8 +36,20 @@ def classify_files(predictor, paths: Sequence[Path]) -> list[tuple[Path, object 
     return results
 
 
+def answer_line(prediction, classes: Sequence[str]) -> str:
+    """One prediction in words: ``Dog (96.1%)  [Cat 0.039  Dog 0.961]``.
+
+    A label that reads differently in words (``Other``) keeps its class name
+    beside the probability, so that scripts can still match it.
+    """
+    words = describe(prediction.label, classes)
+    named = f"{prediction.label}, " if words != prediction.label else ""
+    everything = "  ".join(f"{k} {v:.3f}" for k, v in prediction.probabilities.items())
+    return f"{words} ({named}{prediction.confidence:.1%})  [{everything}]"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = cli.make_parser("catdog predict", "Say whether each image shows a cat or a dog.")
+    parser = cli.make_parser("catdog predict", "Say whether each image shows a cat, a dog or neither.")
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files to classify")
     parser.add_argument("--model", type=Path, help="the .h5 model (default: model.path from the config)")
     args = parser.parse_args(argv)
@@ -50,8 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed += 1
             print(f"{path}: error: {error}")
         else:
-            others = "  ".join(f"{k} {v:.3f}" for k, v in prediction.probabilities.items())
-            print(f"{path}: {prediction.label} ({prediction.confidence:.1%})  [{others}]")
+            print(f"{path}: {answer_line(prediction, predictor.classes)}")
     return 1 if failed else 0
 
 

@@ -1,19 +1,39 @@
-"""The JSON API: ``POST /predict``, ``GET /health``, ``GET /ready``, ``GET /model``."""
+"""The JSON API: ``POST /predict``, ``GET /health``, ``/ready``, ``/model``, ``/metrics`` and ``/openapi.json``.
+
+``/openapi.json`` describes every route, body and error of this module; a
+change here that it does not describe fails the tests.
+"""
 
 from __future__ import annotations
 
 import base64
 import time
-from typing import Any
+from typing import Any, Sequence
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
+import catdog
+from catdog.errors import InvalidImage
 from catdog.inference import Prediction, Predictor
-from catdog.web.errors import ApiError
+from catdog.web import monitoring, openapi
+from catdog.web.errors import ApiError, from_invalid_image
 from catdog.web.model import get_predictor
-from catdog.web.uploads import read_uploads
+from catdog.web.uploads import Uploads, read_uploads
 
 bp = Blueprint("api", __name__)
+
+# The query parameters each route understands; any other answers 400 rather than being silently ignored.
+QUERY_PARAMETERS = {"api.predict": ("explain",)}
+
+
+@bp.before_request
+def refuse_unknown_query_parameters():
+    """Answer 400 to a query parameter the route does not know (a typo like ``?explian=1``)."""
+    allowed = QUERY_PARAMETERS.get(request.endpoint or "", ())
+    unknown = [name for name in request.args if name not in allowed]
+    if unknown:
+        accepted = f"accepted: {', '.join(allowed)}" if allowed else "this address takes none"
+        raise ApiError(400, "unknown_parameter", f"unknown query parameter {unknown[0]!r} ({accepted})")
 
 
 @bp.post("/predict")
@@ -22,18 +42,60 @@ def predict():
 
     The answer for one image is ``{label, confidence, probabilities, model,
     time_ms}`` (plus ``heatmap_png_base64`` with ``?explain=1``); for a batch
-    it is ``{predictions: [...], model, time_ms}``.
+    it is ``{predictions: [...], model, time_ms}``, where an image that was
+    refused has ``{error: {code, message}}`` in its place. Only a batch none
+    of whose images could be read is refused as a whole.
     """
     started = time.perf_counter()
     predictor = get_predictor()
     serving = current_app.config["CATDOG_SETTINGS"].serving
     uploads = read_uploads(request, max_bytes=serving.max_upload_bytes, max_batch=serving.max_batch)
-    results = predictor.predict_bytes([upload.data for upload in uploads.images], explain=uploads.explain)
-    items = [prediction_json(result) for result in results]
+    outcomes = classify_each(predictor, uploads)
+    monitoring.record_request_size(len(outcomes))
+    monitoring.record_outcomes(
+        [o for o in outcomes if isinstance(o, Prediction)], [o.code for o in outcomes if isinstance(o, ApiError)]
+    )
+    errors = [outcome for outcome in outcomes if isinstance(outcome, ApiError)]
+    if len(errors) == len(outcomes):
+        raise errors[0] if not uploads.batch else none_readable(errors)
+    items = [error_json(o) if isinstance(o, ApiError) else prediction_json(o) for o in outcomes]
     body: dict[str, Any] = {"predictions": items} if uploads.batch else dict(items[0])
     body["model"] = model_summary(predictor)
     body["time_ms"] = round((time.perf_counter() - started) * 1000.0, 2)
     return jsonify(body)
+
+
+def classify_each(predictor: Predictor, uploads: Uploads) -> list[Prediction | ApiError]:
+    """The answer for each image of ``uploads``, in order: a prediction or why it was refused.
+
+    All images go through one forward pass. Only when one of them is refused
+    are they classified one at a time, so that the others still get their
+    answer; that costs a pass per image, but only on a batch with a bad file.
+    """
+    images = uploads.images
+    if all(image.error is None for image in images):
+        try:
+            return list(predictor.predict_bytes([image.data for image in images], explain=uploads.explain))
+        except InvalidImage as exc:
+            if len(images) == 1:
+                return [from_invalid_image(exc)]
+    outcomes: list[Prediction | ApiError] = []
+    for image in images:
+        if image.error is not None:
+            outcomes.append(image.error)
+            continue
+        try:
+            outcomes.append(predictor.predict_bytes([image.data], explain=uploads.explain)[0])
+        except InvalidImage as exc:
+            outcomes.append(from_invalid_image(exc))
+    return outcomes
+
+
+def none_readable(errors: Sequence[ApiError]) -> ApiError:
+    """The error for a batch none of whose images could be read: the first image's status and code."""
+    first = errors[0]
+    message = f"none of the {len(errors)} images could be read; image 1: {first.message}"
+    return ApiError(first.status, first.code, message)
 
 
 @bp.get("/health")
@@ -54,8 +116,21 @@ def ready():
 
 @bp.get("/model")
 def model_info():
-    """Architecture, input size, classes, parameter count, metrics, file hash, versions."""
-    return jsonify(get_predictor().info())
+    """Architecture, input size, classes, parameter count, metrics, file hash, version, runtime versions."""
+    predictor = get_predictor()
+    return jsonify({**predictor.info(), "version": model_version(predictor)})
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus metrics of all workers, in Prometheus's text format."""
+    return Response(monitoring.monitor().exposition(), content_type=monitoring.CONTENT_TYPE)
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    """The OpenAPI 3.1 description of this API."""
+    return jsonify(openapi.document(current_app.config["CATDOG_SETTINGS"]))
 
 
 def prediction_json(result: Prediction) -> dict[str, Any]:
@@ -70,6 +145,20 @@ def prediction_json(result: Prediction) -> dict[str, Any]:
     return body
 
 
+def error_json(error: ApiError) -> dict[str, Any]:
+    """The JSON form of an error: ``{"error": {"code", "message"}}``, as a whole answer or one batch item."""
+    return {"error": {"code": error.code, "message": error.message}}
+
+
 def model_summary(predictor: Predictor) -> dict[str, str]:
-    """Which model answered: its architecture and a short hash of its file."""
-    return {"architecture": predictor.architecture, "sha256_short": predictor.short_hash}
+    """Which model answered: its architecture, version and a short hash of its file."""
+    return {
+        "architecture": predictor.architecture,
+        "version": model_version(predictor),
+        "sha256_short": predictor.short_hash,
+    }
+
+
+def model_version(predictor: Predictor) -> str:
+    """The package version and the model file's short hash, as a PEP 440 local version: ``0.1.0+3fa4c2d19b0e``."""
+    return f"{catdog.__version__}+{predictor.short_hash}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 from flask import Flask, current_app
 
@@ -25,21 +26,28 @@ EXTENSION = "catdog.model"
 
 @dataclasses.dataclass(frozen=True)
 class ModelSlot:
-    """The loaded predictor, or why there is none."""
+    """The loaded predictor, or why there is none, and how long loading it took."""
 
     predictor: Predictor | None
     error: str | None
+    load_seconds: float | None = None
 
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Load the model named by ``settings`` and attach it to ``app``."""
+    started = time.perf_counter()
     try:
         predictor = Predictor.from_settings(settings)
     except ModelError as exc:
         log.error("serving without a model: %s", exc)
         app.extensions[EXTENSION] = ModelSlot(None, str(exc))
     else:
-        app.extensions[EXTENSION] = ModelSlot(predictor, None)
+        app.extensions[EXTENSION] = ModelSlot(predictor, None, time.perf_counter() - started)
+
+
+def load_seconds(app: Flask) -> float | None:
+    """How long ``app``'s model took to load and warm up; ``None`` without a model."""
+    return app.extensions[EXTENSION].load_seconds
 
 
 def unavailable_message() -> str | None:

@@ -17,6 +17,8 @@ from PIL import Image
 
 from catdog.errors import InvalidImage
 from catdog.inference import Prediction
+from catdog.labels import describe
+from catdog.web import monitoring
 from catdog.web.errors import ApiError, format_bytes, from_invalid_image
 from catdog.web.model import get_predictor, unavailable_message
 from catdog.web.uploads import read_uploads
@@ -41,10 +43,12 @@ def classify():
         prediction = predictor.predict_bytes([upload.data], explain=uploads.explain)[0]
     except InvalidImage as exc:
         error = from_invalid_image(exc)
+        monitoring.record_outcomes([], [error.code])
     except ApiError as exc:
         error = exc
     else:
-        result = _result_context(prediction, upload.name)
+        monitoring.record_outcomes([prediction])
+        result = _result_context(prediction, upload.name, predictor.classes)
         return render_template("index.html", result=result, **_page_context())
     return render_template("index.html", error=error, **_page_context()), error.status
 
@@ -54,6 +58,7 @@ def _page_context() -> dict[str, Any]:
     serving = settings.serving
     return {
         "classes": settings.data.classes,
+        "verdicts": {name: describe(name, settings.data.classes) for name in settings.data.classes},
         "max_upload_bytes": serving.max_upload_bytes,
         "max_upload_text": format_bytes(serving.max_upload_bytes),
         "formats": serving.accepted_formats,
@@ -61,9 +66,10 @@ def _page_context() -> dict[str, Any]:
     }
 
 
-def _result_context(prediction: Prediction, filename: str) -> dict[str, Any]:
+def _result_context(prediction: Prediction, filename: str, classes: tuple[str, ...]) -> dict[str, Any]:
     return {
         "label": prediction.label,
+        "verdict": describe(prediction.label, classes),
         "confidence": prediction.confidence,
         "probabilities": prediction.probabilities,
         "filename": filename,

@@ -58,10 +58,13 @@ class Upload:
     Attributes:
         data: The encoded image bytes.
         name: The file name the client gave, if any (never trusted, only shown escaped).
+        error: Why this item of a batch could not be read at all (bad base64);
+            the other items are still answered.
     """
 
     data: bytes
     name: str = ""
+    error: ApiError | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +157,15 @@ def _from_json(request: Request, explain: bool) -> Uploads:
     items = payload["images"]
     if not isinstance(items, list) or not items:
         raise ApiError(400, "bad_json", '"images" must be a non-empty list of base64 strings')
-    return Uploads([Upload(_decode_base64(item)) for item in items], batch=True, explain=explain)
+    return Uploads([_batch_item(item) for item in items], batch=True, explain=explain)
+
+
+def _batch_item(value: Any) -> Upload:
+    """One image of a JSON batch; a bad one keeps its error, so that the others are still answered."""
+    try:
+        return Upload(_decode_base64(value))
+    except ApiError as exc:
+        return Upload(b"", error=exc)
 
 
 def _decode_base64(value: Any) -> bytes:

@@ -1,0 +1,41 @@
+"""How the model's class names read to people.
+
+The classes come from config ``data.classes`` (``[Cat, Dog, Other]``): a
+class named ``Other`` means "none of the other classes". The JSON API
+answers the class name itself; the page and the console say it in words, so
+that ``Other`` reads as "Neither a cat nor a dog" rather than as a third
+kind of animal.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+OTHER = "Other"
+
+
+def describe(label: str, classes: Sequence[str]) -> str:
+    """The verdict for ``label`` in words.
+
+    Args:
+        label: The predicted class name.
+        classes: Every class name, in the model's order.
+
+    Returns:
+        The class name itself, or for :data:`OTHER` a sentence naming what
+        the photo is not: ``"Neither a cat nor a dog"``.
+    """
+    if label != OTHER:
+        return label
+    named = [_with_article(name.lower()) for name in classes if name != OTHER]
+    if not named:
+        return label
+    if len(named) == 1:
+        return f"Not {named[0]}"
+    if len(named) == 2:
+        return f"Neither {named[0]} nor {named[1]}"
+    return f"None of these: {', '.join(named[:-1])} or {named[-1]}"
+
+
+def _with_article(noun: str) -> str:
+    return f"{'an' if noun and noun[0] in 'aeiou' else 'a'} {noun}"

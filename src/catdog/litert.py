@@ -1,0 +1,279 @@
+"""Convert ``model.h5`` to ``model.tflite`` for LiteRT serving, and prove the two agree.
+
+``.h5`` stays the artifact training writes and ships; the ``.tflite`` is a
+derived twin that :mod:`catdog.runtime` serves without TensorFlow. The twin
+has one input, ``image`` (``(N, S, S, 3)`` float pixels 0..255), and two
+outputs: ``probabilities`` and ``features`` (the last convolutional stage,
+from which the heatmap is computed). Its record ``model.tflite.json`` names the
+sha256 of the ``.h5`` it came from (a twin of another model is never served),
+the sha256 of the ``.tflite`` itself, the Dense head's weights, and what the
+check measured.
+
+The check runs both the Keras model and the LiteRT interpreter on the same
+images (at least :data:`MIN_CHECK_IMAGES`, from the validation part of the
+saved split when there is one) and refuses the twin if any probability
+differs by more than :data:`TOLERANCE`, or if the head rebuilt from
+``features`` does not give the same probabilities (then the map LiteRT
+draws would not be the model's Grad-CAM).
+
+Importing this module is cheap; converting needs TensorFlow and ai-edge-litert.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from catdog.dirs import file_sha256, write_text_atomic
+from catdog.errors import DatasetError, InvalidImage, ModelError
+from catdog.runtime import (
+    FEATURES_LAYER,
+    FEATURES_OUTPUT,
+    INPUT_NAME,
+    LITERT_FORMAT,
+    PREDICTIONS_LAYER,
+    PROBABILITIES_OUTPUT,
+    litert_paths,
+)
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-4
+MIN_CHECK_IMAGES = 200
+CHECK_IMAGES = 256
+_BATCH = 64
+
+
+class ConversionError(ModelError):
+    """The converted model does not agree with the ``.h5`` closely enough to be served."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversion:
+    """A checked ``.tflite`` twin, ready to be written.
+
+    Attributes:
+        tflite: The flatbuffer bytes.
+        record: What ``model.tflite.json`` holds (without the sha256 of the file it is written beside).
+    """
+
+    tflite: bytes
+    record: dict[str, Any]
+
+
+def convert(
+    model_path: str | os.PathLike,
+    images: np.ndarray | None = None,
+    *,
+    source: str = "given",
+    artifacts_dir: str | os.PathLike | None = None,
+    tolerance: float = TOLERANCE,
+    min_images: int = MIN_CHECK_IMAGES,
+) -> Conversion:
+    """Convert a ``.h5`` model for LiteRT and check the result on ``images``.
+
+    Args:
+        model_path: The Keras ``.h5`` model (the catdog contract).
+        images: ``(N, S, S, 3)`` uint8 images to compare both models on;
+            ``None`` takes them from :func:`check_images` (the validation
+            split saved in ``artifacts_dir``, else generated).
+        source: Where ``images`` come from, recorded (``validation split``...).
+        artifacts_dir: Folder of ``split.json`` and ``manifest.json``, when ``images`` is ``None``.
+        tolerance: Largest accepted absolute difference of a probability.
+        min_images: Fewest images the check accepts.
+
+    Returns:
+        The twin and its record.
+
+    Raises:
+        ModelError: The model cannot be loaded or breaks the contract.
+        ConversionError: Too few check images, or the twin disagrees with the model.
+    """
+    import keras
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from catdog.runtime import check_contract, load_keras_model
+
+    path = Path(model_path)
+    model = load_keras_model(path)
+    num_classes = int(model.output_shape[-1])
+    size = check_contract(model, path, num_classes)
+    if images is None:
+        artifacts = Path(artifacts_dir) if artifacts_dir is not None else None
+        images, source = check_images(artifacts, size, max(CHECK_IMAGES, min_images))
+    if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 of shape (N, {size}, {size}, 3), got {images.dtype} {images.shape}")
+    if len(images) < min_images:
+        raise ConversionError(f"the conversion check needs at least {min_images} images, got {len(images)}")
+
+    # The signature's input takes the name of the Keras input; name it here whatever the model called it.
+    inputs = keras.Input(shape=(size, size, 3), name=INPUT_NAME)
+    twin = keras.Model(model.input, {PROBABILITIES_OUTPUT: model.output,
+                                     FEATURES_OUTPUT: model.get_layer(FEATURES_LAYER).output})
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, twin(inputs), name=model.name))
+    chatter = io.StringIO()
+    try:
+        # Keras prints the summary of the SavedModel it exports for the converter; keep it for debugging only.
+        with contextlib.redirect_stdout(chatter):
+            tflite = converter.convert()
+    except Exception as exc:  # the converter reports failures with many exception types
+        raise ConversionError(f"cannot convert {str(path)!r} for LiteRT: {exc}") from exc
+    finally:
+        log.debug("converter output: %s", chatter.getvalue())
+
+    interpreter = Interpreter(model_content=tflite)
+    runner = interpreter.get_signature_runner()
+    expected = np.concatenate([twin(images[i:i + _BATCH].astype(np.float32), training=False)[PROBABILITIES_OUTPUT]
+                               for i in range(0, len(images), _BATCH)])
+    outputs = [runner(**{INPUT_NAME: images[i:i + _BATCH].astype(np.float32)}) for i in range(0, len(images), _BATCH)]
+    got = np.concatenate([out[PROBABILITIES_OUTPUT] for out in outputs])
+    features = np.concatenate([out[FEATURES_OUTPUT] for out in outputs])
+
+    head = model.get_layer(PREDICTIONS_LAYER)
+    kernel = np.asarray(head.kernel, dtype=np.float32)
+    bias = np.asarray(head.bias, dtype=np.float32) if head.bias is not None else np.zeros(num_classes, np.float32)
+    difference = float(np.abs(got - expected).max())
+    head_difference = float(np.abs(_pooled_head(features, kernel, bias) - got).max())
+    log.info("LiteRT twin of %s: max |p_litert - p_keras| = %.2e, head rebuilt from features %.2e, on %d images (%s)",
+             path.name, difference, head_difference, len(images), source)
+    if not difference <= tolerance:
+        raise ConversionError(f"the LiteRT twin of {path.name} differs from it by {difference:.2e} in probability "
+                              f"(more than {tolerance:g}) on {len(images)} images; model.tflite not written")
+    if not head_difference <= tolerance:
+        raise ConversionError(f"{path.name}'s head is not global average pooling then Dense (rebuilding it from "
+                              f"{FEATURES_LAYER!r} is off by {head_difference:.2e}), so LiteRT cannot draw its "
+                              f"Grad-CAM; model.tflite not written")
+    record = {
+        "format": LITERT_FORMAT,
+        "source": path.name,
+        "source_sha256": file_sha256(path),
+        "architecture": model.name,
+        "parameters": int(model.count_params()),
+        "input_size": size,
+        "num_classes": num_classes,
+        "outputs": {PROBABILITIES_OUTPUT: [None, num_classes], FEATURES_OUTPUT: [None, *features.shape[1:]]},
+        "check": {"images": len(images), "source": source, "tolerance": tolerance,
+                  "max_abs_difference": difference, "head_max_abs_difference": head_difference},
+        "converted_with": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        # float32 -> Python float -> JSON text round-trips exactly.
+        "head": {"kernel": kernel.tolist(), "bias": bias.tolist()},
+    }
+    return Conversion(tflite, record)
+
+
+def write(conversion: Conversion, model_path: str | os.PathLike) -> Path:
+    """Write the twin beside ``model_path`` (``model.tflite`` then its record), each atomically.
+
+    The record goes last: until it names the new ``.tflite``'s sha256, the
+    app keeps serving with TensorFlow rather than a half-installed twin.
+
+    Returns:
+        The ``.tflite`` path.
+    """
+    tflite_path, record_path = litert_paths(model_path)
+    fd, tmp_name = tempfile.mkstemp(dir=tflite_path.parent, prefix=f".{tflite_path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(conversion.tflite)
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, tflite_path)
+    except OSError:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    record = {**conversion.record, "sha256": file_sha256(tflite_path)}
+    write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
+    return tflite_path
+
+
+def remove(model_path: str | os.PathLike) -> None:
+    """Remove the twin of ``model_path`` and its record, if there are any (record first)."""
+    tflite_path, record_path = litert_paths(model_path)
+    record_path.unlink(missing_ok=True)
+    tflite_path.unlink(missing_ok=True)
+
+
+def check_images(
+    artifacts_dir: Path | None, size: int, count: int = CHECK_IMAGES, seed: int = 0
+) -> tuple[np.ndarray, str]:
+    """Images for the conversion check: the validation part of the saved split, else generated ones.
+
+    ``count`` images are taken evenly spaced across the validation list, so
+    every class is in; if the split is missing, unreadable or too small,
+    generated images make up the rest (and the returned description says so).
+
+    Args:
+        artifacts_dir: Folder of ``split.json`` (written by training) and
+            ``manifest.json`` (naming the dataset folder); ``None`` for none.
+        size: The model's input side.
+        count: Images wanted.
+        seed: Seed of the generated images.
+
+    Returns:
+        ``(count, size, size, 3)`` uint8 images and where they come from.
+    """
+    from catdog.dataset import load_split
+    from catdog.preprocess import load_image
+    from catdog.validate import read_manifest
+
+    real: list[np.ndarray] = []
+    split_file = manifest_file = None
+    if artifacts_dir is not None:
+        split_file, manifest_file = Path(artifacts_dir) / "split.json", Path(artifacts_dir) / "manifest.json"
+    if split_file is not None and split_file.exists() and manifest_file.exists():
+        try:
+            files = load_split(split_file).files["validation"]
+            dataset_dir, _ = read_manifest(manifest_file)
+        except (DatasetError, KeyError) as exc:
+            log.warning("cannot use the validation split for the LiteRT check: %s", exc)
+        else:
+            picks = sorted({int(i) for i in np.linspace(0, len(files) - 1, min(count, len(files))).round()})
+            for index in picks if files else ():
+                try:
+                    real.append(load_image(dataset_dir / files[index], size))
+                except (InvalidImage, OSError) as exc:
+                    log.warning("skipping %s in the LiteRT check: %s", files[index], exc)
+    generated = generated_images(count - len(real), size, seed) if len(real) < count else None
+    if generated is None:
+        return np.stack(real), f"validation split ({len(real)} images)"
+    if not real:
+        return generated, f"generated ({len(generated)} images; no validation split)"
+    return np.concatenate([np.stack(real), generated]), f"validation split ({len(real)}) + generated ({len(generated)})"
+
+
+def generated_images(count: int, size: int, seed: int = 0) -> np.ndarray:
+    """Photo-like test images: smooth colour waves, a bright blob and grain, half of them low-contrast.
+
+    Returns:
+        ``(count, size, size, 3)`` uint8 images.
+    """
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    images = np.empty((count, size, size, 3), np.uint8)
+    for n in range(count):
+        waves = [np.sin(rng.uniform(2, 20) * x + rng.uniform(0, 6.3)) * np.cos(rng.uniform(2, 20) * y)
+                 for _ in range(3)]
+        amplitude = rng.uniform(20, 110)
+        pixels = rng.uniform(60, 200, 3) + amplitude * np.stack(waves, axis=-1)
+        cx, cy, radius = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.3)
+        pixels[(x - cx) ** 2 + (y - cy) ** 2 < radius**2] = rng.uniform(0, 255, 3)
+        pixels += rng.normal(0, rng.uniform(0, 25), pixels.shape)
+        images[n] = np.clip(pixels, 0, 255).astype(np.uint8)
+    return images
+
+
+def _pooled_head(features: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Softmax of ``mean(features) @ kernel + bias``: what a pooled Dense head computes."""
+    logits = features.astype(np.float64).mean(axis=(1, 2)) @ kernel + bias
+    logits -= logits.max(axis=-1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=-1, keepdims=True)
