@@ -162,12 +162,18 @@ class ServingSettings:
     max_upload_bytes: int
     accepted_formats: tuple[str, ...]
     max_pixels: int
+    max_request_pixels: int
     min_side: int
     max_batch: int
 
     def check(self, at: str) -> None:
-        for name in ("max_upload_bytes", "max_pixels", "min_side", "max_batch"):
+        for name in ("max_upload_bytes", "max_pixels", "max_request_pixels", "min_side", "max_batch"):
             _positive(f"{at}.{name}", getattr(self, name))
+        if self.max_request_pixels < self.max_pixels:
+            raise ConfigError(
+                f"{at}.max_request_pixels must be at least {at}.max_pixels ({self.max_pixels}), "
+                f"got {self.max_request_pixels!r}"
+            )
         if not self.accepted_formats:
             raise ConfigError(f"{at}.accepted_formats must not be empty")
 

@@ -30,7 +30,8 @@ class InvalidImage(CatdogError):
 
     Attributes:
         reason: A short machine-readable code: ``empty``, ``not_image``,
-            ``unsupported_format``, ``corrupt``, ``too_large`` or ``too_small``.
+            ``unsupported_format``, ``corrupt``, ``too_large``, ``too_small`` or
+            ``too_complex`` (a JPEG with too many scans to decode in time).
     """
 
     def __init__(self, reason: str, message: str):

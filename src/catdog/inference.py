@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from catdog.errors import InvalidImage, ModelError
-from catdog.preprocess import DEFAULT_MAX_PIXELS, open_image, resize_image
+from catdog.preprocess import DEFAULT_MAX_PIXELS, declared_pixels, open_image, resize_image
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ class Predictor:
             :func:`catdog.preprocess.open_image`).
         min_side: Smallest accepted image side.
         accepted_formats: Pillow format names accepted; ``None`` for all.
+        max_request_pixels: Most declared pixels of all images of one
+            :meth:`predict_bytes` call together; ``None``: no limit beyond ``max_pixels`` each.
 
     Raises:
         ModelError: The file is missing, not HDF5, truncated, or the model
@@ -114,8 +116,10 @@ class Predictor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         min_side: int = 1,
         accepted_formats: Iterable[str] | None = None,
+        max_request_pixels: int | None = None,
     ):
         self.path = Path(model_path)
+        self.max_request_pixels = max_request_pixels
         self.classes = tuple(classes)
         self.max_pixels = max_pixels
         self.min_side = min_side
@@ -141,6 +145,7 @@ class Predictor:
             max_pixels=serving.max_pixels,
             min_side=serving.min_side,
             accepted_formats=serving.accepted_formats,
+            max_request_pixels=serving.max_request_pixels,
         )
 
     def _warm_up(self) -> None:
@@ -201,6 +206,7 @@ class Predictor:
 
         Uses the shared preprocessing exactly as
         :func:`catdog.preprocess.load_image` does, keeping the decoded photo
+        (reduced while decoding to at least twice the model's input side)
         for the heatmap overlay.
 
         Args:
@@ -232,13 +238,22 @@ class Predictor:
             One :class:`Prediction` per image, in order.
 
         Raises:
-            InvalidImage: An image was refused; when there are several, the
-                message says which one (counting from 1).
+            InvalidImage: An image was refused, or all of them together
+                declare more than ``max_request_pixels`` (``too_large``); when
+                there are several, the message says which one (counting from 1).
             ValueError: ``images`` is empty.
         """
         if not images:
             raise ValueError("images must not be empty")
-        photos, arrays = [], []
+        if self.max_request_pixels is not None and len(images) > 1:
+            total = sum(declared_pixels(data) for data in images)
+            if total > self.max_request_pixels:
+                raise InvalidImage(
+                    "too_large",
+                    f"the {len(images)} images declare {total:,} pixels together, "
+                    f"more than the limit of {self.max_request_pixels:,} for one request",
+                )
+        shown_photos, arrays = [], []
         for number, data in enumerate(images, start=1):
             try:
                 photo, array = self.decode(data)
@@ -246,15 +261,16 @@ class Predictor:
                 if len(images) == 1:
                     raise
                 raise InvalidImage(exc.reason, f"image {number}: {exc.message}") from exc
-            photos.append(photo)
+            # Only the small copy the heatmap is drawn on outlives this loop.
+            shown_photos.append(_shrink(photo, OVERLAY_MAX_SIDE) if explain else None)
             arrays.append(array)
+            del photo
         probabilities = self.predict_arrays(np.stack(arrays))
         results = []
-        for photo, array, probs in zip(photos, arrays, probabilities):
+        for shown, array, probs in zip(shown_photos, arrays, probabilities):
             best = int(np.argmax(probs))
-            heatmap_png = shown = None
+            heatmap_png = None
             if explain:
-                shown = _shrink(photo, OVERLAY_MAX_SIDE)
                 heatmap_png = overlay_heatmap(shown, self.gradcam(array, best))
             results.append(
                 Prediction(
