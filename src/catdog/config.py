@@ -41,6 +41,8 @@ class DataSettings:
     classes: tuple[str, ...]
     max_extract_bytes: int
     artifacts_dir: str
+    max_download_bytes: int
+    max_members: int
 
     def check(self, at: str) -> None:
         if len(self.classes) != 2 or len(set(self.classes)) != 2:
@@ -48,6 +50,8 @@ class DataSettings:
         if self.sha256 is not None and (len(self.sha256) != 64 or not _is_hex(self.sha256)):
             raise ConfigError(f"{at}.sha256 must be 64 hex digits or null, got {self.sha256!r}")
         _positive(f"{at}.max_extract_bytes", self.max_extract_bytes)
+        _positive(f"{at}.max_download_bytes", self.max_download_bytes)
+        _positive(f"{at}.max_members", self.max_members)
         if not self.source_url:
             raise ConfigError(f"{at}.source_url must not be empty")
 
