@@ -366,7 +366,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"| a trickling connection lives | {slow['lifetime_min_s']:.1f}-{slow['lifetime_max_s']:.1f} s "
         f"({slow['cut_with_408']} of {slow['cut']} answered 408) | bounded |",
         f"| probes (/health, small POST /predict) | {slow['probes']}, {slow['probe_failures']} failed, "
-        f"p50 {slow['probe_p50_s'] * 1000:.0f} ms, max {slow['probe_max_s'] * 1000:.0f} ms | each < {PROBE_LIMIT_S:g} s |",
+        f"p50 {slow['probe_p50_s'] * 1000:.0f} ms, max {slow['probe_max_s'] * 1000:.0f} ms "
+        f"| each < {PROBE_LIMIT_S:g} s |",
         f"| worst accepted scan bomb ({decode['accepted_scans']} scans, 8000x5000, {decode['accepted_bytes']:,} B) "
         f"| {decode['accepted_cpu_s']:.2f} s CPU | < {DECODE_LIMIT_S:g} s |",
         f"| scan bomb of {decode['refused_scans']} scans ({decode['refused_bytes']:,} B) "

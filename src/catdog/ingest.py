@@ -443,7 +443,7 @@ def _member_parts(name: str) -> tuple[str, ...]:
 
 
 def _check_members(members: Sequence[_Member], max_bytes: int, label: str, max_members: int | None = None) -> int:
-    """Refuse duplicate files, more than ``max_members`` members and a total size over ``max_bytes``; return the total."""
+    """Refuse duplicates, more than ``max_members`` members and a total over ``max_bytes``; return the total."""
     if max_members is not None and len(members) > max_members:
         raise UnsafeArchiveError(
             f"{label} holds {len(members):,} members, more than the limit of {max_members:,} (data.max_members)"
@@ -551,7 +551,7 @@ def _read_marker(path: Path, target: Path) -> dict:
         and all(isinstance(entry, str) and _is_plain_entry(entry) for entry in entries)
     )
     if not valid:
-        log.warning("ignoring %s: it is not a record catdog wrote (its entries must be plain names in %s)", path, target)
+        log.warning("ignoring %s: not a record catdog wrote (its entries must be plain names in %s)", path, target)
         return {}
     return marker
 

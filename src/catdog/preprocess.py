@@ -28,6 +28,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 MAX_JPEG_SCANS = 64
 ORIENTATION_TAG = 0x0112
 _JPEG_FORMATS = {"JPEG", "MPO"}
+_MARKERS_WITHOUT_LENGTH = {0x00, 0x01, 0xD8, 0xFF, *range(0xD0, 0xD8)}
 _HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 STRIP_PIXELS = 1 << 20  # pixels of the decoded image converted and reduced at a time
 # Modes whose pixels Image.reduce can average (palette indices cannot be).
@@ -142,37 +143,25 @@ def jpeg_scan_count(data: bytes, stop_after: int | None = None) -> int:
         stop_after: Stop counting once this many are found.
 
     Returns:
-        The number of scans before the end of the image, or where the
-        structure stops making sense (the decoder reports damage itself).
+        The number of scans before the end of the image (or of the data).
     """
     count, at, end = 0, 2, len(data)
-    while at + 4 <= end and (stop_after is None or count < stop_after):
-        if data[at] != 0xFF:
+    while stop_after is None or count < stop_after:
+        # Like libjpeg, skip whatever precedes the next 0xFF: stray bytes
+        # between segments must not hide a scan from this count.
+        at = data.find(b"\xff", at)
+        if at < 0 or at + 1 >= end:
             break
         marker = data[at + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            at += 1
-            continue
         if marker == 0xD9:  # end of image
             break
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
-            at += 2
+        if marker in _MARKERS_WITHOUT_LENGTH:
+            # Stuffed 0xFF00 and restart markers inside entropy-coded data, fill bytes, stray markers.
+            at += 1 if marker == 0xFF else 2
             continue
+        if marker == 0xDA:
+            count += 1
         at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
-        if marker != 0xDA:
-            continue
-        count += 1
-        # Entropy-coded data follows up to the next marker; inside it 0xFF is
-        # followed only by 0x00 (stuffing) or a restart marker.
-        while True:
-            at = data.find(b"\xff", at)
-            if at < 0 or at + 1 >= end:
-                return count
-            following = data[at + 1]
-            if following == 0x00 or 0xD0 <= following <= 0xD7:
-                at += 2
-                continue
-            break
     return count
 
 
