@@ -437,3 +437,14 @@ def test_file_names_are_never_echoed_by_errors(client):
     for url in ("/", "/predict"):
         body = post_file(client, b"junk bytes", name=XSS, url=url).get_data(as_text=True)
         assert "<script>" not in body and "onerror" not in body
+
+
+def test_without_a_model_no_path_or_library_error_is_shown(modelless_client, tmp_path, caplog):
+    # The path and the HDF5 library's text go to the log only (issue 10).
+    secrets = [str(tmp_path), "model.h5", "Unable to", "signature"]
+    answers = [modelless_client.get("/ready"), modelless_client.get("/"), post_file(modelless_client, make_photo())]
+    for response in answers:
+        text = response.get_data(as_text=True)
+        assert not [secret for secret in secrets if secret in text], text
+        assert "model file is" in text or "model file was" in text
+    assert any(str(tmp_path) in record.getMessage() for record in caplog.get_records("setup"))

@@ -357,12 +357,14 @@ def _shrink(photo: Image.Image, max_side: int) -> Image.Image:
 def _check_file(path: Path) -> str:
     """Check that ``path`` is a readable HDF5 file and return its sha256."""
     if not path.is_file():
-        raise ModelError(f"model file {str(path)!r} was not found")
+        raise ModelError(f"model file {str(path)!r} was not found", "the model file was not found")
     digest = hashlib.sha256()
     try:
         with path.open("rb") as stream:
             if stream.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
-                raise ModelError(f"model file {str(path)!r} is not an HDF5 (.h5) file")
+                raise ModelError(
+                    f"model file {str(path)!r} is not an HDF5 (.h5) file", "the model file is not an HDF5 (.h5) file"
+                )
             stream.seek(0)
             for chunk in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(chunk)
@@ -377,7 +379,10 @@ def _load_model(path: Path) -> Any:
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # h5py and Keras report damage with many exception types
-        raise ModelError(f"cannot load model file {str(path)!r} (truncated or not a Keras model): {exc}") from exc
+        raise ModelError(
+            f"cannot load model file {str(path)!r} (truncated or not a Keras model): {exc}",
+            "the model file is truncated or not a Keras model",
+        ) from exc
 
 
 def _check_contract(model: Any, path: Path, num_classes: int) -> int:
