@@ -9,9 +9,13 @@ than ~300 MB (issue 10). The one-minute run of the slow clients is under
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from benchmarks.hostile import MEMORY_LIMIT_MIB, memory_run, slow_client_run
+from conftest import make_photo
+from rawhttp import PendingRequest
 
 CLIENTS = 64
 PROBE_LIMIT_S = 2.0  # issue 10: every probe answers within 2 s while the slow clients trickle
@@ -63,3 +67,13 @@ def test_the_heaviest_requests_within_the_limits_stay_under_300_mb(single_worker
     for name, result in results.items():
         assert result["status"] == 200, (name, result)
         assert result["rise_mib"] < MEMORY_LIMIT_MIB, (name, result)
+
+
+def test_a_body_shorter_than_its_content_length_is_a_bad_request(shipped_server):
+    photo = make_photo()
+    pending = PendingRequest(shipped_server.url, "/predict", photo, "image/jpeg", timeout=30)
+    pending.send(len(photo) // 2)
+    pending.sock.shutdown(socket.SHUT_WR)  # the client says it has sent all it will
+    status, body = pending.response()
+    assert status == 400 and body["error"]["code"] == "bad_body", body
+    assert f"of the {len(photo):,} bytes" in body["error"]["message"]

@@ -109,8 +109,13 @@ class BufferingWorker(ThreadWorker):
             return
         except OSError:
             data = b""
-        if not data:  # the client went away before its request was complete
-            self._drop(incoming, None)
+        if not data:
+            if incoming.head_end is not None:
+                # The client stopped sending (perhaps only half-closed): the app
+                # answers a body shorter than its Content-Length with a 400.
+                self._hand_over(incoming)
+            else:
+                self._drop(incoming, None)
             return
         if incoming.head_end is None and not incoming.buffer:
             # The head's deadline runs from its first byte: an idle kept-alive
