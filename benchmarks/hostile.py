@@ -14,7 +14,7 @@ one attacker with a laptop can do to it:
   progressive JPEG it accepts (8000x5000, ``MAX_JPEG_SCANS`` scans) and to
   refuse one with thousands of scans (target: 2 s);
 * **memory**: the rise of a worker's peak resident memory (VmHWM, reset
-  before each request) for the worst requests within the limits: 16-bit,
+  before each request) over its idle size, for the worst requests within the limits: 16-bit,
   RGBA and palette PNGs of 8000x5000 pixels with ``explain=1``, and a batch
   of two of them plus small ones (target: 300 MB).
 
@@ -297,16 +297,15 @@ def _status_mib(pid: int, field: str) -> float:
     raise KeyError(field)
 
 
-def peak_rise_mib(pid: int, send) -> tuple[float, Any]:
-    """How far ``send()`` raises process ``pid``'s peak resident memory above its memory before, in MiB.
+def peak_during_mib(pid: int, send) -> tuple[float, Any]:
+    """Process ``pid``'s peak resident memory while ``send()`` runs, in MiB, and what ``send`` returned.
 
     Writing 5 to ``/proc/PID/clear_refs`` resets the peak (VmHWM) to the
     current resident size (Linux 4.0 and later).
     """
     Path(f"/proc/{pid}/clear_refs").write_text("5")
-    before = _status_mib(pid, "VmRSS")
     result = send()
-    return _status_mib(pid, "VmHWM") - before, result
+    return _status_mib(pid, "VmHWM"), result
 
 
 def worst_requests() -> dict[str, tuple[list[tuple[str, bytes]], dict[str, str]]]:
@@ -323,8 +322,14 @@ def worst_requests() -> dict[str, tuple[list[tuple[str, bytes]], dict[str, str]]
 
 
 def memory_run(server: GunicornServer) -> dict[str, Any]:
-    """Peak-memory rise of the single worker of ``server`` for each of :func:`worst_requests`."""
+    """Peak-memory rise of the single worker of ``server`` for each of :func:`worst_requests`.
+
+    The rise is measured from the worker's resident memory when it was idle
+    before the first of them, so memory kept from an earlier request (the
+    allocator does not hand everything back) cannot hide a later one's peak.
+    """
     (pid,) = server.worker_pids()
+    idle = _status_mib(pid, "VmRSS")
     results = {}
     for name, (files, query) in worst_requests().items():
         parts = [("file", (filename, data, "image/png")) for filename, data in files]
@@ -332,8 +337,8 @@ def memory_run(server: GunicornServer) -> dict[str, Any]:
         def send():
             return requests.post(f"{server.url}/predict", params=query, files=parts, timeout=120).status_code
 
-        rise, status = peak_rise_mib(pid, send)
-        results[name] = {"rise_mib": rise, "status": status, "bytes": sum(len(d) for _, d in files)}
+        peak, status = peak_during_mib(pid, send)
+        results[name] = {"rise_mib": peak - idle, "status": status, "bytes": sum(len(d) for _, d in files)}
     return results
 
 
