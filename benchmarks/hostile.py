@@ -4,10 +4,10 @@ Starts ``gunicorn -c gunicorn.conf.py app:app`` (2 workers x 4 threads, as
 shipped) on a free port of 127.0.0.1 serving ``--model``, and measures what
 one attacker with a laptop can do to it:
 
-* **slow clients**: ``--clients`` connections trickle their request (half
-  the head, half a body) one byte every ``--interval`` seconds for
-  ``--duration`` seconds, each cut-off one reopened at once; meanwhile
-  another client sends ``GET /health`` and a small ``POST /predict`` in turn.
+* **slow clients**: ``--clients`` connections trickle their request (the
+  head, a body of known length or a chunked body, a third each) one byte
+  every ``--interval`` seconds for ``--duration`` seconds, each cut-off one
+  reopened at once; meanwhile another client sends ``GET /health`` and a small ``POST /predict`` in turn.
   Reports the connections held, how long the server let a trickling one live
   and the probes' latencies (target: every probe under 2 s);
 * **scan bomb**: the CPU time ``preprocess.open_image`` takes on the worst
@@ -52,6 +52,10 @@ PROBE_LIMIT_S = 2.0
 DECODE_LIMIT_S = 2.0
 MEMORY_LIMIT_MIB = 300.0
 BODY_LENGTH = 200_000
+KINDS = ("head", "body", "chunked")
+# What each kind sends, one byte at a time, over and over: a header line that never ends,
+# body bytes, one-byte chunks.
+TRICKLE = {"head": [b"X"], "body": [b"\xff"], "chunked": [bytes([c]) for c in b"1\r\nx\r\n"]}
 
 
 # --- inputs -----------------------------------------------------------------
@@ -132,10 +136,11 @@ def small_photo() -> bytes:
 class SlowClients:
     """Hold ``count`` connections that trickle a request one byte every ``interval`` seconds.
 
-    Even-numbered connections trickle their head (header lines never ending),
-    odd ones send a complete head announcing a ``BODY_LENGTH``-byte body and
-    trickle that. A connection the server closes (with or without an answer)
-    is recorded with its lifetime and replaced at once. Use as a context manager.
+    A third of the connections trickle their head (a header line that never
+    ends), a third send a complete head announcing a ``BODY_LENGTH``-byte
+    body and trickle that, a third trickle a chunked body. A connection the
+    server closes (with or without an answer) is recorded with its lifetime
+    and replaced at once. Use as a context manager.
     """
 
     def __init__(self, url: str, count: int, interval: float = 1.0):
@@ -151,10 +156,11 @@ class SlowClients:
         self._thread = threading.Thread(target=self._run, name="slow-clients", daemon=True)
         self._selector = selectors.DefaultSelector()
         self._live: dict[socket.socket, tuple[str, float]] = {}
+        self._sent: dict[socket.socket, int] = {}
 
     def __enter__(self) -> "SlowClients":
         for number in range(self.count):
-            self._open("head" if number % 2 == 0 else "body")
+            self._open(KINDS[number % len(KINDS)])
         self._thread.start()
         return self
 
@@ -179,6 +185,11 @@ class SlowClients:
         sock.setblocking(False)
         if kind == "head":
             start = b"GET /health HTTP/1.1\r\nHost: slow\r\n"
+        elif kind == "chunked":
+            start = (
+                b"POST /predict HTTP/1.1\r\nHost: slow\r\nContent-Type: image/jpeg\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
         else:
             start = (
                 b"POST /predict HTTP/1.1\r\nHost: slow\r\nContent-Type: image/jpeg\r\n"
@@ -189,11 +200,13 @@ class SlowClients:
         except OSError:
             pass
         self._live[sock] = (kind, time.monotonic())
+        self._sent[sock] = 0
         self._selector.register(sock, selectors.EVENT_READ)
         self.opened += 1
 
     def _close(self, sock: socket.socket, answer: bytes) -> None:
         kind, opened = self._live.pop(sock)
+        del self._sent[sock]
         self._selector.unregister(sock)
         sock.close()
         self.cut.append((kind, time.monotonic() - opened, answer[:40]))
@@ -212,7 +225,8 @@ class SlowClients:
                 next_byte += self.interval
                 for sock, (kind, _) in list(self._live.items()):
                     try:
-                        sock.send(b"X" if kind == "head" else b"\xff")  # a header line that never ends
+                        sock.send(TRICKLE[kind][self._sent[sock] % len(TRICKLE[kind])])
+                        self._sent[sock] += 1
                     except OSError:
                         self._close(sock, b"")
 

@@ -80,6 +80,9 @@ BAD_VALUES = [
     ("same class twice", _set("data.classes", ["Cat", "Cat"]), ["data.classes", "['Cat', 'Cat']"]),
     ("empty source", _set("data.source_url", ""), ["data.source_url"]),
     ("no accepted formats", _set("serving.accepted_formats", []), ["serving.accepted_formats"]),
+    ("request pixels under one image's", _set("serving.max_request_pixels", 1000), ["serving.max_request_pixels"]),
+    ("zero download limit", _set("data.max_download_bytes", 0), ["data.max_download_bytes", "0"]),
+    ("negative member limit", _set("data.max_members", -1), ["data.max_members", "-1"]),
     ("augmentation out of range", _set("training.augmentation.zoom", 1.5), ["training.augmentation.zoom", "1.5"]),
     (
         "inception module of five widths",

@@ -9,6 +9,7 @@ than ~300 MB (issue 10). The one-minute run of the slow clients is under
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -77,3 +78,52 @@ def test_a_body_shorter_than_its_content_length_is_a_bad_request(shipped_server)
     status, body = pending.response()
     assert status == 400 and body["error"]["code"] == "bad_body", body
     assert f"of the {len(photo):,} bytes" in body["error"]["message"]
+
+
+def test_an_honest_slow_upload_still_arrives(shipped_server):
+    # 3 s for a 60 KB photo: far slower than any real link, yet above the minimum body rate.
+    photo = make_photo((400, 300), "PNG")
+    pending = PendingRequest(shipped_server.url, "/predict", photo, "image/png", timeout=30)
+    pending.send_slowly(pieces=6, pause=0.5)
+    status, body = pending.response()
+    assert status == 200 and body["label"] in ("Cat", "Dog"), body
+
+
+def raw_exchange(url: str, data: bytes, *, wait_for: bytes = b"", then: bytes = b"") -> bytes:
+    """Send ``data``; optionally read until ``wait_for`` arrives, then send ``then``; return all that came back."""
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(data)
+        received = b""
+        while wait_for and wait_for not in received:
+            received += sock.recv(4096)
+        sock.sendall(then)
+        sock.shutdown(socket.SHUT_WR)
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_expect_100_continue_is_answered_before_the_body(shipped_server):
+    photo = make_photo()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: {len(photo)}\r\n"
+        "Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    ).encode()
+    received = raw_exchange(shipped_server.url, head, wait_for=b"100 Continue\r\n\r\n", then=photo)
+    assert received.startswith(b"HTTP/1.1 100 Continue") and b"HTTP/1.1 200 OK" in received
+
+
+def test_pipelined_and_chunked_requests_are_answered_in_order(shipped_server):
+    photo = make_photo()
+    body = b"".join(b"%x\r\n%s\r\n" % (len(photo[i : i + 999]), photo[i : i + 999]) for i in range(0, len(photo), 999))
+    requests_ = (
+        b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
+        b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + body + b"0\r\n\r\n"
+        b"GET /nowhere HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    received = raw_exchange(shipped_server.url, requests_)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+    assert statuses == [b"200", b"200", b"404"], received[:500]
+    assert b'"label"' in received

@@ -48,7 +48,8 @@ def test_gunicorn_settings_from_the_environment(monkeypatch):
     assert gunicorn_settings(monkeypatch, CATDOG_BIND="unix:/tmp/catdog.sock", PORT="1")["bind"] == ["unix:/tmp/catdog.sock"]
 
 
-@pytest.mark.parametrize("name, value", [("WEB_CONCURRENCY", "many"), ("PORT", "80a"), ("GUNICORN_THREADS", "0")])
+@pytest.mark.parametrize("name, value", [("WEB_CONCURRENCY", "many"), ("PORT", "80a"), ("GUNICORN_THREADS", "0"),
+                                         ("GUNICORN_HEADER_TIMEOUT", "soon"), ("GUNICORN_MAX_REQUESTS", "-1")])
 def test_gunicorn_refuses_bad_numbers(monkeypatch, name, value):
     with pytest.raises(SystemExit, match=name):
         gunicorn_settings(monkeypatch, **{name: value})

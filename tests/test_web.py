@@ -499,3 +499,17 @@ def test_answers_to_posts_are_not_stored_by_caches(client, url):
     for response in (post_file(client, make_photo(), url=url), post_file(client, b"junk", url=url)):
         assert response.headers["Cache-Control"] == "no-store"
     assert "no-store" not in client.get("/").headers.get("Cache-Control", "")
+
+
+def test_a_scan_bomb_is_refused_as_too_complex(client):
+    from benchmarks.hostile import progressive_bomb
+
+    error = assert_error(post_file(client, progressive_bomb(400, 1200, 800)), 422, "too_complex")
+    assert "scans" in error["message"]
+
+
+def test_a_request_declaring_too_many_pixels_together_is_refused(client):
+    big = png_declaring(8000, 5000)  # each alone within serving.max_pixels (40 million)
+    response = client.post("/predict", data=multipart(big, big, big), content_type="multipart/form-data")
+    error = assert_error(response, 422, "too_large")
+    assert "120,000,000 pixels together" in error["message"] and "100,000,000" in error["message"]
