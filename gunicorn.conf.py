@@ -9,12 +9,24 @@ Everything that differs between machines comes from the environment:
 * ``GUNICORN_TIMEOUT``: seconds a silent worker may take before it is
   restarted (default 60; loading the model counts);
 * ``GUNICORN_GRACEFUL_TIMEOUT``: seconds to finish requests on shutdown (default 20);
+* ``GUNICORN_HEADER_TIMEOUT``: seconds a request's head may take to arrive (default 10);
+* ``GUNICORN_BODY_TIMEOUT`` and ``GUNICORN_MIN_BODY_RATE``: a body may take
+  this many seconds (default 10) plus one per this many bytes received
+  (default 16384); slower requests are answered 408 and closed;
+* ``GUNICORN_MAX_REQUESTS``: requests after which a worker is replaced
+  (default 1000, with up to 10% jitter; 0 never), so memory a worker once
+  needed is given back;
 * ``GUNICORN_CONTROL_SOCKET``: path of gunicorn's control socket (for
   ``gunicornc``); off by default, as its default path is shared by every
   instance of the same user.
 * ``PROMETHEUS_MULTIPROC_DIR``: where the workers keep their metrics for
   ``/metrics`` (emptied at start); by default a fresh temporary folder,
   removed on exit.
+
+The worker class is gunicorn's ``gthread`` with one change
+(:mod:`catdog.web.worker`): each request is read in full, under the deadlines
+above, by the worker's event loop before a thread serves it, so slow clients
+cannot hold the threads.
 
 The app is not preloaded in the master: every worker imports it and loads
 and warms up its own model before accepting requests, so no TensorFlow state
@@ -47,13 +59,18 @@ bind = [
     or f"{os.environ.get('HOST', '127.0.0.1')}:{_int_from_env('PORT', 8000)}"
 ]
 wsgi_app = "app:app"
-worker_class = "gthread"
+worker_class = "catdog.web.worker.BufferingWorker"
 workers = _int_from_env("WEB_CONCURRENCY", 2)
 threads = _int_from_env("GUNICORN_THREADS", 4)
 timeout = _int_from_env("GUNICORN_TIMEOUT", 60)
 graceful_timeout = _int_from_env("GUNICORN_GRACEFUL_TIMEOUT", 20)
 keepalive = 5
-max_requests = 0
+max_requests = _int_from_env("GUNICORN_MAX_REQUESTS", 1000, minimum=0)
+max_requests_jitter = max_requests // 10
+# The worker reads these from the environment it inherits; checked here so a bad value stops the start.
+for _name, _default in (("GUNICORN_HEADER_TIMEOUT", 10), ("GUNICORN_BODY_TIMEOUT", 10),
+                        ("GUNICORN_MIN_BODY_RATE", 16384)):
+    os.environ[_name] = str(_int_from_env(_name, _default))
 preload_app = False
 if os.environ.get("GUNICORN_CONTROL_SOCKET"):
     control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]

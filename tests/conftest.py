@@ -308,8 +308,11 @@ def live_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="session")
 def pair_server(live_server):
-    """One gunicorn shared by the load, concurrency and fuzz tests: 2 workers x 4 threads, as shipped."""
-    return live_server(workers=2, threads=4)
+    """One gunicorn shared by the load, concurrency and fuzz tests: 2 workers x 4 threads, as shipped.
+
+    Workers are not recycled after ``max_requests`` here: the fault tests follow them by process id.
+    """
+    return live_server(workers=2, threads=4, env={"GUNICORN_MAX_REQUESTS": "0"})
 
 
 def png_declaring(width: int, height: int) -> bytes:

@@ -498,3 +498,106 @@ def test_cli_ingests_every_archive_into_its_own_folder(config_file: Path, sample
 def test_missing_archive(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="does not exist"):
         extract(tmp_path / "nope.zip", tmp_path / "raw", max_bytes=100)
+
+
+# --- hostile sources, archives and markers (issue 10) ---------------------------
+
+
+def test_an_encoded_path_in_the_url_cannot_escape_the_download_folder(http_server: FileServer, tmp_path: Path) -> None:
+    downloads = tmp_path / "a" / "b" / "downloads"
+    downloads.mkdir(parents=True)
+    http_server.files["/x/../../escaped.zip"] = ARCHIVE  # what the server sees once it decodes the path
+    http_server.files["/x/..%2F..%2Fescaped.zip"] = ARCHIVE
+    result = fetch(http_server.url + "/x/..%2F..%2Fescaped.zip", downloads)
+    assert result.path == downloads / "escaped.zip" and result.path.read_bytes() == ARCHIVE
+    assert names(tmp_path / "a") == ["b", "b/downloads", "b/downloads/escaped.zip", "b/downloads/escaped.zip.sha256"]
+
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("/a%00.zip", "not a plain file name"),
+        ("/x/%2E%2E", "cannot tell the archive's file name"),
+        ("/.hidden.zip", "not a plain file name"),
+        ("/a%0Ab.zip", "not a plain file name"),
+        ("/a%5C..%5Cb.zip", "not a plain file name"),
+        ("/" + "n" * 300 + ".zip", "not a plain file name"),
+    ],
+)
+def test_names_that_are_not_plain_file_names_are_refused(http_server: FileServer, tmp_path: Path, path, expected):
+    with pytest.raises(DownloadError, match=expected):
+        fetch(http_server.url + path, tmp_path)
+    assert names(tmp_path) == [] and http_server.requests == []
+
+
+@pytest.mark.parametrize("chunked_body", [False, True], ids=["content-length", "chunked"])
+def test_a_download_over_the_size_limit_is_stopped_and_discarded(http_server: FileServer, tmp_path: Path, chunked_body):
+    http_server.chunked = chunked_body
+    http_server.files["/big.zip"] = b"x" * (40 * 1024)
+    with pytest.raises(DownloadError, match="data.max_download_bytes"):
+        fetch(http_server.url + "/big.zip", tmp_path, max_bytes=10 * 1024)
+    assert names(tmp_path) == []
+    assert fetch(http_server.url + "/big.zip", tmp_path, max_bytes=40 * 1024).size == 40 * 1024
+
+
+def test_a_local_archive_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "source" / "a.zip"
+    source.parent.mkdir()
+    source.write_bytes(ARCHIVE)
+    (tmp_path / "downloads").mkdir()
+    with pytest.raises(DownloadError, match="more than the limit"):
+        fetch(str(source), tmp_path / "downloads", max_bytes=len(ARCHIVE) - 1)
+    assert names(tmp_path / "downloads") == []
+
+
+def test_a_replaced_archive_is_not_trusted_through_its_old_record(http_server: FileServer, tmp_path: Path) -> None:
+    http_server.files["/a.zip"] = ARCHIVE
+    fetch(http_server.url + "/a.zip", tmp_path)
+    (tmp_path / "a.zip").write_bytes(b"Z" * len(ARCHIVE))  # same size, other bytes, record left as it was
+    again = fetch(http_server.url + "/a.zip", tmp_path)
+    assert again.downloaded and (tmp_path / "a.zip").read_bytes() == ARCHIVE
+    assert http_server.gets("/a.zip") == 2
+
+
+def test_an_archive_with_too_many_members_is_refused(tmp_path: Path) -> None:
+    archive = make_zip(tmp_path / "many.zip", [(f"PetImages/Cat/{i}.jpg", b"") for i in range(2000)])
+    with pytest.raises(UnsafeArchiveError, match="2,000 members.*data.max_members"):
+        extract(archive, tmp_path / "raw", max_bytes=10, max_members=1000)
+    assert names(tmp_path / "raw") == []
+    assert extract(archive, tmp_path / "raw", max_bytes=10, max_members=2000).files == 2000
+
+
+def test_a_marker_naming_a_folder_outside_is_not_trusted(tmp_path: Path) -> None:
+    target = tmp_path / "raw"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    target.mkdir()
+    marker = {"archive": "x.zip", "sha256": "0" * 64, "entries": ["../victim"], "files": 1, "size": 1}
+    (target / ingest.MARKER_NAME).write_text(json.dumps(marker))
+    archive = make_zip(tmp_path / "a.zip", [("PetImages/Cat/1.jpg", b"new")])
+    assert extract(archive, target, max_bytes=100).extracted
+    assert (victim / "precious.txt").read_text() == "keep me"
+    assert names(target) == [ingest.MARKER_NAME, "PetImages", "PetImages/Cat", "PetImages/Cat/1.jpg"]
+
+
+def test_a_failed_swap_leaves_the_earlier_extraction_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "raw"
+    old = make_zip(tmp_path / "old.zip", [("A/1.txt", b"old"), ("B/2.txt", b"old")])
+    extract(old, target, max_bytes=100)
+    before = names(target)
+    real_replace = ingest.os.replace
+
+    def failing_replace(source, destination):
+        if Path(source).name == "B" and Path(source).parent.name.startswith(".catdog-extracting-"):
+            raise OSError(28, "No space left on device")
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(ingest.os, "replace", failing_replace)
+    new = make_zip(tmp_path / "new.zip", [("A/1.txt", b"new"), ("B/2.txt", b"new")])
+    with pytest.raises(DatasetError, match="No space left"):
+        extract(new, target, max_bytes=100)
+    monkeypatch.undo()
+    assert names(target) == before
+    assert (target / "A/1.txt").read_bytes() == b"old" and (target / "B/2.txt").read_bytes() == b"old"
+    assert not extract(old, target, max_bytes=100).extracted  # the old marker still describes what is there

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import time
 import random
 
 import numpy as np
@@ -22,10 +23,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from catdog.errors import InvalidImage
-from catdog.preprocess import load_image, open_image
+from benchmarks.hostile import big_png, progressive_bomb, scan_segments
+from catdog.preprocess import MAX_JPEG_SCANS, jpeg_scan_count, load_image, open_image
 from conftest import damage
 
-REASONS = {"empty", "not_image", "unsupported_format", "corrupt", "too_large", "too_small"}
+REASONS = {"empty", "not_image", "unsupported_format", "corrupt", "too_large", "too_small", "too_complex"}
 ORIENTATION_TAG = 0x0112
 MAX_SIDE = 96
 # Modes each format writes (checked against Pillow: others are refused or silently converted).
@@ -217,3 +219,67 @@ def test_a_float_image_with_pixels_that_are_not_numbers_is_corrupt(value):
     with pytest.raises(InvalidImage) as caught:
         load_image(encode(Image.fromarray(pixels), "TIFF"), 8)
     assert caught.value.reason == "corrupt"
+
+
+# --- decode bombs and large images ---------------------------------------------
+
+
+@pytest.mark.parametrize("scans", [MAX_JPEG_SCANS + 1, 500, 3000])
+def test_a_progressive_jpeg_with_too_many_scans_is_refused_before_decoding(scans):
+    bomb = progressive_bomb(scans, 2000, 1250)
+    started = time.process_time()
+    with pytest.raises(InvalidImage) as caught:
+        load_image(bomb, 128)
+    assert caught.value.reason == "too_complex" and str(MAX_JPEG_SCANS) in caught.value.message
+    # Refused by counting markers, not by decoding: a decode of 500 scans takes seconds.
+    assert time.process_time() - started < 0.5
+
+
+def test_stray_bytes_between_scans_do_not_hide_them():
+    # libjpeg skips bytes before a marker (with a warning) and decodes the scan after them.
+    bomb = progressive_bomb(MAX_JPEG_SCANS + 20, 400, 300)
+    segments = scan_segments(bomb)
+    start = segments[20][0]
+    hidden = bomb[:start] + b"\x00junk" + bomb[start:]
+    assert jpeg_scan_count(hidden) == MAX_JPEG_SCANS + 20
+    with pytest.raises(InvalidImage, match="scans"):
+        open_image(hidden)
+
+
+def test_ordinary_jpegs_have_few_scans(photo_bytes):
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(photo_bytes())).save(buffer, "JPEG", progressive=True)
+    assert jpeg_scan_count(photo_bytes()) == 1
+    assert 1 < jpeg_scan_count(buffer.getvalue()) <= 12
+    assert open_image(buffer.getvalue()).size == (160, 120)
+
+
+def test_the_worst_accepted_scan_bomb_decodes_in_under_two_seconds_of_cpu():
+    # Issue 10 asks for at most 2 s of CPU for any upload; a 40-megapixel
+    # JPEG with the most scans accepted is the worst case (about 0.8 s here).
+    bomb = progressive_bomb(MAX_JPEG_SCANS)
+    started = time.process_time()
+    load_image(bomb, 128, max_pixels=40_000_000)
+    assert time.process_time() - started < 2.0
+
+
+@pytest.mark.parametrize("mode", ["I;16", "RGBA", "P"])
+def test_large_images_are_reduced_while_decoding_and_look_the_same(mode):
+    data = big_png(mode, 2400, 1500)
+    photo = open_image(data, draft_size=256)
+    assert photo.mode == "RGB" and 256 <= min(photo.size) < 512  # reduced by a whole factor (5)
+    assert photo.size == (480, 300)
+    full = open_image(data)
+    assert full.size == (2400, 1500)
+    expected = np.asarray(full.resize((64, 40), Image.Resampling.BOX), dtype=np.float32)
+    got = np.asarray(photo.resize((64, 40), Image.Resampling.BOX), dtype=np.float32)
+    assert np.abs(expected - got).mean() < 2.0
+
+
+def test_reduction_keeps_exif_orientation():
+    pixels = np.zeros((600, 900, 3), dtype=np.uint8)
+    pixels[:300, :450] = 255  # white top-left quarter
+    photo = open_image(encode(Image.fromarray(pixels), "PNG", 6), draft_size=100)
+    assert photo.size == (100, 150)  # rotated: 900x600 -> 600x900, then reduced by 6
+    result = np.asarray(photo)
+    assert result[:75, 50:].mean() > 250 and result[75:, :].mean() < 5  # top-left went to top-right

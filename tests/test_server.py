@@ -14,7 +14,9 @@ from catdog.config import PROJECT_ROOT
 from conftest import make_photo
 
 GUNICORN_VARIABLES = ("CATDOG_BIND", "HOST", "PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
-                      "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_CONTROL_SOCKET", "TF_CPP_MIN_LOG_LEVEL")
+                      "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_CONTROL_SOCKET", "TF_CPP_MIN_LOG_LEVEL",
+                      "GUNICORN_MAX_REQUESTS", "GUNICORN_HEADER_TIMEOUT", "GUNICORN_BODY_TIMEOUT",
+                      "GUNICORN_MIN_BODY_RATE")
 
 
 def gunicorn_settings(monkeypatch, **env) -> dict:
@@ -29,8 +31,10 @@ def gunicorn_settings(monkeypatch, **env) -> dict:
 def test_gunicorn_defaults(monkeypatch):
     conf = gunicorn_settings(monkeypatch)
     assert conf["bind"] == ["127.0.0.1:8000"]
-    assert (conf["workers"], conf["threads"], conf["worker_class"]) == (2, 4, "gthread")
-    assert (conf["timeout"], conf["graceful_timeout"], conf["max_requests"]) == (60, 20, 0)
+    assert (conf["workers"], conf["threads"], conf["worker_class"]) == (2, 4, "catdog.web.worker.BufferingWorker")
+    assert (conf["timeout"], conf["graceful_timeout"]) == (60, 20)
+    # Workers are recycled, at staggered times, so memory one request needed is given back.
+    assert (conf["max_requests"], conf["max_requests_jitter"]) == (1000, 100)
     assert conf["preload_app"] is False
     assert conf["wsgi_app"] == "app:app"
     assert conf["control_socket_disable"] is True
@@ -44,7 +48,8 @@ def test_gunicorn_settings_from_the_environment(monkeypatch):
     assert gunicorn_settings(monkeypatch, CATDOG_BIND="unix:/tmp/catdog.sock", PORT="1")["bind"] == ["unix:/tmp/catdog.sock"]
 
 
-@pytest.mark.parametrize("name, value", [("WEB_CONCURRENCY", "many"), ("PORT", "80a"), ("GUNICORN_THREADS", "0")])
+@pytest.mark.parametrize("name, value", [("WEB_CONCURRENCY", "many"), ("PORT", "80a"), ("GUNICORN_THREADS", "0"),
+                                         ("GUNICORN_HEADER_TIMEOUT", "soon"), ("GUNICORN_MAX_REQUESTS", "-1")])
 def test_gunicorn_refuses_bad_numbers(monkeypatch, name, value):
     with pytest.raises(SystemExit, match=name):
         gunicorn_settings(monkeypatch, **{name: value})

@@ -56,6 +56,8 @@ class DataSettings:
     classes: tuple[str, ...]
     max_extract_bytes: int
     artifacts_dir: str
+    max_download_bytes: int
+    max_members: int
 
     def check(self, at: str) -> None:
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
@@ -66,6 +68,8 @@ class DataSettings:
             if not _plain_name(name):
                 raise ConfigError(f"{at}.archives: {name!r} is not a plain name")
         _positive(f"{at}.max_extract_bytes", self.max_extract_bytes)
+        _positive(f"{at}.max_download_bytes", self.max_download_bytes)
+        _positive(f"{at}.max_members", self.max_members)
 
     @property
     def dataset_dir(self) -> Path:
@@ -199,12 +203,18 @@ class ServingSettings:
     max_upload_bytes: int
     accepted_formats: tuple[str, ...]
     max_pixels: int
+    max_request_pixels: int
     min_side: int
     max_batch: int
 
     def check(self, at: str) -> None:
-        for name in ("max_upload_bytes", "max_pixels", "min_side", "max_batch"):
+        for name in ("max_upload_bytes", "max_pixels", "max_request_pixels", "min_side", "max_batch"):
             _positive(f"{at}.{name}", getattr(self, name))
+        if self.max_request_pixels < self.max_pixels:
+            raise ConfigError(
+                f"{at}.max_request_pixels must be at least {at}.max_pixels ({self.max_pixels}), "
+                f"got {self.max_request_pixels!r}"
+            )
         if not self.accepted_formats:
             raise ConfigError(f"{at}.accepted_formats must not be empty")
 

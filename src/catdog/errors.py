@@ -22,7 +22,15 @@ class UnsafeArchiveError(DatasetError):
 
 
 class ModelError(CatdogError):
-    """A model file is missing, unreadable or not a catdog model."""
+    """A model file is missing, unreadable or not a catdog model.
+
+    Attributes:
+        public: A short reason fit to show anyone: no path, no library's error text.
+    """
+
+    def __init__(self, message: str, public: str = "the model file is missing or unreadable"):
+        super().__init__(message)
+        self.public = public
 
 
 class InvalidImage(CatdogError):
@@ -30,7 +38,8 @@ class InvalidImage(CatdogError):
 
     Attributes:
         reason: A short machine-readable code: ``empty``, ``not_image``,
-            ``unsupported_format``, ``corrupt``, ``too_large`` or ``too_small``.
+            ``unsupported_format``, ``corrupt``, ``too_large``, ``too_small`` or
+            ``too_complex`` (a JPEG with too many scans to decode in time).
     """
 
     def __init__(self, reason: str, message: str):

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from catdog.errors import InvalidImage, ModelError
-from catdog.preprocess import DEFAULT_MAX_PIXELS, open_image, resize_image
+from catdog.preprocess import DEFAULT_MAX_PIXELS, declared_pixels, open_image, resize_image
 from catdog.runtime import apply_temperature, open_runtime
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ class Predictor:
         runtime: ``auto`` (LiteRT when the ``.tflite`` twin matches the
             ``.h5``, else TensorFlow), ``litert`` or ``tensorflow``.
         num_threads: LiteRT interpreter threads; ``None`` for its default.
+        max_request_pixels: Most declared pixels of all images of one
+            :meth:`predict_bytes` call together; ``None``: no limit beyond ``max_pixels`` each.
 
     Raises:
         ModelError: The file is missing, not HDF5, truncated, the model
@@ -123,8 +125,10 @@ class Predictor:
         accepted_formats: Iterable[str] | None = None,
         runtime: str = "auto",
         num_threads: int | None = None,
+        max_request_pixels: int | None = None,
     ):
         self.path = Path(model_path)
+        self.max_request_pixels = max_request_pixels
         self.classes = tuple(classes)
         self.max_pixels = max_pixels
         self.min_side = min_side
@@ -151,6 +155,7 @@ class Predictor:
             max_pixels=serving.max_pixels,
             min_side=serving.min_side,
             accepted_formats=serving.accepted_formats,
+            max_request_pixels=serving.max_request_pixels,
         )
 
     def _warm_up(self) -> None:
@@ -216,6 +221,7 @@ class Predictor:
 
         Uses the shared preprocessing exactly as
         :func:`catdog.preprocess.load_image` does, keeping the decoded photo
+        (reduced while decoding to at least twice the model's input side)
         for the heatmap overlay.
 
         Args:
@@ -247,13 +253,22 @@ class Predictor:
             One :class:`Prediction` per image, in order.
 
         Raises:
-            InvalidImage: An image was refused; when there are several, the
-                message says which one (counting from 1).
+            InvalidImage: An image was refused, or all of them together
+                declare more than ``max_request_pixels`` (``too_large``); when
+                there are several, the message says which one (counting from 1).
             ValueError: ``images`` is empty.
         """
         if not images:
             raise ValueError("images must not be empty")
-        photos, arrays = [], []
+        if self.max_request_pixels is not None and len(images) > 1:
+            total = sum(declared_pixels(data) for data in images)
+            if total > self.max_request_pixels:
+                raise InvalidImage(
+                    "too_large",
+                    f"the {len(images)} images declare {total:,} pixels together, "
+                    f"more than the limit of {self.max_request_pixels:,} for one request",
+                )
+        shown_photos, arrays = [], []
         for number, data in enumerate(images, start=1):
             try:
                 photo, array = self.decode(data)
@@ -261,15 +276,16 @@ class Predictor:
                 if len(images) == 1:
                     raise
                 raise InvalidImage(exc.reason, f"image {number}: {exc.message}") from exc
-            photos.append(photo)
+            # Only the small copy the heatmap is drawn on outlives this loop.
+            shown_photos.append(_shrink(photo, OVERLAY_MAX_SIDE) if explain else None)
             arrays.append(array)
+            del photo
         probabilities = self.predict_arrays(np.stack(arrays))
         results = []
-        for photo, array, probs in zip(photos, arrays, probabilities):
+        for shown, array, probs in zip(shown_photos, arrays, probabilities):
             best = int(np.argmax(probs))
-            heatmap_png = shown = None
+            heatmap_png = None
             if explain:
-                shown = _shrink(photo, OVERLAY_MAX_SIDE)
                 heatmap_png = overlay_heatmap(shown, self.gradcam(array, best))
             results.append(
                 Prediction(
@@ -364,12 +380,14 @@ def _shrink(photo: Image.Image, max_side: int) -> Image.Image:
 def _check_file(path: Path) -> str:
     """Check that ``path`` is a readable HDF5 file and return its sha256."""
     if not path.is_file():
-        raise ModelError(f"model file {str(path)!r} was not found")
+        raise ModelError(f"model file {str(path)!r} was not found", "the model file was not found")
     digest = hashlib.sha256()
     try:
         with path.open("rb") as stream:
             if stream.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
-                raise ModelError(f"model file {str(path)!r} is not an HDF5 (.h5) file")
+                raise ModelError(
+                    f"model file {str(path)!r} is not an HDF5 (.h5) file", "the model file is not an HDF5 (.h5) file"
+                )
             stream.seek(0)
             for chunk in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(chunk)

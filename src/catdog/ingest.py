@@ -3,18 +3,24 @@
 Each archive in ``data.archives`` (its ``source_url``: http, https, a
 ``file://`` URL or a plain path, relative to the working folder) is streamed
 into ``data.download_dir`` through a temporary file, checked against its
-``sha256`` when one is configured, and renamed into place, so a
-failed or interrupted download never leaves a partial file. A copy already
-there is not fetched again: it is re-hashed when a sha256 is configured, and
-otherwise trusted through the ``<archive>.sha256`` record written after each
-completed download.
+``sha256`` when one is configured, and renamed into place, so a failed or
+interrupted download never leaves a partial file. Its name is the last
+segment of the URL's decoded path and must be a plain file name; a download
+longer than ``data.max_download_bytes`` is stopped and discarded. A copy
+already there is not fetched again when it is re-hashed and matches the
+configured sha256 or, without one, the ``<archive>.sha256`` record written
+after each completed download.
 
 Zip and tar (optionally compressed) archives are checked member by member
-before anything is written: absolute paths, ``..``, links, device files and
-a total size above ``data.max_extract_bytes`` are refused. Members are
-unpacked into a temporary folder inside ``data.extract_dir/<name>`` and renamed into
-place only when all succeeded; a marker records the archive's sha256 so the
-next run skips the work.
+before anything is written: absolute paths, ``..``, links, device files, a
+total size above ``data.max_extract_bytes`` and more than
+``data.max_members`` members are refused. Members are unpacked into a
+temporary folder inside ``data.extract_dir/<name>`` and renamed into place
+only when all succeeded: an earlier extraction is renamed aside, the new one
+renamed in, and the old one deleted only then (or renamed back if the swap
+fails). A marker records the archive's sha256 and its top-level entries so
+the next run skips the work; entries it names are checked like archive
+members before anything is done with them.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ log = logging.getLogger("catdog.ingest")  # not __name__: that is "__main__" und
 CHUNK_SIZE = 1 << 20
 HTTP_TIMEOUT = (30.0, 60.0)  # seconds to connect, seconds between received bytes
 MARKER_NAME = ".catdog-extracted.json"
+MAX_NAME_BYTES = 255  # the longest file name common file systems take
 _TMP_PREFIX = ".catdog-"
 
 
@@ -104,6 +111,7 @@ def fetch(
     download_dir: str | os.PathLike,
     *,
     sha256: str | None = None,
+    max_bytes: int | None = None,
     progress: bool = False,
 ) -> FetchResult:
     """Fetch the archive into ``download_dir`` unless a verified copy is there.
@@ -112,13 +120,15 @@ def fetch(
         source_url: ``http(s)://`` or ``file://`` URL, or a local path.
         download_dir: Folder to keep the archive in; it must exist.
         sha256: Expected hex digest, or None to skip verification.
+        max_bytes: Stop and fail a download longer than this; None: no limit.
         progress: Show a progress bar on stderr.
 
     Returns:
         Where the archive is, its digest and whether it was fetched now.
 
     Raises:
-        DownloadError: The source cannot be read, the transfer stopped early
+        DownloadError: The source cannot be read, its name is not a plain
+            file name, the transfer stopped early or ran past ``max_bytes``,
             or the checksum does not match; no partial file is left behind.
     """
     expected = sha256.lower() if sha256 else None
@@ -139,7 +149,11 @@ def fetch(
     log.info("fetching %s into %s", source_url, dest)
     opener = _http_chunks if remote else _file_chunks
     with opener(location) as (chunks, total):
-        digest, size = _save_stream(chunks, total, dest, expected, source_url, progress)
+        if max_bytes is not None and total is not None and total > max_bytes:
+            raise DownloadError(
+                f"{source_url} is {total:,} bytes, more than the limit of {max_bytes:,} (data.max_download_bytes)"
+            )
+        digest, size = _save_stream(chunks, total, dest, expected, source_url, progress, max_bytes)
     return FetchResult(dest, digest, size, downloaded=True)
 
 
@@ -148,6 +162,7 @@ def extract(
     extract_dir: str | os.PathLike,
     *,
     max_bytes: int,
+    max_members: int | None = None,
     archive_sha256: str | None = None,
     progress: bool = False,
 ) -> ExtractResult:
@@ -157,6 +172,7 @@ def extract(
         archive: The zip, tar, tar.gz, tar.bz2 or tar.xz file.
         extract_dir: Folder to unpack into (created if missing).
         max_bytes: Refuse archives whose members add up to more than this.
+        max_members: Refuse archives with more members than this; None: no limit.
         archive_sha256: The archive's digest if already known (saves a pass).
         progress: Show a progress bar on stderr.
 
@@ -165,8 +181,8 @@ def extract(
 
     Raises:
         UnsafeArchiveError: A member has an absolute path, ``..``, is a link
-            or special file, or the total size is over ``max_bytes``;
-            nothing has been written.
+            or special file, the total size is over ``max_bytes`` or the
+            count over ``max_members``; nothing has been written.
         DatasetError: The archive is damaged or not an archive, a top-level
             entry already exists and was not unpacked by us, or the disk is full.
     """
@@ -175,14 +191,14 @@ def extract(
     if not archive.is_file():
         raise DatasetError(f"archive {str(archive)!r} does not exist")
     digest = archive_sha256 or file_sha256(archive)
-    marker = _read_marker(target / MARKER_NAME)
+    marker = _read_marker(target / MARKER_NAME, target)
     if marker.get("sha256") == digest and all((target / e).exists() for e in marker.get("entries", [])):
         log.info("%s was already extracted into %s; skipping", archive.name, target)
         return ExtractResult(target, tuple(marker["entries"]), marker["files"], marker["size"], extracted=False)
 
     try:
         with _open_archive(archive) as (members, opener):
-            total = _check_members(members, max_bytes, archive.name)
+            total = _check_members(members, max_bytes, archive.name, max_members)
             entries = tuple(sorted({m.parts[0] for m in members}))
             if not entries:
                 raise DatasetError(f"{archive.name} is empty")
@@ -194,7 +210,10 @@ def extract(
             staging = Path(tempfile.mkdtemp(dir=target, prefix=f"{_TMP_PREFIX}extracting-"))
             try:
                 _unpack(members, opener, staging, total, archive.name, progress)
-                _swap_into_place(staging, target, entries, marker.get("entries", []))
+                files = sum(1 for m in members if not m.is_dir)
+                record = {"archive": archive.name, "sha256": digest, "entries": list(entries), "files": files,
+                          "size": total}
+                _swap_into_place(staging, target, entries, marker.get("entries", []), record)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
@@ -202,9 +221,6 @@ def extract(
     except OSError as exc:
         raise DatasetError(f"cannot extract {archive.name}: {exc.strerror or exc}") from exc
 
-    files = sum(1 for m in members if not m.is_dir)
-    record = {"archive": archive.name, "sha256": digest, "entries": list(entries), "files": files, "size": total}
-    write_text_atomic(target / MARKER_NAME, json.dumps(record, indent=2) + "\n")
     log.info("extracted %s files (%s bytes) from %s into %s", f"{files:,}", f"{total:,}", archive.name, target)
     return ExtractResult(target, entries, files, total, extracted=True)
 
@@ -217,10 +233,9 @@ def _parse_source(source_url: str) -> tuple[bool, str, str]:
     parts = urllib.parse.urlsplit(source_url)
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
-        name = urllib.parse.unquote(PurePosixPath(parts.path).name)
-        if name in ("", ".", ".."):
-            raise DownloadError(f"cannot tell the archive's file name from {source_url!r}; end the URL with it")
-        return True, source_url, name
+        # Decode first, then take the last segment: "..%2Fx.zip" names "x.zip", never "../x.zip".
+        name = PurePosixPath(urllib.parse.unquote(parts.path)).name
+        return True, source_url, _plain_name(name, source_url)
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise DownloadError(f"file:// URL {source_url!r} names another host; only local files are supported")
@@ -229,10 +244,27 @@ def _parse_source(source_url: str) -> tuple[bool, str, str]:
         location = source_url
     else:
         raise DownloadError(f"unsupported URL scheme {parts.scheme!r} in {source_url!r} (use http, https or file)")
+    if "\0" in location:
+        raise DownloadError(f"source {source_url!r} has a NUL byte in its path")
     path = Path(location).expanduser()
     if path.is_dir():
         raise DownloadError(f"source {source_url!r} is a folder, not an archive")
-    return False, str(path), path.name
+    return False, str(path), _plain_name(path.name, source_url)
+
+
+def _plain_name(name: str, source_url: str) -> str:
+    """Return ``name`` if it is a plain file name to save the archive under, else raise DownloadError."""
+    if name in ("", ".", ".."):
+        raise DownloadError(f"cannot tell the archive's file name from {source_url!r}; end the URL with it")
+    if (
+        any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        or name.startswith(".") or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
+    ):
+        raise DownloadError(
+            f"the archive's file name {name!r} (from {source_url!r}) is not a plain file name; "
+            "it must not start with '.' or hold slashes, backslashes or control characters"
+        )
+    return name
 
 
 def _verified_copy(dest: Path, expected: str | None, source_size: int | None) -> str | None:
@@ -251,6 +283,10 @@ def _verified_copy(dest: Path, expected: str | None, source_size: int | None) ->
         return None
     if source_size is not None and dest.stat().st_size != source_size:
         log.info("%s differs in size from its source; fetching it again", dest)
+        return None
+    # The record says what was downloaded, not what is there now: the file may have been replaced since.
+    if file_sha256(dest) != recorded:
+        log.warning("%s no longer matches its recorded sha256; fetching it again", dest)
         return None
     return recorded
 
@@ -301,7 +337,13 @@ def _file_chunks(path: str) -> Iterator[tuple[Iterator[bytes], int | None]]:
 
 
 def _save_stream(
-    chunks: Iterator[bytes], total: int | None, dest: Path, expected: str | None, label: str, progress: bool
+    chunks: Iterator[bytes],
+    total: int | None,
+    dest: Path,
+    expected: str | None,
+    label: str,
+    progress: bool,
+    max_bytes: int | None = None,
 ) -> tuple[str, int]:
     """Write ``chunks`` to ``dest`` via a temporary file; return (sha256, size)."""
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -314,9 +356,14 @@ def _save_stream(
                 total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress
             ) as bar:
                 for chunk in chunks:
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise DownloadError(
+                            f"the download of {label} ran past the limit of {max_bytes:,} bytes "
+                            "(data.max_download_bytes); the partial file was discarded"
+                        )
                     out.write(chunk)
                     digest.update(chunk)
-                    size += len(chunk)
                     bar.update(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
@@ -395,8 +442,12 @@ def _member_parts(name: str) -> tuple[str, ...]:
     return parts
 
 
-def _check_members(members: Sequence[_Member], max_bytes: int, label: str) -> int:
-    """Refuse duplicate files and a total size over ``max_bytes``; return the total."""
+def _check_members(members: Sequence[_Member], max_bytes: int, label: str, max_members: int | None = None) -> int:
+    """Refuse duplicates, more than ``max_members`` members and a total over ``max_bytes``; return the total."""
+    if max_members is not None and len(members) > max_members:
+        raise UnsafeArchiveError(
+            f"{label} holds {len(members):,} members, more than the limit of {max_members:,} (data.max_members)"
+        )
     seen = set()
     for member in members:
         if not member.is_dir and member.parts in seen:
@@ -443,26 +494,74 @@ def _unpack(
                     bar.update(len(chunk))
 
 
-def _swap_into_place(staging: Path, target: Path, entries: Sequence[str], previous: Sequence[str]) -> None:
-    """Move freshly unpacked entries into ``target``, replacing our previous extraction."""
-    (target / MARKER_NAME).unlink(missing_ok=True)
+def _swap_into_place(
+    staging: Path, target: Path, entries: Sequence[str], previous: Sequence[str], record: dict
+) -> None:
+    """Move freshly unpacked entries and their marker into ``target``, replacing our previous extraction.
+
+    The previous entries and marker are renamed aside first and deleted only
+    once every new entry is in place; if a rename fails, what was moved is
+    moved back, so ``target`` holds either the old extraction or the new one.
+    """
+    (staging / MARKER_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     retired = Path(tempfile.mkdtemp(dir=target, prefix=f"{_TMP_PREFIX}replaced-"))
+    moved_aside: list[str] = []
+    moved_in: list[str] = []
     try:
-        for entry in previous:
+        for entry in [*previous, MARKER_NAME]:
             if (target / entry).exists():
                 os.replace(target / entry, retired / entry)
-        for entry in entries:
+                moved_aside.append(entry)
+        for entry in [*entries, MARKER_NAME]:
             os.replace(staging / entry, target / entry)
-    finally:
+            moved_in.append(entry)
+    except BaseException:
+        try:
+            for entry in reversed(moved_in):
+                os.replace(target / entry, staging / entry)
+            for entry in reversed(moved_aside):
+                os.replace(retired / entry, target / entry)
+        except OSError:
+            # Keep the old extraction where it is rather than delete the only copy.
+            log.error("could not move the earlier extraction back; it is kept in %s", retired)
+            raise
         shutil.rmtree(retired, ignore_errors=True)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
 
 
-def _read_marker(path: Path) -> dict:
+def _read_marker(path: Path, target: Path) -> dict:
+    """The record of an earlier extraction, or ``{}`` if there is none or it cannot be trusted.
+
+    Its entries are later renamed and deleted, so each must be a plain
+    top-level name inside ``target``, checked like an archive member's.
+    """
     try:
         marker = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return marker if isinstance(marker, dict) else {}
+    if not isinstance(marker, dict):
+        return {}
+    entries = marker.get("entries")
+    valid = (
+        isinstance(marker.get("sha256"), str)
+        and isinstance(marker.get("files"), int)
+        and isinstance(marker.get("size"), int)
+        and isinstance(entries, list)
+        and all(isinstance(entry, str) and _is_plain_entry(entry) for entry in entries)
+    )
+    if not valid:
+        log.warning("ignoring %s: not a record catdog wrote (its entries must be plain names in %s)", path, target)
+        return {}
+    return marker
+
+
+def _is_plain_entry(entry: str) -> bool:
+    try:
+        parts = _member_parts(entry)
+    except UnsafeArchiveError:
+        return False
+    return parts == (entry,) and not entry.startswith(_TMP_PREFIX) and entry != MARKER_NAME
 
 
 # --- command line -----------------------------------------------------------
@@ -485,9 +584,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, archive in data.archives.items():
         if args.only and name not in args.only:
             continue
-        fetched = fetch(archive.source_url, data.download_dir, sha256=archive.sha256, progress=True)
+        fetched = fetch(archive.source_url, data.download_dir, sha256=archive.sha256,
+                        max_bytes=data.max_download_bytes, progress=True)
         unpacked = extract(fetched.path, data.archive_dir(name), max_bytes=data.max_extract_bytes,
-                           archive_sha256=fetched.sha256, progress=True)
+                           max_members=data.max_members, archive_sha256=fetched.sha256, progress=True)
         how = "fetched from " + archive.source_url if fetched.downloaded else "already there, not fetched again"
         checked = f"  (matches data.archives.{name}.sha256)" if archive.sha256 else "  (no sha256 configured to check)"
         done = "extracted" if unpacked.extracted else "already extracted, skipped"

@@ -58,6 +58,7 @@ _REASON_CATEGORY = {
     "unsupported_format": "unsupported",
     "too_large": "unsupported",
     "too_small": "unsupported",
+    "too_complex": "unsupported",
 }
 _JPEG_FORMATS = {"JPEG", "MPO"}  # MPO: camera JPEGs carrying extra frames
 _PARALLEL_MIN_FILES = 200  # below this, starting worker processes costs more than it saves

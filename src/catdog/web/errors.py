@@ -3,7 +3,8 @@
 Every API error has the body ``{"error": {"code": ..., "message": ...}}``.
 The statuses: 400 no file, empty file, bad base64 or JSON; 413 an upload
 over the size limit; 415 not an image, an unsupported format or media type;
-422 an image refused for its size in pixels or damaged data; 404/405 unknown
+422 an image refused for its size in pixels (one image's or the request's
+total), a JPEG too complex to decode (``too_complex``) or damaged data; 404/405 unknown
 path or method; 503 no model. A bad input never reaches the generic 500.
 """
 
@@ -25,6 +26,7 @@ STATUS_BY_REASON = {
     "corrupt": 422,
     "too_large": 422,
     "too_small": 422,
+    "too_complex": 422,
 }
 
 _HTTP_CODES = {

@@ -2,8 +2,9 @@
 
 Under gunicorn (``preload_app = False``) every worker imports the app and so
 loads its own copy once, before it serves its first request. A model that is
-missing or broken does not stop the app: the error is kept, ``/ready`` says
-not ready and predictions answer 503 with the reason.
+missing or broken does not stop the app: the error is logged with its
+details, ``/ready`` says not ready and predictions answer 503 with a short
+public reason (no file path, no library's error text).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ EXTENSION = "catdog.model"
 
 @dataclasses.dataclass(frozen=True)
 class ModelSlot:
-    """The loaded predictor, or why there is none, and how long loading it took."""
+    """The loaded predictor, or why there is none (a reason fit for the public), and how long loading took."""
 
     predictor: Predictor | None
     error: str | None
@@ -40,7 +41,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         predictor = Predictor.from_settings(settings)
     except ModelError as exc:
         log.error("serving without a model: %s", exc)
-        app.extensions[EXTENSION] = ModelSlot(None, str(exc))
+        app.extensions[EXTENSION] = ModelSlot(None, exc.public)
     else:
         app.extensions[EXTENSION] = ModelSlot(predictor, None, time.perf_counter() - started)
 

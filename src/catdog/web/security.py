@@ -1,8 +1,8 @@
-"""Response headers that keep the browser from running or sniffing anything unexpected."""
+"""Response headers that keep the browser from running, sniffing or caching anything unexpected."""
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -27,4 +27,7 @@ def init_app(app: Flask) -> None:
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        if request.method == "POST":
+            # Answers to POST / and /predict hold the user's photo or what the model made of it.
+            response.headers.setdefault("Cache-Control", "no-store")
         return response

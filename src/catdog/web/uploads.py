@@ -21,9 +21,11 @@ import io
 from typing import IO, Any
 
 from flask import Request
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
-from catdog.web.errors import ApiError, payload_too_large
+from catdog.web.errors import ApiError, format_bytes, payload_too_large
 
 try:  # what gunicorn raises while reading a malformed chunked body
     from gunicorn.http.errors import ParseException as ServerBodyError
@@ -100,8 +102,9 @@ def read_uploads(request: Request, *, max_bytes: int, max_batch: int) -> Uploads
         The images and the client's options.
 
     Raises:
-        ApiError: 400 no image or a malformed or unreadable body, 413 too many bytes,
-            415 an unsupported Content-Type.
+        ApiError: 400 no image, a malformed, unreadable or cut-off body, or
+            one shorter than its Content-Length; 413 too many bytes, form
+            parts or bytes in a text field; 415 an unsupported Content-Type.
     """
     try:
         uploads = _read(request, max_bytes)
@@ -128,21 +131,65 @@ def _read(request: Request, max_bytes: int) -> Uploads:
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
         if request.content_length is not None and request.content_length > max_bytes:
             raise payload_too_large(max_bytes)
-        return Uploads([Upload(request.get_data(cache=False))], batch=False, explain=explain)
+        return Uploads([Upload(_read_body(request))], batch=False, explain=explain)
     raise ApiError(415, "unsupported_media_type", f"Content-Type {mimetype or 'none'} is not accepted: {HOW_TO_SEND}")
 
 
+def _read_body(request: Request) -> bytes:
+    """The whole body (kept for the parsers), refused when it ends before its Content-Length."""
+    data = request.get_data(cache=True)
+    if request.content_length is not None and len(data) < request.content_length:
+        raise ApiError(
+            400, "bad_body",
+            f"the request body ended after {len(data):,} of the {request.content_length:,} bytes "
+            "its Content-Length announced",
+        )
+    return data
+
+
+def _parse_form(request: Request) -> tuple[MultiDict, MultiDict]:
+    """Parse a multipart body into (fields, files), naming the true cause of a refusal.
+
+    Werkzeug answers too many parts or a large text field with the same 413
+    as an oversized body, and drops a malformed or cut-off body silently;
+    parsing here, not silently, tells them apart.
+    """
+    body = _read_body(request)
+    parser = FormDataParser(
+        stream_factory=request._get_file_stream,
+        max_form_memory_size=request.max_form_memory_size,
+        max_form_parts=request.max_form_parts,
+        silent=False,
+    )
+    try:
+        _, fields, files = parser.parse(io.BytesIO(body), request.mimetype, len(body), request.mimetype_params)
+    except RequestEntityTooLarge as exc:
+        boundary = request.mimetype_params.get("boundary", "").encode("latin-1", "replace")
+        if request.max_form_parts is not None and body.count(b"--" + boundary) > request.max_form_parts:
+            raise ApiError(413, "too_many_parts", f"the form has more than {request.max_form_parts:,} parts") from exc
+        raise ApiError(
+            413, "field_too_large",
+            f"a text field of the form is larger than {format_bytes(request.max_form_memory_size or 0)}; "
+            "send the image as a file part (with a filename)",
+        ) from exc
+    except ValueError as exc:
+        raise ApiError(400, "bad_multipart", f"the multipart body is malformed or cut off ({exc})") from exc
+    return fields, files
+
+
 def _from_form(request: Request, explain: bool) -> Uploads:
-    images = [Upload(f.read(), f.filename or "") for f in request.files.getlist("file")]
+    fields, files = _parse_form(request)
+    images = [Upload(f.read(), f.filename or "") for f in files.getlist("file")]
     # A browser sends an empty, nameless part when no file was chosen.
     images = [image for image in images if image.data or image.name]
     if not images:
         raise ApiError(400, "no_file", "no file was chosen: send the image in the form field 'file'")
-    explain = explain or _truthy(request.form.get("explain"))
+    explain = explain or _truthy(fields.get("explain"))
     return Uploads(images, batch=len(images) > 1, explain=explain)
 
 
 def _from_json(request: Request, explain: bool) -> Uploads:
+    _read_body(request)  # cached for get_json; a body cut short is a 400 of its own
     try:
         payload = request.get_json(silent=True)
     except RecursionError:  # nested deeper than the parser goes: not an upload either
