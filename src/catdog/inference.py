@@ -242,6 +242,23 @@ class Predictor:
         )
         return photo, resize_image(photo, self.input_size)
 
+    def check_request_pixels(self, images: Sequence[bytes]) -> None:
+        """Refuse images that together declare more than ``max_request_pixels``.
+
+        Raises:
+            InvalidImage: ``too_large``, for the request as a whole (no single
+                image is at fault, so a batch does not answer per image).
+        """
+        if self.max_request_pixels is None or len(images) < 2:
+            return
+        total = sum(declared_pixels(data) for data in images)
+        if total > self.max_request_pixels:
+            raise InvalidImage(
+                "too_large",
+                f"the {len(images)} images declare {total:,} pixels together, "
+                f"more than the limit of {self.max_request_pixels:,} for one request",
+            )
+
     def predict_bytes(self, images: Sequence[bytes], *, explain: bool = False) -> list[Prediction]:
         """Decode and classify encoded images in one forward pass.
 
@@ -260,14 +277,7 @@ class Predictor:
         """
         if not images:
             raise ValueError("images must not be empty")
-        if self.max_request_pixels is not None and len(images) > 1:
-            total = sum(declared_pixels(data) for data in images)
-            if total > self.max_request_pixels:
-                raise InvalidImage(
-                    "too_large",
-                    f"the {len(images)} images declare {total:,} pixels together, "
-                    f"more than the limit of {self.max_request_pixels:,} for one request",
-                )
+        self.check_request_pixels(images)
         shown_photos, arrays = [], []
         for number, data in enumerate(images, start=1):
             try:

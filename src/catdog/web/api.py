@@ -71,8 +71,13 @@ def classify_each(predictor: Predictor, uploads: Uploads) -> list[Prediction | A
     All images go through one forward pass. Only when one of them is refused
     are they classified one at a time, so that the others still get their
     answer; that costs a pass per image, but only on a batch with a bad file.
+
+    Raises:
+        InvalidImage: The images together declare more pixels than one request may.
     """
     images = uploads.images
+    # The pixel budget is the request's, not an image's: over it, the whole request is refused.
+    predictor.check_request_pixels([image.data for image in images if image.error is None])
     if all(image.error is None for image in images):
         try:
             return list(predictor.predict_bytes([image.data for image in images], explain=uploads.explain))

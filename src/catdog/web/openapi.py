@@ -29,8 +29,9 @@ HTML = "text/html"
 
 # Codes of the errors raised by the web layer itself; the image refusals come from STATUS_BY_REASON.
 REQUEST_ERROR_CODES = {
-    400: ["no_file", "bad_body", "too_many_files", "bad_json", "bad_base64", "unknown_parameter", "bad_request"],
-    413: ["payload_too_large"],
+    400: ["no_file", "bad_body", "bad_multipart", "too_many_files", "bad_json", "bad_base64", "unknown_parameter",
+          "bad_request"],
+    413: ["payload_too_large", "too_many_parts", "field_too_large"],
     415: ["unsupported_media_type"],
     503: ["model_unavailable"],
 }
@@ -38,11 +39,12 @@ REQUEST_ERROR_CODES = {
 GENERIC_ERROR_CODES = {404: ["not_found"], 405: ["method_not_allowed"], 500: ["internal_error"]}
 PREDICT_STATUSES = (400, 413, 415, 422, 503)
 STATUS_TEXT = {
-    400: "The request is malformed, has no image, too many images or an unknown query parameter; "
-    "or an image is empty.",
-    413: "The images of the request are larger than the upload limit.",
+    400: "The request is malformed (a cut-off or malformed body, one shorter than its Content-Length), has no "
+    "image, too many images or an unknown query parameter; or an image is empty.",
+    413: "The request is larger than the upload limit, has more than 1,000 form parts, or a text field over 500 kB.",
     415: "Not an image, an image format that is not accepted, or a Content-Type that is not accepted.",
-    422: "An image that cannot be used: damaged, or too large or too small in pixels.",
+    422: "An image that cannot be used: damaged, too large or too small in pixels (alone or all images of the "
+    "request together), or a JPEG with too many scans to decode in time.",
     503: "No model is loaded (missing or broken model file, or one whose outputs do not match the classes).",
 }
 
