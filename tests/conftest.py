@@ -60,6 +60,8 @@ def config_file(tmp_path: Path, shipped_config: dict) -> Path:
     data["extract_dir"] = str(tmp_path / "raw")
     data["artifacts_dir"] = str(tmp_path / "artifacts")
     data["max_extract_bytes"] = 50_000_000
+    # The generated sample photos are tiny (24x20); validation applies the serving limits.
+    shipped_config["serving"]["min_side"] = 8
     shipped_config["model"]["dir"] = str(tmp_path / "model")
     shipped_config["model"]["path"] = str(tmp_path / "model" / "model.h5")
     path = tmp_path / "config.yaml"

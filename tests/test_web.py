@@ -571,3 +571,17 @@ def test_a_request_declaring_too_many_pixels_together_is_refused(client):
     response = client.post("/predict", data=multipart(big, big, big), content_type="multipart/form-data")
     error = assert_error(response, 422, "too_large")
     assert "120,000,000 pixels together" in error["message"] and "100,000,000" in error["message"]
+
+
+def test_photos_below_the_minimum_side_are_refused_with_the_minimum(client):
+    """serving.min_side comes from the measured accuracy-against-size curve (model card, "Small photos")."""
+    from catdog.config import load_config
+
+    minimum = load_config(environ={}).serving.min_side
+    assert minimum == 32
+    small = client.post("/predict", data=make_photo((minimum - 1, 200)), content_type="image/jpeg")
+    error = assert_error(small, 422, "too_small")
+    assert f"at least {minimum} pixels" in error["message"] and f"{minimum - 1}x200" in error["message"]
+    fine = client.post("/predict", data=make_photo((minimum, minimum)), content_type="image/jpeg")
+    assert fine.status_code == 200
+    assert_prediction(fine.get_json())

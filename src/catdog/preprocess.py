@@ -100,7 +100,11 @@ def open_image(
                 "too_large", f"the image is {width}x{height} pixels, more than the limit of {max_pixels:,}"
             )
         if min(width, height) < min_side:
-            raise InvalidImage("too_small", f"the image is {width}x{height} pixels; each side must be at least {min_side}")
+            raise InvalidImage(
+                "too_small",
+                f"the image is {width}x{height} pixels; each side must be at least {min_side} pixels, "
+                "as smaller photos are too small to tell a cat from a dog reliably",
+            )
         if image.format in _JPEG_FORMATS:
             scans = jpeg_scan_count(data, stop_after=max_scans + 1)
             if scans > max_scans:
