@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
+import pydantic
 import pytest
 import yaml
 
@@ -28,7 +28,7 @@ def test_shipped_config_loads() -> None:
 
 def test_settings_are_read_only() -> None:
     settings = load_config(environ={})
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         settings.training.epochs = 1  # type: ignore[misc]
 
 
@@ -73,9 +73,12 @@ BAD_VALUES = [
     (
         "fractions summing past 1",
         lambda raw: raw["training"].update(validation_fraction=0.6, test_fraction=0.5),
-        ["training.validation_fraction", "training.test_fraction", "0.6", "0.5"],
+        ["training.test_fraction", "validation_fraction + test_fraction", "0.6", "0.5"],
     ),
     ("unknown architecture", _set("training.architecture", "vgg16"), ["training.architecture", "'vgg16'"]),
+    ("resnet stage lists of different lengths", _set("training.resnet.blocks_per_stage", [1, 2]),
+     ["training.resnet.blocks_per_stage", "[1, 2]"]),
+    ("empty inception stage", _set("training.inception.stages", [[]]), ["training.inception.stages", "[]"]),
     ("unknown activation", _set("training.resnet.activation", "tanh"), ["training.resnet.activation", "'tanh'"]),
     ("sha256 too short", _set("data.archives.extra.sha256", "abc123"), ["data.archives.extra.sha256", "'abc123'"]),
     ("sha256 not hex", _set("data.archives.extra.sha256", "z" * 64), ["data.archives.extra.sha256", "z" * 64]),
@@ -165,6 +168,14 @@ def test_environment_overrides(config_file: Path) -> None:
     assert settings.training.augmentation.flip is False
 
 
+def test_archive_overrides_by_name(config_file: Path) -> None:
+    environ = {"CATDOG__DATA__ARCHIVES__PETIMAGES__SOURCE_URL": "env.zip"}
+    settings = load_config(config_file, ["data.archives.petimages.folder=Other"], environ=environ)
+    assert settings.data.archives["petimages"].source_url == "env.zip"
+    assert settings.data.archives["petimages"].folder == "Other"
+    assert settings.data.archives["petimages"].sha256 is None
+
+
 def test_set_wins_over_environment(config_file: Path) -> None:
     settings = load_config(config_file, ["training.epochs=7"], environ={"CATDOG__TRAINING__EPOCHS": "5"})
     assert settings.training.epochs == 7
@@ -189,12 +200,15 @@ def test_cli_options_reach_the_loader(config_file: Path, monkeypatch: pytest.Mon
         (["training.epochz=3"], {}, "training.epochz"),
         (["nosection.key=1"], {}, "nosection"),
         (["training.epochs"], {}, "section.key=value"),
-        (["training.epochs=-2"], {}, "training.epochs must be positive, got -2"),
+        (["training.epochs=-2"], {}, "training.epochs: input should be greater than 0, got -2"),
         (["training.epochs=[1"], {}, "training.epochs"),
-        ([], {"CATDOG__TRAINING__EPOCHS": "many"}, "training.epochs must be an integer, got 'many'"),
+        ([], {"CATDOG__TRAINING__EPOCHS": "many"}, "training.epochs: input should be a valid integer, got 'many'"),
         ([], {"CATDOG__TRAINING__NOPE": "1"}, "training.nope"),
+        ([], {"CATDOG__NOSECTION__KEY": "1"}, "nosection"),
+        ([], {"CATDOG__DATA__ARCHIVES__PETIMAGES__SHA256": "abc"}, "data.archives.petimages.sha256"),
     ],
-    ids=["unknown key", "unknown section", "no value", "impossible value", "bad yaml", "bad env type", "unknown env key"],
+    ids=["unknown key", "unknown section", "no value", "impossible value", "bad yaml", "bad env type", "unknown env key",
+         "unknown env section", "bad env archive value"],
 )
 def test_bad_overrides(config_file: Path, overrides: list[str], environ: dict, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -72,15 +72,6 @@ def test_reductions_make_the_module_much_cheaper_than_the_naive_one():
     assert model_multiplications(naive) > 2 * model_multiplications(reduced)
 
 
-def test_inception_module_rejects_wrong_widths():
-    import keras
-
-    from catdog.models.inception import inception_module
-
-    with pytest.raises(ValueError, match="six positive widths"):
-        inception_module(keras.Input((8, 8, 4)), (4, 4, 4), "bad")
-
-
 # --- The shipped configurations --------------------------------------------
 
 
@@ -196,10 +187,3 @@ def test_skip_connections_keep_gradients_alive_in_a_deep_stack():
     with_skip = _first_layer_gradient(skip=True)
     without = _first_layer_gradient(skip=False)
     assert with_skip > 100 * without
-
-
-def test_resnet_rejects_mismatched_stage_lists():
-    from catdog.models.resnet import build_resnet
-
-    with pytest.raises(ValueError, match="same length"):
-        build_resnet(64, [16, 32], [1])

@@ -399,7 +399,7 @@ def _best_so_far(history_csv: Path) -> float | None:
 def _training_settings(settings: Settings) -> dict:
     import dataclasses
 
-    return dataclasses.asdict(settings.training)
+    return settings.training.model_dump()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,11 +90,6 @@ def build_resnet(
     Returns:
         An uncompiled Keras model following the contract in :mod:`catdog.models`.
     """
-    if not stage_filters or len(stage_filters) != len(blocks_per_stage):
-        raise ValueError(
-            "stage_filters and blocks_per_stage must be non-empty and the same length, "
-            f"got {list(stage_filters)!r} and {list(blocks_per_stage)!r}"
-        )
     inputs, x = inputs_and_rescale(image_size)
     x = conv_bn_act(x, stem_filters, 3, "stem_1", stride=2, activation=activation)   # S/2
     x = conv_bn_act(x, stem_filters, 3, "stem_2", activation=activation)
