@@ -119,15 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     jpeg = typical_jpeg(width, height)
     count, warmup = args.requests, args.warmup
     naive_count = args.naive_requests or count
-    serving = settings.serving
-
-    predictor = Predictor(
-        args.model,
-        settings.data.classes,
-        max_pixels=serving.max_pixels,
-        min_side=serving.min_side,
-        accepted_formats=serving.accepted_formats,
-    )
+    predictor = Predictor.from_settings(settings, args.model)
     size = predictor.input_size
     batch = predictor.decode(jpeg)[1][None]
     rows = {

@@ -42,7 +42,8 @@ from catdog import litert
 from catdog.config import load_config
 from catdog.dirs import file_sha256
 from catdog.inference import Predictor
-from catdog.runtime import litert_paths, read_litert_record
+from catdog.paths import litert_paths
+from catdog.runtime import read_litert_record
 from catdog.web.server import GunicornServer
 
 PATHS = ("tensorflow", "litert")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from catdog.errors import InvalidImage, ModelError
 from catdog.inference import Prediction, Predictor, overlay_heatmap
-from catdog.preprocess import load_image
+from catdog.preprocess import ImageLimits, load_image
 from conftest import build_tiny_model, make_photo, save_model
 
 CLASSES = ("Cat", "Dog")
@@ -22,7 +22,7 @@ CLASSES = ("Cat", "Dog")
 
 @pytest.fixture(scope="module")
 def predictor(tiny_model_path) -> Predictor:
-    return Predictor(tiny_model_path, CLASSES, min_side=8)
+    return Predictor(tiny_model_path, CLASSES, limits=ImageLimits(min_side=8))
 
 
 def test_importing_does_not_import_tensorflow():
@@ -110,7 +110,7 @@ def test_decode_uses_the_shared_preprocessing(predictor, fmt, mode, size):
     Image.open(io.BytesIO(make_photo(size, "PNG"))).convert(mode).save(buffer, format=fmt)
     data = buffer.getvalue()
     _, array = predictor.decode(data)
-    np.testing.assert_array_equal(array, load_image(data, 32, min_side=8))
+    np.testing.assert_array_equal(array, load_image(data, 32, limits=ImageLimits(min_side=8)))
 
 
 def test_predict_bytes_matches_predict_arrays(predictor):

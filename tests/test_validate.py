@@ -14,6 +14,7 @@ import pytest
 from catdog import ingest, validate
 from catdog.cli import run
 from catdog.errors import DatasetError
+from catdog.preprocess import ImageLimits
 from catdog.validate import check_file, natural_key, read_manifest, validate_dataset
 
 
@@ -151,13 +152,13 @@ def test_jpeg_with_trailing_padding_is_valid(tmp_path: Path, image_bytes) -> Non
 def test_serving_limits_apply(tmp_path: Path, image_bytes) -> None:
     tiny = tmp_path / "tiny.png"
     tiny.write_bytes(image_bytes("PNG", size=(4, 4)))
-    assert check_file(tiny, min_side=8)[0] == "unsupported"
+    assert check_file(tiny, ImageLimits(min_side=8))[0] == "unsupported"
     big = tmp_path / "big.png"
     big.write_bytes(image_bytes("PNG", size=(100, 100)))
-    assert check_file(big, max_pixels=5_000)[0] == "unsupported"
+    assert check_file(big, ImageLimits(max_pixels=5_000))[0] == "unsupported"
     tiff = tmp_path / "x.tiff"
     tiff.write_bytes(image_bytes("TIFF"))
-    assert check_file(tiff, accepted_formats=["JPEG", "PNG"])[0] == "unsupported"
+    assert check_file(tiff, ImageLimits(accepted_formats=("JPEG", "PNG")))[0] == "unsupported"
 
 
 def test_natural_order() -> None:

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from catdog.dirs import write_json_atomic
+from catdog.dirs import atomic_write, write_json_atomic
 from catdog.errors import DatasetError, InvalidImage
 from catdog.preprocess import load_image
 
@@ -173,9 +173,8 @@ def cached_arrays(paths: Sequence[str], size: int, cache_dir: Path, part: str) -
         return np.load(cache)
     arrays = decode_images(paths, size, desc=f"decoding {part}")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp.npy")
-    np.save(tmp, arrays)
-    os.replace(tmp, cache)
+    with atomic_write(cache) as tmp:
+        np.save(tmp, arrays)
     return arrays
 
 

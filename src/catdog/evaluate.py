@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from catdog import cli
+from catdog import cli, paths
 from catdog.dataset import decode_images, load_split, source_of
 from catdog.dirs import write_json_atomic
 from catdog.metrics import classification_report, format_report, format_source_report, source_report
@@ -178,8 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = evaluate_folder(predictor, args.data, settings.data.classes)
     else:
         name = f"the {args.split} part"
-        dataset_dir, _ = read_manifest(Path(settings.data.artifacts_dir) / "manifest.json")
-        report = evaluate_split(predictor, Path(settings.data.artifacts_dir) / "split.json", args.split, dataset_dir,
+        dataset_dir, _ = read_manifest(paths.manifest(settings.data.artifacts_dir))
+        report = evaluate_split(predictor, paths.split(settings.data.artifacts_dir), args.split, dataset_dir,
                                 args.low_resolution)
     report["model"] = {"file": str(model_path), "architecture": predictor.architecture, "sha256_short": predictor.short_hash}
     print(format_report(f"{predictor.architecture} ({model_path.name}) on {name}", report))
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "low_resolution" in report:
         print("as small thumbnails (shrunk with the app's resize, then preprocessed as an upload):")
         print(format_low_resolution(report["low_resolution"]))
-    output = args.output or Path(settings.data.artifacts_dir) / "evaluation.json"
+    output = args.output or paths.evaluation(settings.data.artifacts_dir)
     write_json_atomic(output, report)
     print(f"metrics written to {output}")
     return 0

@@ -48,7 +48,7 @@ import requests
 from tqdm import tqdm
 
 from catdog.cli import make_parser, run, settings_from_args
-from catdog.dirs import ensure_dirs, file_sha256, write_text_atomic
+from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_text_atomic
 from catdog.errors import DatasetError, DownloadError, UnsafeArchiveError
 
 log = logging.getLogger("catdog.ingest")  # not __name__: that is "__main__" under -m
@@ -346,13 +346,11 @@ def _save_stream(
     max_bytes: int | None = None,
 ) -> tuple[str, int]:
     """Write ``chunks`` to ``dest`` via a temporary file; return (sha256, size)."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        size = 0
+    digest = hashlib.sha256()
+    size = 0
+    with atomic_write(dest) as tmp:
         try:
-            with os.fdopen(fd, "wb") as out, tqdm(
+            with tmp.open("wb") as out, tqdm(
                 total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress
             ) as bar:
                 for chunk in chunks:
@@ -379,11 +377,6 @@ def _save_stream(
                 f"checksum mismatch for {label}: expected sha256 {expected}, got {hexdigest}; the file was discarded"
             )
         _sidecar(dest).unlink(missing_ok=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _write_sidecar(dest, hexdigest)
     return hexdigest, size
 

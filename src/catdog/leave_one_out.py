@@ -27,13 +27,12 @@ from typing import Sequence
 
 import numpy as np
 
-from catdog import cli
+from catdog import cli, paths
 from catdog.config import Settings
-from catdog.dataset import Split, cached_arrays, source_of
+from catdog.dataset import Split, source_of
 from catdog.dirs import write_json_atomic
 
 log = logging.getLogger("catdog.leave_one_out")
-RESULT_FILE = "leave_one_source_out.json"
 
 
 def held_out_sources(split: Split, other: str = "Other") -> list[str]:
@@ -110,21 +109,19 @@ def run_one(settings: Settings, split: Split, arrays: dict, held_out: str | None
 def leave_one_source_out(settings: Settings, init_from: Path, pets_per_class: int = 3000,
                          sources: Sequence[str] | None = None) -> dict:
     """Run the control and one run per held-out Other source; write and return the table."""
-    from catdog.train import prepare_split, run_dir
+    from catdog.train import load_arrays, prepare_split
 
     split, root, _ = prepare_split(settings)
     t = settings.training
-    cache = Path(settings.data.artifacts_dir) / "cache"
-    arrays = {part: cached_arrays([str(root / f) for f in split.files[part]], t.image_size, cache, part)
-              for part in split.files}
-    runs = run_dir(settings).with_name("leave-one-out")
+    arrays = load_arrays(settings, split, root)
+    runs = paths.run_dir(settings.data.artifacts_dir, "leave-one-out")
     table = {"protocol": {"init_from": str(init_from), "pets_per_class": pets_per_class, "epochs": t.epochs,
                           "image_size": t.image_size, "architecture": t.architecture},
              "control": run_one(settings, split, arrays, None, pets_per_class, init_from, runs),
              "held_out": {}}
     for source in sources or held_out_sources(split):
         table["held_out"][source] = run_one(settings, split, arrays, source, pets_per_class, init_from, runs)
-    write_json_atomic(Path(settings.model.dir) / RESULT_FILE, table)
+    write_json_atomic(paths.leave_one_out(settings.model.dir), table)
     print(format_table(table))
     return table
 

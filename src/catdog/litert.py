@@ -27,14 +27,15 @@ import io
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from catdog.dirs import file_sha256, write_text_atomic
+from catdog.dirs import atomic_write, file_sha256, write_text_atomic
+from catdog import paths
 from catdog.errors import DatasetError, InvalidImage, ModelError
+from catdog.paths import litert_paths
 from catdog.runtime import (
     FEATURES_LAYER,
     FEATURES_OUTPUT,
@@ -42,7 +43,6 @@ from catdog.runtime import (
     LITERT_FORMAT,
     PREDICTIONS_LAYER,
     PROBABILITIES_OUTPUT,
-    litert_paths,
 )
 
 log = logging.getLogger(__name__)
@@ -181,15 +181,8 @@ def write(conversion: Conversion, model_path: str | os.PathLike) -> Path:
         The ``.tflite`` path.
     """
     tflite_path, record_path = litert_paths(model_path)
-    fd, tmp_name = tempfile.mkstemp(dir=tflite_path.parent, prefix=f".{tflite_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(conversion.tflite)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, tflite_path)
-    except OSError:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(tflite_path) as tmp:
+        tmp.write_bytes(conversion.tflite)
     record = {**conversion.record, "sha256": file_sha256(tflite_path)}
     write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
     return tflite_path
@@ -228,7 +221,7 @@ def check_images(
     real: list[np.ndarray] = []
     split_file = manifest_file = None
     if artifacts_dir is not None:
-        split_file, manifest_file = Path(artifacts_dir) / "split.json", Path(artifacts_dir) / "manifest.json"
+        split_file, manifest_file = paths.split(artifacts_dir), paths.manifest(artifacts_dir)
     if split_file is not None and split_file.exists() and manifest_file.exists():
         try:
             files = load_split(split_file).files["validation"]

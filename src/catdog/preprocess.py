@@ -9,10 +9,10 @@ rescaling to [0, 1] happens inside the model.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image
@@ -44,12 +44,36 @@ _TRANSPOSE_BY_ORIENTATION = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageLimits:
+    """What an image must be to be decoded at all (the ``serving`` section of config.yaml).
+
+    Attributes:
+        max_pixels: Largest declared width x height; checked from the header,
+            before any pixel is decoded.
+        min_side: Smallest accepted width or height.
+        accepted_formats: Pillow format names (``JPEG``, ``PNG``...), upper
+            case; ``None`` accepts every format Pillow reads.
+        max_request_pixels: Most declared pixels of all images of one request
+            together; ``None``: no limit beyond ``max_pixels`` each.
+    """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_side: int = 1
+    accepted_formats: tuple[str, ...] | None = None
+    max_request_pixels: int | None = None
+
+    @classmethod
+    def from_serving(cls, serving) -> ImageLimits:
+        """The limits of a :class:`catdog.config.ServingSettings`."""
+        return cls(serving.max_pixels, serving.min_side, tuple(f.upper() for f in serving.accepted_formats),
+                   serving.max_request_pixels)
+
+
 def open_image(
     source: bytes | str | Path,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    min_side: int = 1,
-    accepted_formats: Iterable[str] | None = None,
+    limits: ImageLimits = ImageLimits(),
     draft_size: int | None = None,
     max_scans: int = MAX_JPEG_SCANS,
 ) -> Image.Image:
@@ -57,11 +81,7 @@ def open_image(
 
     Args:
         source: Encoded bytes or a file path.
-        max_pixels: Largest declared width x height accepted; checked from the
-            header, before any pixel is decoded.
-        min_side: Smallest accepted width or height.
-        accepted_formats: Pillow format names (``JPEG``, ``PNG``...) accepted;
-            ``None`` accepts every format Pillow reads.
+        limits: The sizes and formats accepted.
         draft_size: If given, a large image is reduced while it is decoded
             (a JPEG) or right after (any format), by a whole factor, as long
             as both sides stay at least this large; the full-size pixels are
@@ -79,6 +99,7 @@ def open_image(
             or data that fails to decode.
     """
     data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
+    max_pixels, min_side, accepted_formats = limits.max_pixels, limits.min_side, limits.accepted_formats
     if len(data) == 0:
         raise InvalidImage("empty", "the file is empty")
     with io.BytesIO(data) as stream:
@@ -92,7 +113,7 @@ def open_image(
             raise InvalidImage("not_image", "the file is not an image we can read") from exc
         except (OSError, ValueError, SyntaxError) as exc:
             raise InvalidImage("corrupt", f"the image header is damaged ({exc})") from exc
-        if accepted_formats is not None and image.format not in {f.upper() for f in accepted_formats}:
+        if accepted_formats is not None and image.format not in accepted_formats:
             raise InvalidImage("unsupported_format", f"image format {image.format} is not accepted")
         width, height = image.size
         if width * height > max_pixels:
@@ -255,9 +276,7 @@ def load_image(
     source: bytes | str | Path,
     size: int,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    min_side: int = 1,
-    accepted_formats: Iterable[str] | None = None,
+    limits: ImageLimits = ImageLimits(),
 ) -> np.ndarray:
     """Decode an image into the model's input: a ``(size, size, 3)`` uint8 array.
 
@@ -268,9 +287,7 @@ def load_image(
     Args:
         source: Encoded bytes or a file path.
         size: Side of the square output.
-        max_pixels: See :func:`open_image`.
-        min_side: See :func:`open_image`.
-        accepted_formats: See :func:`open_image`.
+        limits: See :func:`open_image`.
 
     Returns:
         The image as uint8 RGB pixels.
@@ -278,11 +295,4 @@ def load_image(
     Raises:
         InvalidImage: See :func:`open_image`.
     """
-    image = open_image(
-        source,
-        max_pixels=max_pixels,
-        min_side=min_side,
-        accepted_formats=accepted_formats,
-        draft_size=2 * size,
-    )
-    return resize_image(image, size)
+    return resize_image(open_image(source, limits=limits, draft_size=2 * size), size)

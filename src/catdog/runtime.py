@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 
 from catdog.dirs import file_sha256
 from catdog.errors import ModelError
+from catdog.paths import litert_paths
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,6 @@ LITERT_FORMAT = 1
 INPUT_NAME = "image"
 PROBABILITIES_OUTPUT = "probabilities"
 FEATURES_OUTPUT = "features"
-
-
-def litert_paths(model_path: str | os.PathLike) -> tuple[Path, Path]:
-    """The ``.tflite`` twin of a ``.h5`` model and its record: ``model.tflite`` and ``model.tflite.json``."""
-    tflite = Path(model_path).with_suffix(".tflite")
-    return tflite, tflite.with_name(tflite.name + ".json")
 
 
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:

@@ -15,7 +15,6 @@ also copies the model and its metrics to ``model.path`` (model/model.h5) and
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -27,25 +26,15 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from catdog import cli
+from catdog import cli, paths
 from catdog.config import Settings
 from catdog.dataset import (Split, cached_arrays, class_weights, load_split, make_split, save_split, source_of,
                              tf_dataset)
-from catdog.dirs import ensure_dirs, file_sha256, write_json_atomic
+from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_json_atomic
 from catdog.errors import ModelError
 from catdog.metrics import classification_report, format_report, format_source_report, source_report
 
 log = logging.getLogger(__name__)
-
-
-def run_dir(settings: Settings) -> Path:
-    """Where one architecture's checkpoints, backup and logs live."""
-    return Path(settings.data.artifacts_dir) / "runs" / settings.training.architecture
-
-
-def manifest_path(settings: Settings) -> Path:
-    """The manifest written by ``catdog.validate``."""
-    return Path(settings.data.artifacts_dir) / "manifest.json"
 
 
 def prepare_split(settings: Settings) -> tuple[Split, Path, str]:
@@ -59,13 +48,13 @@ def prepare_split(settings: Settings) -> tuple[Split, Path, str]:
     """
     from catdog.validate import read_manifest
 
-    manifest = manifest_path(settings)
+    manifest = paths.manifest(settings.data.artifacts_dir)
     root, files_by_class = read_manifest(manifest)
     relative = {name: [Path(p).relative_to(root).as_posix() for p in paths] for name, paths in files_by_class.items()}
-    manifest_hash = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    manifest_hash = file_sha256(manifest)
     t = settings.training
     split = make_split(relative, settings.data.classes, t.validation_fraction, t.test_fraction, t.seed)
-    split_file = Path(settings.data.artifacts_dir) / "split.json"
+    split_file = paths.split(settings.data.artifacts_dir)
     if split_file.exists():
         saved = load_split(split_file)
         if saved.files["test"] != split.files["test"]:
@@ -152,10 +141,9 @@ def save_h5_atomic(model, path: Path) -> None:
     import keras
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.h5")
-    # Serving needs the weights only; the optimizer's state would triple the file.
-    keras.saving.save_model(model, tmp, include_optimizer=False)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        # Serving needs the weights only; the optimizer's state would triple the file.
+        keras.saving.save_model(model, tmp, include_optimizer=False)
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -199,8 +187,8 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None,
     """
     ensure_dirs(settings)
     t = settings.training
-    output = Path(output or Path(settings.model.dir) / f"{t.architecture}.h5")
-    runs = run_dir(settings)
+    output = Path(output or paths.trained_model(settings.model.dir, t.architecture))
+    runs = paths.run_dir(settings.data.artifacts_dir, t.architecture)
     if not resume and runs.exists():
         log.info("starting over: removing the previous run in %s (use --resume to continue it)", runs)
         shutil.rmtree(runs)
@@ -208,12 +196,17 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None,
 
     split, root, manifest_hash = prepare_split(settings)
     log.info("split: %s", json.dumps(split.counts()))
-    cache = Path(settings.data.artifacts_dir) / "cache"
-    arrays = {part: cached_arrays([str(root / f) for f in split.files[part]], t.image_size, cache, part)
-              for part in split.files}
+    arrays = load_arrays(settings, split, root)
     model, run = fit(settings, split, arrays, runs, resume, init_from)
     return write_results(settings, model, run, split, arrays, root, output,
                          {"manifest_sha256": manifest_hash, "initialised_from": init_from})
+
+
+def load_arrays(settings: Settings, split: Split, root: Path) -> dict:
+    """Each part of the split decoded at ``training.image_size``, through the array cache."""
+    cache = paths.cache_dir(settings.data.artifacts_dir)
+    return {part: cached_arrays([str(root / f) for f in files], settings.training.image_size, cache, part)
+            for part, files in split.files.items()}
 
 
 def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool, init_from: Path | None):
@@ -368,7 +361,7 @@ def write_results(settings: Settings, model, run: dict, split: Split, arrays: di
         **run,
         "initialised_from": {"file": str(init_from), "sha256": file_sha256(init_from)} if init_from else None,
         "manifest_sha256": provenance.get("manifest_sha256"),
-        "settings": _training_settings(settings),
+        "settings": settings.training.model_dump(),
         "versions": versions(),
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
         "calibration": calibration,
@@ -377,14 +370,14 @@ def write_results(settings: Settings, model, run: dict, split: Split, arrays: di
         "test_low_resolution": low_res,
         "history": history,
     }
-    metrics_path = output.with_suffix(".metrics.json")
+    metrics_path = paths.trained_metrics(output)
     write_json_atomic(metrics_path, metrics)
-    plot_history(history, output.with_name(f"{arch}_curves.png"), f"{arch}: training curves")
+    plot_history(history, paths.plot(output, "curves"), f"{arch}: training curves")
     matrix = reports["test"]["confusion_matrix"]["rows_true_columns_predicted"]
-    plot_confusion(matrix, classes, output.with_name(f"{arch}_confusion.png"),
+    plot_confusion(matrix, classes, paths.plot(output, "confusion"),
                    f"{arch}: test part ({reports['test']['accuracy']:.1%})")
     plot_reliability(calibration["test_before"], calibration["test_after"],
-                     output.with_name(f"{arch}_reliability.png"), f"{arch}: test part, T = {temperature:.2f}")
+                     paths.plot(output, "reliability"), f"{arch}: test part, T = {temperature:.2f}")
     log.info("wrote %s, %s and plots", output, metrics_path)
     return metrics
 
@@ -394,12 +387,6 @@ def _best_so_far(history_csv: Path) -> float | None:
     run only replaces the best checkpoint with a better one."""
     values = read_history(history_csv).get("val_accuracy")
     return max(values) if values else None
-
-
-def _training_settings(settings: Settings) -> dict:
-    import dataclasses
-
-    return settings.training.model_dump()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -415,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ship:
         from catdog.ship import ship
 
-        ship(Path(args.output or Path(settings.model.dir) / f"{settings.training.architecture}.h5"), settings)
+        ship(Path(args.output or paths.trained_model(settings.model.dir, settings.training.architecture)), settings)
     print(f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['architecture']}, "
           f"{metrics['epochs_run']} epochs, {metrics['wall_time_seconds'] / 60:.1f} min)")
     return 0

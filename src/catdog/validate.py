@@ -33,22 +33,21 @@ import re
 import shutil
 import sys
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from PIL import Image
 from tqdm import tqdm
 
+from catdog import paths
 from catdog.cli import make_parser, run, settings_from_args
 from catdog.dirs import ensure_dir, write_text_atomic
 from catdog.errors import DatasetError, InvalidImage
-from catdog.preprocess import DEFAULT_MAX_PIXELS, open_image
+from catdog.preprocess import ImageLimits, open_image
 
 log = logging.getLogger("catdog.validate")  # not __name__: that is "__main__" under -m
 
 CATEGORIES = ("valid", "valid_mislabelled", "empty", "not_image", "corrupt", "unsupported")
 USABLE = ("valid", "valid_mislabelled")
-MANIFEST_NAME = "manifest.json"
-REPORT_NAME = "validation_report.json"
 
 # open_image's refusal reasons -> our categories.
 _REASON_CATEGORY = {
@@ -121,18 +120,13 @@ def natural_key(path: str) -> tuple:
 
 def check_file(
     path: str | os.PathLike,
-    *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    min_side: int = 1,
-    accepted_formats: Iterable[str] | None = None,
+    limits: ImageLimits = ImageLimits(),
 ) -> tuple[str, str]:
     """Decode one file and say which category it belongs to.
 
     Args:
         path: The file.
-        max_pixels: Passed to :func:`open_image`.
-        min_side: Passed to :func:`open_image`.
-        accepted_formats: Passed to :func:`open_image`.
+        limits: The sizes and formats accepted (see :func:`open_image`).
 
     Returns:
         ``(category, reason)``; the reason is empty for a valid file.
@@ -143,7 +137,7 @@ def check_file(
     except OSError as exc:
         return "corrupt", f"cannot read the file ({exc.strerror or exc})"
     try:
-        open_image(data, max_pixels=max_pixels, min_side=min_side, accepted_formats=accepted_formats)
+        open_image(data, limits=limits)
     except InvalidImage as exc:
         return _REASON_CATEGORY.get(exc.reason, "corrupt"), exc.message
     with Image.open(io.BytesIO(data)) as image:
@@ -215,9 +209,7 @@ def validate_dataset(
     classes: Sequence[str],
     *,
     collections: Sequence[str] = ("",),
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    min_side: int = 1,
-    accepted_formats: Iterable[str] | None = None,
+    limits: ImageLimits = ImageLimits(),
     workers: int = 1,
     progress: bool = False,
 ) -> ValidationResult:
@@ -227,9 +219,7 @@ def validate_dataset(
         dataset_dir: Folder holding one sub-folder per class.
         classes: The class folder names.
         collections: See :func:`list_class_files`.
-        max_pixels: See :func:`check_file`.
-        min_side: See :func:`check_file`.
-        accepted_formats: See :func:`check_file`.
+        limits: See :func:`check_file`.
         workers: Processes decoding in parallel (1: none).
         progress: Show a progress bar on stderr.
 
@@ -243,12 +233,7 @@ def validate_dataset(
     per_class = list_class_files(root, classes, collections)
     paths = [p for label in classes for p in per_class[label]]
     labels = [label for label in classes for _ in per_class[label]]
-    check = functools.partial(
-        check_file,
-        max_pixels=max_pixels,
-        min_side=min_side,
-        accepted_formats=tuple(accepted_formats) if accepted_formats is not None else None,
-    )
+    check = functools.partial(check_file, limits=limits)
     bar = functools.partial(tqdm, total=len(paths), unit="file", desc="validate", disable=not progress)
     if workers > 1 and len(paths) >= _PARALLEL_MIN_FILES:
         with multiprocessing.Pool(workers) as pool:
@@ -413,7 +398,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     settings = settings_from_args(args)
-    serving = settings.serving
     if args.quarantine:
         _quarantine_folder(settings.data.dataset_dir, args.quarantine)  # fail before the long part
 
@@ -421,16 +405,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.data.dataset_dir,
         settings.data.classes,
         collections=settings.data.collections,
-        max_pixels=serving.max_pixels,
-        min_side=serving.min_side,
-        accepted_formats=serving.accepted_formats,
+        limits=ImageLimits.from_serving(settings.serving),
         workers=args.workers,
         progress=True,
     )
     moved = quarantine(result, args.quarantine) if args.quarantine else {}
     artifacts = ensure_dir(settings.data.artifacts_dir)
-    manifest = write_manifest(result, artifacts / MANIFEST_NAME)
-    report = write_report(result, artifacts / REPORT_NAME, moved)
+    manifest = write_manifest(result, paths.manifest(artifacts))
+    report = write_report(result, paths.validation_report(artifacts), moved)
 
     print(f"dataset   {result.dataset_dir}")
     print(format_table(result))
