@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import psutil
 import requests
 from PIL import Image
 
@@ -73,11 +74,8 @@ def p95(times: list[float]) -> float:
 
 
 def rss_mib(pid: int) -> float:
-    """Resident memory of a process, from /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
+    """Resident memory of a process, in MiB."""
+    return psutil.Process(pid).memory_info().rss / 2**20
 
 
 def post_predict(session: requests.Session, url: str, jpeg: bytes) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLASSES, make_photo, solid_photo
+from helpers import CLASSES, make_photo, solid_photo
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -176,6 +176,13 @@ def test_archive_overrides_by_name(config_file: Path) -> None:
     assert settings.data.archives["petimages"].sha256 is None
 
 
+def test_process_environment_values_are_yaml(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATDOG__DATA__CLASSES", "[A, B]")  # YAML, not JSON
+    monkeypatch.setenv("CATDOG__SERVING__MIN_SIDE", "4")
+    settings = load_config(config_file)
+    assert (settings.data.classes, settings.serving.min_side) == (("A", "B"), 4)
+
+
 def test_set_wins_over_environment(config_file: Path) -> None:
     settings = load_config(config_file, ["training.epochs=7"], environ={"CATDOG__TRAINING__EPOCHS": "5"})
     assert settings.training.epochs == 7

@@ -17,12 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, TypeVar
 
+import psutil
 import pytest
 import requests
 
 from benchmarks.load import build_payloads, run_level
 from catdog.web.server import GunicornServer
-from conftest import make_photo
+from helpers import make_photo
 from rawhttp import PendingRequest
 
 T = TypeVar("T")
@@ -74,7 +75,7 @@ def finish(pending: list[PendingRequest]) -> list[tuple[int, dict | None]]:
 
 
 def alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+    return psutil.pid_exists(pid)
 
 
 def test_a_killed_worker_is_replaced_while_the_other_one_serves(pair_server, capsys):

@@ -33,7 +33,7 @@ import requests
 from PIL import Image
 
 from benchmarks.load import multipart_body
-from conftest import damage, make_photo, png_declaring
+from helpers import damage, make_photo, png_declaring
 from rawhttp import PendingRequest, chunked
 
 FORMATS = ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"]

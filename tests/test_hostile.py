@@ -15,7 +15,7 @@ import socket
 import pytest
 
 from benchmarks.hostile import MEMORY_LIMIT_MIB, memory_run, slow_client_run
-from conftest import make_photo
+from helpers import make_photo
 from rawhttp import PendingRequest
 
 CLIENTS = 64

@@ -15,7 +15,7 @@ from PIL import Image
 from catdog.errors import InvalidImage, ModelError
 from catdog.inference import Prediction, Predictor, overlay_heatmap
 from catdog.preprocess import ImageLimits, load_image
-from conftest import build_tiny_model, make_photo, save_model
+from helpers import build_tiny_model, make_photo, save_model
 
 CLASSES = ("Cat", "Dog")
 

@@ -17,7 +17,7 @@ from catdog.preprocess import load_image
 from catdog.paths import litert_paths
 from catdog.ship import main as ship_main
 from catdog.ship import ship
-from conftest import build_tiny_model, save_model
+from helpers import build_tiny_model, save_model
 
 
 def sha256(path: Path) -> str:

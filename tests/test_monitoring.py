@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import CLASSES, make_photo
+from helpers import CLASSES, make_photo
 from openapi_check import validate_answer
 from test_web import multipart
 

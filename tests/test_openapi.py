@@ -14,7 +14,7 @@ from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from catdog.web.errors import STATUS_BY_REASON
 from catdog.web.openapi import error_codes
-from conftest import CLASSES_OVERRIDE, make_photo, png_declaring
+from helpers import CLASSES_OVERRIDE, make_photo, png_declaring
 from openapi_check import validate_answer
 from test_web import BAD_INPUTS, multipart, truncated_jpeg
 

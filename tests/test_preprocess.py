@@ -25,7 +25,7 @@ from PIL import Image
 from catdog.errors import InvalidImage
 from benchmarks.hostile import big_png, progressive_bomb, scan_segments
 from catdog.preprocess import MAX_JPEG_SCANS, ImageLimits, jpeg_scan_count, load_image, open_image
-from conftest import damage
+from helpers import damage
 
 REASONS = {"empty", "not_image", "unsupported_format", "corrupt", "too_large", "too_small", "too_complex"}
 ORIENTATION_TAG = 0x0112

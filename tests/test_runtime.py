@@ -19,7 +19,7 @@ from catdog.inference import Predictor
 from catdog.preprocess import load_image
 from catdog.paths import litert_paths
 from catdog.runtime import apply_temperature, class_activation_map
-from conftest import build_tiny_model, make_photo, save_model
+from helpers import build_tiny_model, make_photo, save_model
 
 CLASSES = {2: ("Cat", "Dog"), 3: ("Cat", "Dog", "Other")}
 

@@ -21,7 +21,7 @@ import pytest
 from catdog import litert
 from catdog.inference import Predictor
 from catdog.web.server import free_port
-from conftest import build_tiny_model, make_photo, save_model
+from helpers import build_tiny_model, make_photo, save_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["Cat", "Dog", "Other"]

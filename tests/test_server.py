@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import os
 import runpy
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pytest
 import requests
 
 from catdog.config import PROJECT_ROOT
-from conftest import make_photo
+from helpers import make_photo
 
 GUNICORN_VARIABLES = ("CATDOG_BIND", "HOST", "PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
                       "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_CONTROL_SOCKET", "TF_CPP_MIN_LOG_LEVEL",
@@ -38,6 +41,22 @@ def test_gunicorn_defaults(monkeypatch):
     assert conf["preload_app"] is False
     assert conf["wsgi_app"] == "app:app"
     assert conf["control_socket_disable"] is True
+
+
+# Importing app.py must build nothing; reading ``app`` (as gunicorn does) builds the app once.
+IMPORT_APP = """
+import app
+built_on_import = "app" in vars(app)
+print(built_on_import, app.app is app.app, app.app.config["CATDOG_SETTINGS"].model.path)
+"""
+
+
+def test_importing_app_loads_no_model(tiny_model_path):
+    env = {**os.environ, "CATDOG__MODEL__PATH": str(tiny_model_path), "CATDOG__DATA__CLASSES": "[Cat, Dog]"}
+    result = subprocess.run([sys.executable, "-c", IMPORT_APP], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", str(tiny_model_path)]
 
 
 def test_gunicorn_settings_from_the_environment(monkeypatch):

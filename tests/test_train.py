@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from catdog import evaluate, predict, ship, train, validate
+from catdog import evaluate, paths, predict, ship, train, validate
 from catdog.config import load_config
 
 SIZE = 32
@@ -108,9 +108,9 @@ def test_resume_continues_after_an_interruption(tiny_run: Path, monkeypatch: pyt
     monkeypatch.setattr(train, "epoch_logger", lambda *a: Interrupt())
     with pytest.raises(KeyboardInterrupt):
         train.train(settings)
-    backup = train.run_dir(settings) / "backup"
+    backup = paths.run_dir(settings.data.artifacts_dir, settings.training.architecture) / "backup"
     assert backup.exists()
-    assert len(train.read_history(train.run_dir(settings) / "history.csv")["loss"]) == 2
+    assert len(train.read_history(paths.run_dir(settings.data.artifacts_dir, settings.training.architecture) / "history.csv")["loss"]) == 2
 
     monkeypatch.setattr(train, "epoch_logger", real_logger)
     ran = []

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import catdog
-from conftest import CLASSES, make_photo, png_declaring
+from helpers import CLASSES, make_photo, png_declaring
 
 MAX_UPLOAD = 10 * 1024 * 1024  # serving.max_upload_bytes in config.yaml
 

@@ -210,6 +210,11 @@ class Settings(BaseSettings):
     model: ModelSettings
     serving: ServingSettings
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **other_sources):
+        # Validation gets the merged mapping only: load_config reads the file, the environment and --set.
+        return (init_settings,)
+
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         """Return a checked copy with dotted keys (``training.epochs``) replaced."""
         raw = self.model_dump()

@@ -99,21 +99,14 @@ class GunicornServer:
 
     def worker_pids(self) -> list[int]:
         """Process ids of the workers (the master's children)."""
+        import psutil  # tests and benchmarks only; not in the serving-only install
+
         if self.process is None:
             return []
-        children = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # Fields after the command name, which is in parentheses: state, ppid, ...
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == self.process.pid:
-                children.append(int(entry.name))
-        return sorted(children)
+        try:
+            return sorted(child.pid for child in psutil.Process(self.process.pid).children())
+        except psutil.NoSuchProcess:
+            return []
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Ask gunicorn to shut down gracefully (SIGTERM) and return its exit status.
