@@ -20,7 +20,7 @@ from catdog.dataset import decode_images, load_split, source_of
 from catdog.dirs import write_json_atomic
 from catdog.metrics import classification_report, format_report, format_source_report, source_report
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("catdog.evaluate")  # not __name__: that is "__main__" under -m
 
 
 def in_batches(forward, images: np.ndarray, num_outputs: int, batch_size: int = 128) -> np.ndarray:

@@ -566,7 +566,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", metavar="NAME", action="append",
                         help="ingest only this archive of data.archives (repeatable)")
     args = parser.parse_args(argv)
-    logging.getLogger("catdog").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     settings = settings_from_args(args)
     data = settings.data
     unknown = sorted(set(args.only or ()) - set(data.archives))

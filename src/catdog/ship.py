@@ -27,7 +27,7 @@ from catdog.config import Settings
 from catdog.dirs import atomic_write
 from catdog.errors import ModelError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("catdog.ship")  # not __name__: that is "__main__" under -m
 
 
 def best_by_validation(model_dir: Path) -> Path:

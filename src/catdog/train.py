@@ -34,7 +34,7 @@ from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_json_atomi
 from catdog.errors import ModelError
 from catdog.metrics import classification_report, format_report, format_source_report, source_report
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("catdog.train")  # not __name__: that is "__main__" under -m
 
 
 def prepare_split(settings: Settings) -> tuple[Split, Path, str]:

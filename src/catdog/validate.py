@@ -394,7 +394,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers", type=int, default=os.cpu_count() or 1, help="processes decoding in parallel (default: one per CPU)"
     )
     args = parser.parse_args(argv)
-    logging.getLogger("catdog").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     settings = settings_from_args(args)
