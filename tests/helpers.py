@@ -9,7 +9,10 @@ from __future__ import annotations
 import io
 import random
 import tarfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -153,3 +156,18 @@ def damage(data: bytes, rng: random.Random) -> bytes:
             buffer[at:at] = rng.randbytes(rng.randint(1, 64))
     return bytes(buffer)
 
+
+
+def answers_from_threads(answer: Callable[[int], Any], count: int, repeats: int) -> dict[int, list]:
+    """Call ``answer(i)`` ``repeats`` times in each of ``count`` threads running at once; the answers by ``i``."""
+    answers: dict[int, list] = {}
+
+    def work(index: int) -> None:
+        answers[index] = [answer(index) for _ in range(repeats)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers

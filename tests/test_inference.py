@@ -6,7 +6,6 @@ import hashlib
 import io
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from PIL import Image
 from catdog.errors import InvalidImage, ModelError
 from catdog.inference import Prediction, Predictor, overlay_heatmap
 from catdog.preprocess import ImageLimits, load_image
-from helpers import build_tiny_model, make_photo, save_model
+from helpers import answers_from_threads, build_tiny_model, make_photo, save_model
 
 CLASSES = ("Cat", "Dog")
 
@@ -150,16 +149,7 @@ def test_predict_bytes_refuses_a_bomb_before_decoding(predictor, huge_png):
 def test_concurrent_predictions_agree_with_sequential_ones(predictor):
     images = [make_photo(seed=seed) for seed in range(8)]
     expected = [predictor.predict_bytes([data])[0].probabilities for data in images]
-    answers: dict[int, list] = {}
-
-    def work(index: int) -> None:
-        answers[index] = [predictor.predict_bytes([images[index]])[0].probabilities for _ in range(3)]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = answers_from_threads(lambda i: predictor.predict_bytes([images[i]])[0].probabilities, len(images), 3)
     for index, runs in answers.items():
         for probabilities in runs:
             assert probabilities == pytest.approx(expected[index], abs=1e-6)

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from catdog.inference import Predictor
 from catdog.preprocess import load_image
 from catdog.paths import litert_paths
 from catdog.runtime import apply_temperature, class_activation_map
-from helpers import build_tiny_model, make_photo, save_model
+from helpers import answers_from_threads, build_tiny_model, make_photo, save_model
 
 CLASSES = {2: ("Cat", "Dog"), 3: ("Cat", "Dog", "Other")}
 
@@ -99,16 +98,7 @@ def test_litert_predictions_are_thread_safe(pair):
     lite, _ = pair
     arrays = np.concatenate([photos(4), litert.generated_images(4, 32, seed=2)])
     expected = lite.predict_arrays(arrays)
-    answers: dict[int, list] = {}
-
-    def work(index: int) -> None:
-        answers[index] = [lite.predict_arrays(arrays[index:index + 1])[0] for _ in range(20)]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(arrays))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = answers_from_threads(lambda i: lite.predict_arrays(arrays[i:i + 1])[0], len(arrays), 20)
     for index, runs in answers.items():
         for probabilities in runs:
             np.testing.assert_allclose(probabilities, expected[index], atol=1e-6)

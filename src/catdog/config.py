@@ -14,7 +14,7 @@ message naming the key and the bad value.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,6 +38,21 @@ def _plain_name(text: str) -> str:
     if text in (".", "..") or any(c in text for c in "/\\\0"):
         raise ValueError("must be a plain name (no '/', '\\', '.' or '..')")
     return text
+
+
+def _against(earlier: str, ok: Callable[[Any, Any], bool], message: str) -> Callable:
+    """A field validator that checks the field against ``earlier``, a field declared (so validated) before it.
+
+    The error is the later field's, so its message names that key and value.
+    """
+
+    def check(cls, value: Any, info: ValidationInfo) -> Any:
+        other = info.data.get(earlier)  # absent when ``earlier`` itself was invalid
+        if other is not None and not ok(other, value):
+            raise ValueError(message.format(earlier=list(other) if isinstance(other, tuple) else other, value=value))
+        return value
+
+    return check
 
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
@@ -141,13 +156,9 @@ class ResNetSettings(_Section):
     activation: Literal["relu", "leaky_relu"]
     dropout: Fraction
 
-    @field_validator("blocks_per_stage")
-    @classmethod
-    def _one_per_stage(cls, value: tuple, info: ValidationInfo) -> tuple:
-        filters = info.data.get("stage_filters")
-        if filters is not None and len(filters) != len(value):
-            raise ValueError(f"must have as many entries as stage_filters {list(filters)!r}")
-        return value
+    _one_per_stage = field_validator("blocks_per_stage")(_against(
+        "stage_filters", lambda filters, blocks: len(filters) == len(blocks),
+        "must have as many entries as stage_filters {earlier!r}"))
 
 
 class TrainingSettings(_Section):
@@ -169,13 +180,9 @@ class TrainingSettings(_Section):
     inception: InceptionSettings
     resnet: ResNetSettings
 
-    @field_validator("test_fraction")
-    @classmethod
-    def _room_to_train(cls, value: float, info: ValidationInfo) -> float:
-        validation = info.data.get("validation_fraction")
-        if validation is not None and validation + value >= 1.0:
-            raise ValueError(f"validation_fraction + test_fraction must be below 1, got {validation!r} + {value!r}")
-        return value
+    _room_to_train = field_validator("test_fraction")(_against(
+        "validation_fraction", lambda validation, test: validation + test < 1.0,
+        "validation_fraction + test_fraction must be below 1, got {earlier!r} + {value!r}"))
 
 
 class ModelSettings(_Section):
@@ -191,13 +198,8 @@ class ServingSettings(_Section):
     min_side: PositiveInt
     max_batch: PositiveInt
 
-    @field_validator("max_request_pixels")
-    @classmethod
-    def _room_for_one_image(cls, value: int, info: ValidationInfo) -> int:
-        max_pixels = info.data.get("max_pixels")
-        if max_pixels is not None and value < max_pixels:
-            raise ValueError(f"must be at least max_pixels ({max_pixels})")
-        return value
+    _room_for_one_image = field_validator("max_request_pixels")(_against(
+        "max_pixels", lambda one, request: request >= one, "must be at least max_pixels ({earlier})"))
 
 
 class Settings(BaseSettings):

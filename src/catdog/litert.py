@@ -155,10 +155,10 @@ def convert(
                               f"Grad-CAM; model.tflite not written")
     record = {
         "format": LITERT_FORMAT,
-        "source": path.name,
-        "source_sha256": file_sha256(path),
         "architecture": model.name,
         "parameters": int(model.count_params()),
+        "source": path.name,
+        "source_sha256": file_sha256(path),
         "input_size": size,
         "num_classes": num_classes,
         "outputs": {PROBABILITIES_OUTPUT: [None, num_classes], FEATURES_OUTPUT: [None, *features.shape[1:]]},

@@ -78,14 +78,11 @@ def build_resnet(
     With a 96 pixel input: stem 96 -> 48 -> 24, then 24, 12, 6, 3.
 
     Args:
-        image_size: Input side in pixels.
         stage_filters: Width of each stage.
         blocks_per_stage: Number of residual blocks in each stage.
-        stem_filters: Width of the stem convolutions.
         activation: 'relu' or 'leaky_relu' (negative slope 0.01).
-        num_classes: Size of the softmax output.
-        dropout: Dropout rate before the classifier.
-        name: Model name (also the architecture name reported by the app).
+        image_size, stem_filters, num_classes, dropout, name: As for
+            :func:`catdog.models.inception.build_inception`.
 
     Returns:
         An uncompiled Keras model following the contract in :mod:`catdog.models`.
