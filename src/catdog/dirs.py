@@ -57,17 +57,11 @@ def ensure_dir(path: str | os.PathLike) -> Path:
 
 
 def ensure_dirs(settings: Settings) -> dict[str, Path]:
-    """Create every folder the pipeline writes to.
-
-    Args:
-        settings: The loaded settings; uses ``data.download_dir``,
-            ``data.extract_dir``, ``data.artifacts_dir`` and ``model.dir``.
+    """Create every folder the pipeline writes to (:func:`ensure_dir` each, which raises :class:`DatasetError`).
 
     Returns:
-        The folders by config key, e.g. ``{"data.download_dir": Path(...)}``.
-
-    Raises:
-        DatasetError: See :func:`ensure_dir`.
+        The folders by config key (``data.download_dir``, ``data.extract_dir``,
+        ``data.artifacts_dir``, ``model.dir``), e.g. ``{"data.download_dir": Path(...)}``.
     """
     wanted = {
         "data.download_dir": settings.data.download_dir,

@@ -198,15 +198,7 @@ def extract(
 
     try:
         with _open_archive(archive) as (members, opener):
-            total = _check_members(members, max_bytes, archive.name, max_members)
-            entries = tuple(sorted({m.parts[0] for m in members}))
-            if not entries:
-                raise DatasetError(f"{archive.name} is empty")
-            _check_no_foreign_entries(target, entries, marker.get("entries", []))
-            target.mkdir(parents=True, exist_ok=True)
-            free = shutil.disk_usage(target).free
-            if total > free:
-                raise DatasetError(f"{archive.name} needs {total:,} bytes but {target} has only {free:,} free")
+            total, entries = _plan(members, archive.name, target, marker, max_bytes, max_members)
             staging = Path(tempfile.mkdtemp(dir=target, prefix=f"{_TMP_PREFIX}extracting-"))
             try:
                 _unpack(members, opener, staging, total, archive.name, progress)
@@ -452,6 +444,25 @@ def _check_members(members: Sequence[_Member], max_bytes: int, label: str, max_m
             f"{label} would unpack to {total:,} bytes, more than the limit of {max_bytes:,} (data.max_extract_bytes)"
         )
     return total
+
+
+def _plan(members: Sequence[_Member], label: str, target: Path, marker: dict, max_bytes: int,
+          max_members: int | None) -> tuple[int, tuple[str, ...]]:
+    """Check an archive's members against the limits, ``target`` and its free space before writing anything.
+
+    Returns:
+        The bytes the members unpack to and their top-level entries.
+    """
+    total = _check_members(members, max_bytes, label, max_members)
+    entries = tuple(sorted({m.parts[0] for m in members}))
+    if not entries:
+        raise DatasetError(f"{label} is empty")
+    _check_no_foreign_entries(target, entries, marker.get("entries", []))
+    target.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(target).free
+    if total > free:
+        raise DatasetError(f"{label} needs {total:,} bytes but {target} has only {free:,} free")
+    return total, entries
 
 
 def _check_no_foreign_entries(target: Path, entries: Sequence[str], ours: Sequence[str]) -> None:

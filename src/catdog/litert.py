@@ -98,9 +98,6 @@ def convert(
         ModelError: The model cannot be loaded or breaks the contract.
         ConversionError: Too few check images, or the twin disagrees with the model.
     """
-    import keras
-    import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
 
     from catdog.runtime import check_contract, load_keras_model
 
@@ -116,6 +113,61 @@ def convert(
     if len(images) < min_images:
         raise ConversionError(f"the conversion check needs at least {min_images} images, got {len(images)}")
 
+    twin, tflite = _to_tflite(model, path, size)
+    expected, got, features = _run_both(twin, tflite, images)
+
+    head = model.get_layer(PREDICTIONS_LAYER)
+    kernel = np.asarray(head.kernel, dtype=np.float32)
+    bias = np.asarray(head.bias, dtype=np.float32) if head.bias is not None else np.zeros(num_classes, np.float32)
+    difference = float(np.abs(got - expected).max())
+    head_difference = float(np.abs(_pooled_head(features, kernel, bias) - got).max())
+    log.info("LiteRT twin of %s: max |p_litert - p_keras| = %.2e, head rebuilt from features %.2e, on %d images (%s)",
+             path.name, difference, head_difference, len(images), source)
+    _check_agreement(path.name, difference, head_difference, tolerance, len(images))
+    check = {"images": len(images), "source": source, "tolerance": tolerance,
+             "max_abs_difference": difference, "head_max_abs_difference": head_difference}
+    return Conversion(tflite, _record(model, path, size, features.shape[1:], check, kernel, bias))
+
+
+def _record(model, path: Path, size: int, features_shape: tuple, check: dict, kernel: np.ndarray,
+            bias: np.ndarray) -> dict[str, Any]:
+    """What ``model.tflite.json`` says of the twin (all but the sha256 of the ``.tflite`` itself)."""
+    import keras
+    import tensorflow as tf
+
+    num_classes = int(model.output_shape[-1])
+    return {
+        "format": LITERT_FORMAT,
+        "architecture": model.name,
+        "parameters": int(model.count_params()),
+        "source": path.name,
+        "source_sha256": file_sha256(path),
+        "input_size": size,
+        "num_classes": num_classes,
+        "outputs": {PROBABILITIES_OUTPUT: [None, num_classes], FEATURES_OUTPUT: [None, *features_shape]},
+        "check": check,
+        "converted_with": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        # float32 -> Python float -> JSON text round-trips exactly.
+        "head": {"kernel": kernel.tolist(), "bias": bias.tolist()},
+    }
+
+
+def _check_agreement(name: str, difference: float, head_difference: float, tolerance: float, count: int) -> None:
+    """Refuse a twin whose probabilities, or whose head rebuilt from its features, differ by more than ``tolerance``."""
+    if not difference <= tolerance:
+        raise ConversionError(f"the LiteRT twin of {name} differs from it by {difference:.2e} in probability "
+                              f"(more than {tolerance:g}) on {count} images; model.tflite not written")
+    if not head_difference <= tolerance:
+        raise ConversionError(f"{name}'s head is not global average pooling then Dense (rebuilding it from "
+                              f"{FEATURES_LAYER!r} is off by {head_difference:.2e}), so LiteRT cannot draw its "
+                              f"Grad-CAM; model.tflite not written")
+
+
+def _to_tflite(model, path: Path, size: int):
+    """The Keras twin (probabilities and features as named outputs) and its LiteRT flatbuffer."""
+    import keras
+    import tensorflow as tf
+
     # The signature's input takes the name of the Keras input; name it here whatever the model called it.
     inputs = keras.Input(shape=(size, size, 3), name=INPUT_NAME)
     twin = keras.Model(model.input, {PROBABILITIES_OUTPUT: model.output,
@@ -125,50 +177,23 @@ def convert(
     try:
         # Keras prints the summary of the SavedModel it exports for the converter; keep it for debugging only.
         with contextlib.redirect_stdout(chatter):
-            tflite = converter.convert()
+            return twin, converter.convert()
     except Exception as exc:  # the converter reports failures with many exception types
         raise ConversionError(f"cannot convert {str(path)!r} for LiteRT: {exc}") from exc
     finally:
         log.debug("converter output: %s", chatter.getvalue())
 
-    interpreter = Interpreter(model_content=tflite)
-    runner = interpreter.get_signature_runner()
-    expected = np.concatenate([twin(images[i:i + _BATCH].astype(np.float32), training=False)[PROBABILITIES_OUTPUT]
-                               for i in range(0, len(images), _BATCH)])
-    outputs = [runner(**{INPUT_NAME: images[i:i + _BATCH].astype(np.float32)}) for i in range(0, len(images), _BATCH)]
-    got = np.concatenate([out[PROBABILITIES_OUTPUT] for out in outputs])
-    features = np.concatenate([out[FEATURES_OUTPUT] for out in outputs])
 
-    head = model.get_layer(PREDICTIONS_LAYER)
-    kernel = np.asarray(head.kernel, dtype=np.float32)
-    bias = np.asarray(head.bias, dtype=np.float32) if head.bias is not None else np.zeros(num_classes, np.float32)
-    difference = float(np.abs(got - expected).max())
-    head_difference = float(np.abs(_pooled_head(features, kernel, bias) - got).max())
-    log.info("LiteRT twin of %s: max |p_litert - p_keras| = %.2e, head rebuilt from features %.2e, on %d images (%s)",
-             path.name, difference, head_difference, len(images), source)
-    if not difference <= tolerance:
-        raise ConversionError(f"the LiteRT twin of {path.name} differs from it by {difference:.2e} in probability "
-                              f"(more than {tolerance:g}) on {len(images)} images; model.tflite not written")
-    if not head_difference <= tolerance:
-        raise ConversionError(f"{path.name}'s head is not global average pooling then Dense (rebuilding it from "
-                              f"{FEATURES_LAYER!r} is off by {head_difference:.2e}), so LiteRT cannot draw its "
-                              f"Grad-CAM; model.tflite not written")
-    record = {
-        "format": LITERT_FORMAT,
-        "architecture": model.name,
-        "parameters": int(model.count_params()),
-        "source": path.name,
-        "source_sha256": file_sha256(path),
-        "input_size": size,
-        "num_classes": num_classes,
-        "outputs": {PROBABILITIES_OUTPUT: [None, num_classes], FEATURES_OUTPUT: [None, *features.shape[1:]]},
-        "check": {"images": len(images), "source": source, "tolerance": tolerance,
-                  "max_abs_difference": difference, "head_max_abs_difference": head_difference},
-        "converted_with": {"tensorflow": tf.__version__, "keras": keras.__version__},
-        # float32 -> Python float -> JSON text round-trips exactly.
-        "head": {"kernel": kernel.tolist(), "bias": bias.tolist()},
-    }
-    return Conversion(tflite, record)
+def _run_both(twin, tflite: bytes, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keras's probabilities, LiteRT's probabilities and LiteRT's features for ``images``."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=tflite).get_signature_runner()
+    batches = [images[i:i + _BATCH].astype(np.float32) for i in range(0, len(images), _BATCH)]
+    expected = np.concatenate([twin(batch, training=False)[PROBABILITIES_OUTPUT] for batch in batches])
+    outputs = [runner(**{INPUT_NAME: batch}) for batch in batches]
+    return (expected, np.concatenate([out[PROBABILITIES_OUTPUT] for out in outputs]),
+            np.concatenate([out[FEATURES_OUTPUT] for out in outputs]))
 
 
 def write(conversion: Conversion, model_path: str | os.PathLike) -> Path:

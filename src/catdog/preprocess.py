@@ -63,6 +63,23 @@ class ImageLimits:
     accepted_formats: tuple[str, ...] | None = None
     max_request_pixels: int | None = None
 
+    def check(self, fmt: str | None, width: int, height: int) -> None:
+        """Refuse an image of format ``fmt`` declaring ``width`` x ``height`` outside the limits.
+
+        Raises:
+            InvalidImage: ``unsupported_format``, ``too_large`` or ``too_small``.
+        """
+        if self.accepted_formats is not None and fmt not in self.accepted_formats:
+            raise InvalidImage("unsupported_format", f"image format {fmt} is not accepted")
+        if width * height > self.max_pixels:
+            raise InvalidImage(
+                "too_large", f"the image is {width}x{height} pixels, more than the limit of {self.max_pixels:,}"
+            )
+        if min(width, height) < self.min_side:
+            raise InvalidImage(
+                "too_small", f"the image is {width}x{height} pixels; each side must be at least {self.min_side}"
+            )
+
     @classmethod
     def from_serving(cls, serving) -> ImageLimits:
         """The limits of a :class:`catdog.config.ServingSettings`."""
@@ -99,7 +116,6 @@ def open_image(
             or data that fails to decode.
     """
     data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
-    max_pixels, min_side, accepted_formats = limits.max_pixels, limits.min_side, limits.accepted_formats
     if len(data) == 0:
         raise InvalidImage("empty", "the file is empty")
     with io.BytesIO(data) as stream:
@@ -108,26 +124,17 @@ def open_image(
         except Image.DecompressionBombError as exc:
             # Pillow refuses sizes far past its own limit inside open(), before
             # the declared-size check below can answer.
-            raise InvalidImage("too_large", f"the image declares more pixels than the limit of {max_pixels:,}") from exc
+            raise InvalidImage(
+                "too_large", f"the image declares more pixels than the limit of {limits.max_pixels:,}"
+            ) from exc
         except Image.UnidentifiedImageError as exc:
             raise InvalidImage("not_image", "the file is not an image we can read") from exc
         except (OSError, ValueError, SyntaxError) as exc:
             raise InvalidImage("corrupt", f"the image header is damaged ({exc})") from exc
-        if accepted_formats is not None and image.format not in accepted_formats:
-            raise InvalidImage("unsupported_format", f"image format {image.format} is not accepted")
-        width, height = image.size
-        if width * height > max_pixels:
-            raise InvalidImage(
-                "too_large", f"the image is {width}x{height} pixels, more than the limit of {max_pixels:,}"
-            )
-        if min(width, height) < min_side:
-            raise InvalidImage("too_small", f"the image is {width}x{height} pixels; each side must be at least {min_side}")
-        if image.format in _JPEG_FORMATS:
-            scans = jpeg_scan_count(data, stop_after=max_scans + 1)
-            if scans > max_scans:
-                raise InvalidImage(
-                    "too_complex", f"the JPEG holds more than {max_scans} scans; decoding it would take too long"
-                )
+        limits.check(image.format, *image.size)
+        if image.format in _JPEG_FORMATS and jpeg_scan_count(data, stop_after=max_scans + 1) > max_scans:
+            raise InvalidImage("too_complex",
+                               f"the JPEG holds more than {max_scans} scans; decoding it would take too long")
         try:
             if draft_size and image.format in _JPEG_FORMATS:
                 image.draft("RGB", (draft_size, draft_size))
@@ -278,21 +285,10 @@ def load_image(
     *,
     limits: ImageLimits = ImageLimits(),
 ) -> np.ndarray:
-    """Decode an image into the model's input: a ``(size, size, 3)`` uint8 array.
+    """Decode an image (:func:`open_image`) into the model's input: ``(size, size, 3)`` uint8 RGB pixels.
 
     This is the single preprocessing path for training, evaluation and
     serving. Large JPEGs are decoded at a reduced scale (never below twice
     the target side) to save time without changing what the model sees.
-
-    Args:
-        source: Encoded bytes or a file path.
-        size: Side of the square output.
-        limits: See :func:`open_image`.
-
-    Returns:
-        The image as uint8 RGB pixels.
-
-    Raises:
-        InvalidImage: See :func:`open_image`.
     """
     return resize_image(open_image(source, limits=limits, draft_size=2 * size), size)

@@ -309,17 +309,16 @@ def transfer_weights(source, target) -> int:
     return copied
 
 
-def write_results(settings: Settings, model, run: dict, split: Split, arrays: dict, root: Path, output: Path,
-                  provenance: dict) -> dict:
-    """Calibrate on the validation part, score every part and source, save the model, metrics and plots."""
-    import tensorflow as tf
+def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> tuple[dict, dict, dict]:
+    """Fit the temperature on the validation part; score the validation and test parts, by source and in low resolution.
 
+    Returns:
+        The reports by part, the calibration (temperature, test reliability before and after) and the
+        low-resolution report.
+    """
     from catdog.calibration import apply_temperature, fit_temperature, reliability
     from catdog.evaluate import low_resolution_report
-    from catdog.plots import plot_confusion, plot_history, plot_reliability
 
-    t = settings.training
-    arch = t.architecture
     classes = settings.data.classes
     raw = {part: predict_in_batches(model, arrays[part]) for part in ("validation", "test")}
     temperature = fit_temperature(raw["validation"], split.labels["validation"])
@@ -329,7 +328,7 @@ def write_results(settings: Settings, model, run: dict, split: Split, arrays: di
         reports[part] = classification_report(split.labels[part], calibrated[part], classes)
         reports[part]["by_source"] = source_report(split.labels[part], calibrated[part],
                                                    [source_of(f) for f in split.files[part]], classes)
-        print(format_report(f"{arch} on the {part} part", reports[part]))
+        print(format_report(f"{settings.training.architecture} on the {part} part", reports[part]))
         print(format_source_report(reports[part]["by_source"]))
     calibration = {
         "method": "temperature scaling, fitted on the validation part",
@@ -341,8 +340,22 @@ def write_results(settings: Settings, model, run: dict, split: Split, arrays: di
              calibration["test_after"]["ece"])
     low_res = low_resolution_report(lambda x: apply_temperature(predict_in_batches(model, x), temperature),
                                     [str(root / f) for f in split.files["test"]], split.labels["test"],
-                                    t.image_size, classes)
+                                    settings.training.image_size, classes)
+    return reports, calibration, low_res
 
+
+def write_results(settings: Settings, model, run: dict, split: Split, arrays: dict, root: Path, output: Path,
+                  provenance: dict) -> dict:
+    """Score the model (:func:`score`), then save it with its metrics and plots."""
+    import tensorflow as tf
+
+    from catdog.plots import plot_confusion, plot_history, plot_reliability
+
+    t = settings.training
+    arch = t.architecture
+    classes = settings.data.classes
+    reports, calibration, low_res = score(settings, model, split, arrays, root)
+    temperature = calibration["temperature"]
     save_h5_atomic(model, output)
     history = run.pop("history")
     epochs_run = len(history.get("loss", []))

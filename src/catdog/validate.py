@@ -213,21 +213,14 @@ def validate_dataset(
     workers: int = 1,
     progress: bool = False,
 ) -> ValidationResult:
-    """Check every file of every class.
+    """Check every file of every class with :func:`check_file`.
 
-    Args:
-        dataset_dir: Folder holding one sub-folder per class.
-        classes: The class folder names.
-        collections: See :func:`list_class_files`.
-        limits: See :func:`check_file`.
-        workers: Processes decoding in parallel (1: none).
-        progress: Show a progress bar on stderr.
+    ``dataset_dir``, ``classes`` and ``collections`` find the files as in
+    :func:`list_class_files` (which raises :class:`DatasetError`); ``workers``
+    processes decode in parallel (1: none); ``progress`` shows a bar on stderr.
 
     Returns:
         Every file's verdict.
-
-    Raises:
-        DatasetError: See :func:`list_class_files`.
     """
     root = Path(dataset_dir).resolve()
     per_class = list_class_files(root, classes, collections)

@@ -65,14 +65,6 @@ def document(settings: Settings) -> dict[str, Any]:
     serving = settings.serving
     classes = list(settings.data.classes)
     codes = error_codes()
-    explain = {
-        "name": "explain",
-        "in": "query",
-        "required": False,
-        "description": "Also return a Grad-CAM heatmap of each image: 1, true, yes or on.",
-        "schema": {"type": "string"},
-    }
-    predict_errors = {str(status): _error_response(STATUS_TEXT[status], codes[status]) for status in PREDICT_STATUSES}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -86,30 +78,7 @@ def document(settings: Settings) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "paths": {
-            "/predict": {
-                "post": {
-                    "operationId": "predict",
-                    "summary": "Classify one image, or a batch of images in one forward pass.",
-                    "description": (
-                        f"Send one image, or up to {serving.max_batch} (a batch), at most "
-                        f"{format_bytes(serving.max_upload_bytes)} of images in all, in any of the forms below. "
-                        "Several `file` fields, or JSON `images`, make a batch: its answer lists one item per "
-                        "image, in order, each a prediction or `{\"error\": {\"code\", \"message\"}}` for an "
-                        "image that was refused. A batch is refused as a whole only when none of its images "
-                        "can be read (then with the first image's status and code) or the request itself is bad."
-                    ),
-                    "parameters": [explain],
-                    "requestBody": _predict_body(serving.max_batch, list(serving.accepted_formats)),
-                    "responses": {
-                        "200": {
-                            "description": "One answer for one image, or a list for a batch.",
-                            "content": {JSON: {"schema": {"oneOf": [_ref("Answer"), _ref("BatchAnswer")]}}},
-                        },
-                        **predict_errors,
-                        "default": _generic_error(codes),
-                    },
-                }
-            },
+            "/predict": _predict_path(serving, codes),
             "/health": _get(
                 "health", "The process is alive (says nothing about the model).", _json_ok("It is.", _ref("Health"))
             ),
@@ -141,59 +110,86 @@ def document(settings: Settings) -> dict[str, Any]:
                 "This document.",
                 _json_ok("The OpenAPI 3.1 document.", {"type": "object", "required": ["openapi", "paths"]}),
             ),
-            "/": {
-                "get": {
-                    "operationId": "page",
-                    "summary": "The upload page.",
-                    "responses": {"200": _html("The page.")},
-                },
-                "post": {
-                    "operationId": "pageClassify",
-                    "summary": "The page's form without JavaScript: the page again, with the result or the error.",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"multipart/form-data": {"schema": _form_schema(1)}},
-                    },
-                    "responses": {
-                        "200": _html("The page with the result."),
-                        **{str(status): _html(STATUS_TEXT[status]) for status in PREDICT_STATUSES},
-                    },
-                },
-            },
-            "/static/{filename}": {
-                "get": {
-                    "operationId": "static",
-                    "summary": "The page's script, style sheet and icon.",
-                    "parameters": [
-                        {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
-                    ],
-                    "responses": {"200": {"description": "The file."}, "404": {"description": "No such file."}},
-                }
-            },
+            **_page_paths(),
         },
         "components": {"schemas": _schemas(classes, serving.max_batch, codes)},
     }
 
 
+def _predict_path(serving, codes: dict[int, list[str]]) -> dict[str, Any]:
+    """``/predict``: one image or a batch, in any of the accepted forms."""
+    explain = {
+        "name": "explain",
+        "in": "query",
+        "required": False,
+        "description": "Also return a Grad-CAM heatmap of each image: 1, true, yes or on.",
+        "schema": {"type": "string"},
+    }
+    predict_errors = {str(status): _error_response(STATUS_TEXT[status], codes[status]) for status in PREDICT_STATUSES}
+    return {
+        "post": {
+            "operationId": "predict",
+            "summary": "Classify one image, or a batch of images in one forward pass.",
+            "description": (
+                f"Send one image, or up to {serving.max_batch} (a batch), at most "
+                f"{format_bytes(serving.max_upload_bytes)} of images in all, in any of the forms below. "
+                "Several `file` fields, or JSON `images`, make a batch: its answer lists one item per "
+                "image, in order, each a prediction or `{\"error\": {\"code\", \"message\"}}` for an "
+                "image that was refused. A batch is refused as a whole only when none of its images "
+                "can be read (then with the first image's status and code) or the request itself is bad."
+            ),
+            "parameters": [explain],
+            "requestBody": _predict_body(serving.max_batch, list(serving.accepted_formats)),
+            "responses": {
+                "200": {
+                    "description": "One answer for one image, or a list for a batch.",
+                    "content": {JSON: {"schema": {"oneOf": [_ref("Answer"), _ref("BatchAnswer")]}}},
+                },
+                **predict_errors,
+                "default": _generic_error(codes),
+            },
+        }
+    }
+
+
+def _page_paths() -> dict[str, Any]:
+    """The upload page and its static files."""
+    return {
+    "/": {
+        "get": {
+            "operationId": "page",
+            "summary": "The upload page.",
+            "responses": {"200": _html("The page.")},
+        },
+        "post": {
+            "operationId": "pageClassify",
+            "summary": "The page's form without JavaScript: the page again, with the result or the error.",
+            "requestBody": {
+                "required": True,
+                "content": {"multipart/form-data": {"schema": _form_schema(1)}},
+            },
+            "responses": {
+                "200": _html("The page with the result."),
+                **{str(status): _html(STATUS_TEXT[status]) for status in PREDICT_STATUSES},
+            },
+        },
+    },
+    "/static/{filename}": {
+        "get": {
+            "operationId": "static",
+            "summary": "The page's script, style sheet and icon.",
+            "parameters": [
+                {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {"200": {"description": "The file."}, "404": {"description": "No such file."}},
+        }
+    },
+    }
+
+
 def _schemas(classes: list[str], max_batch: int, codes: dict[int, list[str]]) -> dict[str, Any]:
     every_code = sorted({code for names in codes.values() for code in names})
-    prediction = {
-        "label": {"type": "string", "enum": classes, "description": "The most probable class."},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1, "description": "Its probability."},
-        "probabilities": {
-            "type": "object",
-            "description": "The probability of every class; they add up to 1.",
-            "properties": {name: {"type": "number", "minimum": 0, "maximum": 1} for name in classes},
-            "required": classes,
-            "additionalProperties": False,
-        },
-        "heatmap_png_base64": {
-            "type": "string",
-            "contentEncoding": "base64",
-            "contentMediaType": "image/png",
-            "description": "With `explain`: where the model looked, over the photo, as a base64 PNG.",
-        },
-    }
+    prediction = _prediction_fields(classes)
     answer_fields = {"model": _ref("ModelSummary"), "time_ms": {"type": "number", "minimum": 0}}
     return {
         "ErrorDetail": {
@@ -251,6 +247,27 @@ def _schemas(classes: list[str], max_batch: int, codes: dict[int, list[str]]) ->
             },
             "required": ["architecture", "input_size", "classes", "sha256", "sha256_short", "version"],
             "description": "Also the versions of the runtime that serves the model.",
+        },
+    }
+
+
+def _prediction_fields(classes: list[str]) -> dict[str, Any]:
+    """The fields of one prediction."""
+    return {
+        "label": {"type": "string", "enum": classes, "description": "The most probable class."},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1, "description": "Its probability."},
+        "probabilities": {
+            "type": "object",
+            "description": "The probability of every class; they add up to 1.",
+            "properties": {name: {"type": "number", "minimum": 0, "maximum": 1} for name in classes},
+            "required": classes,
+            "additionalProperties": False,
+        },
+        "heatmap_png_base64": {
+            "type": "string",
+            "contentEncoding": "base64",
+            "contentMediaType": "image/png",
+            "description": "With `explain`: where the model looked, over the photo, as a base64 PNG.",
         },
     }
 
