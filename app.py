@@ -15,7 +15,8 @@ model leaves the app running and answering 503 with the reason.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 

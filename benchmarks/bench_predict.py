@@ -28,9 +28,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import psutil
@@ -135,14 +134,14 @@ def main(argv: list[str] | None = None) -> int:
 
     rows["naive: decode + model.predict"] = time_calls(naive, naive_count, warmup)
 
-    with tempfile.TemporaryFile("w+") as log:
-        with GunicornServer(args.model, log, workers=args.workers, threads=args.threads) as server:
-            with requests.Session() as session:
-                rows["POST /predict via gunicorn, concurrency 1"] = time_calls(
-                    lambda: post_predict(session, server.url, jpeg), count, warmup
-                )
-            rps = throughput(server.url, jpeg, max(count, 4 * args.concurrency), args.concurrency)
-            worker_rss = [rss_mib(pid) for pid in server.worker_pids()]
+    with (tempfile.TemporaryFile("w+") as log,
+          GunicornServer(args.model, log, workers=args.workers, threads=args.threads) as server,
+          requests.Session() as session):
+        rows["POST /predict via gunicorn, concurrency 1"] = time_calls(
+            lambda: post_predict(session, server.url, jpeg), count, warmup
+        )
+        rps = throughput(server.url, jpeg, max(count, 4 * args.concurrency), args.concurrency)
+        worker_rss = [rss_mib(pid) for pid in server.worker_pids()]
 
     median = {name: statistics.median(times) for name, times in rows.items()}
     base = median["decode + forward pass"]

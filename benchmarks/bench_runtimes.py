@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import requests
-
 from bench_predict import p95, post_predict, rss_mib, throughput, typical_jpeg
+
 from catdog import litert
 from catdog.config import load_config
 from catdog.dirs import file_sha256

@@ -29,6 +29,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -37,8 +38,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import psutil
@@ -159,7 +161,7 @@ class SlowClients:
         self._live: dict[socket.socket, tuple[str, float]] = {}
         self._sent: dict[socket.socket, int] = {}
 
-    def __enter__(self) -> "SlowClients":
+    def __enter__(self) -> SlowClients:
         for number in range(self.count):
             self._open(KINDS[number % len(KINDS)])
         self._thread.start()
@@ -196,10 +198,8 @@ class SlowClients:
                 b"POST /predict HTTP/1.1\r\nHost: slow\r\nContent-Type: image/jpeg\r\n"
                 b"Content-Length: %d\r\n\r\n" % BODY_LENGTH
             )
-        try:
+        with contextlib.suppress(OSError):
             sock.send(start)
-        except OSError:
-            pass
         self._live[sock] = (kind, time.monotonic())
         self._sent[sock] = 0
         self._selector.register(sock, selectors.EVENT_READ)
@@ -350,7 +350,7 @@ def memory_run(server: GunicornServer) -> dict[str, Any]:
     for name, (files, query) in worst_requests().items():
         parts = [("file", (filename, data, "image/png")) for filename, data in files]
 
-        def send():
+        def send(query=query, parts=parts):
             return requests.post(f"{server.url}/predict", params=query, files=parts, timeout=120).status_code
 
         peak, status = peak_during_mib(pid, send)

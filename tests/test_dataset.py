@@ -47,7 +47,7 @@ def test_split_is_stratified_by_class_and_source() -> None:
         for source, total in everything.items():
             assert counts[source] == round(total * 0.1), (part, source)
     for part in SPLITS:
-        for path, label in zip(split.files[part], split.labels[part]):
+        for path, label in zip(split.files[part], split.labels[part], strict=True):
             assert f"/{split.classes[label]}/" in path
 
 

@@ -13,9 +13,10 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import psutil
 import pytest
@@ -193,7 +194,7 @@ def broken_servers(live_server, tiny_model_path: Path, tmp_path_factory):
         return server, server.worker_pids(), time.monotonic()
 
     with ThreadPoolExecutor(len(BROKEN_MODELS)) as pool:
-        servers = dict(zip(BROKEN_MODELS, pool.map(start, BROKEN_MODELS)))
+        servers = dict(zip(BROKEN_MODELS, pool.map(start, BROKEN_MODELS), strict=True))
         yield servers
         list(pool.map(lambda entry: entry[0].stop(), servers.values()))
 

@@ -166,7 +166,7 @@ def bombs() -> list[Case]:
 def truncations(files: dict[str, bytes]) -> list[Case]:
     """Each file cut inside its signature, its header, its data and just before its end."""
     cases = []
-    for fmt, data in files.items():
+    for data in files.values():
         size = len(data)
         offsets = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100, 200, size // 4, size // 2, 3 * size // 4,
                    size - 64, size - 8, size - 2, size - 1}

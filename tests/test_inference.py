@@ -117,7 +117,7 @@ def test_predict_bytes_matches_predict_arrays(predictor):
     results = predictor.predict_bytes(images)
     expected = predictor.predict_arrays(np.stack([load_image(data, 32) for data in images]))
     assert [r.label for r in results] == [CLASSES[i] for i in expected.argmax(axis=1)]
-    for result, probs in zip(results, expected):
+    for result, probs in zip(results, expected, strict=True):
         assert isinstance(result, Prediction)
         assert list(result.probabilities) == list(CLASSES)
         np.testing.assert_allclose(list(result.probabilities.values()), probs, rtol=1e-5)
@@ -129,7 +129,7 @@ def test_a_batch_gives_the_same_answers_as_single_images(predictor):
     images = [make_photo(seed=seed) for seed in range(4)]
     batch = predictor.predict_bytes(images)
     singles = [predictor.predict_bytes([data])[0] for data in images]
-    for one, other in zip(batch, singles):
+    for one, other in zip(batch, singles, strict=True):
         assert one.label == other.label
         assert one.confidence == pytest.approx(other.confidence, abs=1e-5)
 

@@ -8,7 +8,6 @@ import pytest
 from catdog.config import load_config
 from catdog.models.ops import conv_multiplications, model_multiplications, output_size
 
-
 # --- The course's arithmetic ------------------------------------------------
 
 

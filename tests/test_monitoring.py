@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import os
 import re
-import signal
 import shutil
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,10 +16,10 @@ import requests
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+from test_web import multipart
 
 from helpers import CLASSES, make_photo
 from openapi_check import validate_answer
-from test_web import multipart
 
 
 def sample(text: str, name: str, **labels: str) -> float:

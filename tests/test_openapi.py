@@ -11,12 +11,12 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+from test_web import BAD_INPUTS, multipart, truncated_jpeg
 
 from catdog.web.errors import STATUS_BY_REASON
 from catdog.web.openapi import error_codes
 from helpers import CLASSES_OVERRIDE, make_photo, png_declaring
 from openapi_check import validate_answer
-from test_web import BAD_INPUTS, multipart, truncated_jpeg
 
 WEB_SOURCES = Path(__file__).resolve().parents[1] / "src" / "catdog" / "web"
 

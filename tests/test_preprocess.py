@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import time
 import random
+import time
 
 import numpy as np
 import pytest
@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from catdog.errors import InvalidImage
 from benchmarks.hostile import big_png, progressive_bomb, scan_segments
+from catdog.errors import InvalidImage
 from catdog.preprocess import MAX_JPEG_SCANS, ImageLimits, jpeg_scan_count, load_image, open_image
 from helpers import damage
 

@@ -15,8 +15,8 @@ import pytest
 from catdog import litert
 from catdog.errors import ModelError
 from catdog.inference import Predictor
-from catdog.preprocess import load_image
 from catdog.paths import litert_paths
+from catdog.preprocess import load_image
 from catdog.runtime import apply_temperature, class_activation_map
 from helpers import answers_from_threads, build_tiny_model, make_photo, save_model
 

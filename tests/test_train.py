@@ -171,7 +171,7 @@ def test_fine_tuning_starts_from_the_given_weights(trained, monkeypatch: pytest.
     original_fit = keras.Model.fit
 
     def checking_fit(self, *args, **kwargs):
-        seen.append(all(np.array_equal(a, b) for a, b in zip(self.get_weights(), start)))
+        seen.append(all(np.array_equal(a, b) for a, b in zip(self.get_weights(), start, strict=True)))
         return original_fit(self, *args, **kwargs)
 
     monkeypatch.setattr(keras.Model, "fit", checking_fit)
@@ -243,7 +243,7 @@ def test_transfer_weights_widens_a_two_class_head(tmp_path: Path):
     assert copied == sum(1 for layer in new.layers if layer.get_weights())
     for layer in new.layers:
         if layer.name != "predictions":
-            for a, b in zip(layer.get_weights(), old.get_layer(layer.name).get_weights()):
+            for a, b in zip(layer.get_weights(), old.get_layer(layer.name).get_weights(), strict=True):
                 assert np.array_equal(a, b), layer.name
     kernel, bias = new.get_layer("predictions").get_weights()
     old_kernel, old_bias = old.get_layer("predictions").get_weights()

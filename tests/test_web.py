@@ -23,7 +23,7 @@ MAX_UPLOAD = 10 * 1024 * 1024  # serving.max_upload_bytes in config.yaml
 
 def multipart(*images: bytes, names: list[str] | None = None, **fields) -> dict:
     names = names or [f"photo{i}.jpg" for i in range(len(images))]
-    return {"file": [(io.BytesIO(data), name) for data, name in zip(images, names)], **fields}
+    return {"file": [(io.BytesIO(data), name) for data, name in zip(images, names, strict=True)], **fields}
 
 
 def post_file(client, data: bytes, name: str = "photo.jpg", url: str = "/predict", **fields):
@@ -201,7 +201,7 @@ def test_predict_batch_multipart_in_order(client):
     assert response.status_code == 200
     body = response.get_json()
     assert len(body["predictions"]) == 3
-    for photo, item in zip(photos, body["predictions"]):
+    for photo, item in zip(photos, body["predictions"], strict=True):
         assert_prediction(item)
         assert item["probabilities"] == post_file(client, photo).get_json()["probabilities"]
     assert body["model"]["architecture"] == "tinynet"
@@ -330,7 +330,7 @@ def test_a_bad_file_in_a_batch_gets_its_own_error_and_the_others_their_answers(c
     assert response.status_code == 200, response.get_data(as_text=True)
     items = response.get_json()["predictions"]
     assert len(items) == len(sent)
-    for index, photo in zip((0, 2, 5), photos):
+    for index, photo in zip((0, 2, 5), photos, strict=True):
         assert_prediction(items[index])
         assert items[index]["probabilities"] == post_file(client, photo).get_json()["probabilities"]
     assert [items[i]["error"]["code"] for i in (1, 3, 4)] == ["not_image", "empty", "corrupt"]

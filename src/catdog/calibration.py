@@ -11,7 +11,7 @@ the classes, and so the label, never changes.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

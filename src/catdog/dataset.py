@@ -13,10 +13,10 @@ import json
 import logging
 import os
 import random
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm

@@ -30,15 +30,16 @@ import io
 import json
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from catdog import paths
 from catdog.dirs import file_sha256
 from catdog.errors import InvalidImage, ModelError
-from catdog import paths
 from catdog.preprocess import ImageLimits, declared_pixels, open_image, resize_image
 from catdog.runtime import apply_temperature, open_runtime
 
@@ -131,7 +132,7 @@ class Predictor:
         self._warm_up()
 
     @classmethod
-    def from_settings(cls, settings, model_path: str | Path | None = None) -> "Predictor":
+    def from_settings(cls, settings, model_path: str | Path | None = None) -> Predictor:
         """A predictor with the configured classes and serving limits.
 
         Args:
@@ -270,7 +271,7 @@ class Predictor:
             del photo
         probabilities = self.predict_arrays(np.stack(arrays))
         results = []
-        for shown, array, probs in zip(shown_photos, arrays, probabilities):
+        for shown, array, probs in zip(shown_photos, arrays, probabilities, strict=True):
             best = int(np.argmax(probs))
             heatmap_png = None
             if explain:
@@ -279,7 +280,7 @@ class Predictor:
                 Prediction(
                     label=self.classes[best],
                     confidence=float(probs[best]),
-                    probabilities={name: float(p) for name, p in zip(self.classes, probs)},
+                    probabilities={name: float(p) for name, p in zip(self.classes, probs, strict=True)},
                     heatmap_png=heatmap_png,
                     photo=shown,
                 )

@@ -41,8 +41,9 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO
 
 import requests
 from tqdm import tqdm
@@ -321,7 +322,7 @@ def _http_chunks(url: str) -> Iterator[tuple[Iterator[bytes], int | None]]:
 def _file_chunks(path: str) -> Iterator[tuple[Iterator[bytes], int | None]]:
     """Read a local file; yields its chunks and its size."""
     try:
-        stream = open(path, "rb")
+        stream = open(path, "rb")  # noqa: SIM115 - opened here to turn its error into DownloadError, closed below
     except OSError as exc:
         raise DownloadError(f"cannot read the archive {path!r}: {exc.strerror or exc}") from exc
     with stream:

@@ -22,8 +22,8 @@ import logging
 import random
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -38,13 +38,13 @@ log = logging.getLogger("catdog.leave_one_out")
 def held_out_sources(split: Split, other: str = "Other") -> list[str]:
     """The sources of the ``other`` class, in name order."""
     index = split.classes.index(other)
-    return sorted({source_of(f) for part in split.files for f, y in zip(split.files[part], split.labels[part])
+    return sorted({source_of(f) for part in split.files for f, y in zip(split.files[part], split.labels[part], strict=True)
                    if y == index})
 
 
 def subset(split: Split, arrays: dict, part: str, keep) -> tuple[np.ndarray, list[int], list[str]]:
     """The images, labels and files of ``part`` for which ``keep(file, label)`` is true."""
-    chosen = [i for i, (f, y) in enumerate(zip(split.files[part], split.labels[part])) if keep(f, y)]
+    chosen = [i for i, (f, y) in enumerate(zip(split.files[part], split.labels[part], strict=True)) if keep(f, y)]
     return arrays[part][chosen], [split.labels[part][i] for i in chosen], [split.files[part][i] for i in chosen]
 
 
@@ -61,7 +61,7 @@ def run_one(settings: Settings, split: Split, arrays: dict, held_out: str | None
 
     other = split.classes.index("Other")
     rng = random.Random(f"{settings.training.seed}:leave-one-out")
-    pets = {label: [f for f, y in zip(split.files["train"], split.labels["train"]) if y == label]
+    pets = {label: [f for f, y in zip(split.files["train"], split.labels["train"], strict=True) if y == label]
             for label in range(len(split.classes)) if label != other}
     sampled = {f for files in pets.values() for f in rng.sample(files, min(pets_per_class, len(files)))}
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from catdog.dirs import atomic_write, file_sha256, write_text_atomic
 from catdog import paths
+from catdog.dirs import atomic_write, file_sha256, write_text_atomic
 from catdog.errors import DatasetError, InvalidImage, ModelError
 from catdog.paths import litert_paths
 from catdog.runtime import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -94,7 +94,7 @@ def format_report(name: str, report: dict) -> str:
         lines.append(f"  {cls:<10}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10}")
     labels = report["confusion_matrix"]["labels"]
     lines.append("  confusion (rows true, columns predicted): " + "  ".join(labels))
-    for label, row in zip(labels, report["confusion_matrix"]["rows_true_columns_predicted"]):
+    for label, row in zip(labels, report["confusion_matrix"]["rows_true_columns_predicted"], strict=True):
         lines.append(f"    {label:<8}" + "".join(f"{v:>8}" for v in row))
     return "\n".join(lines)
 

@@ -19,8 +19,8 @@ import json
 import logging
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from catdog import cli, paths
 from catdog.config import Settings

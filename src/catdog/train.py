@@ -23,13 +23,21 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from catdog import cli, paths
 from catdog.config import Settings
-from catdog.dataset import (Split, cached_arrays, class_weights, load_split, make_split, save_split, source_of,
-                             tf_dataset)
+from catdog.dataset import (
+    Split,
+    cached_arrays,
+    class_weights,
+    load_split,
+    make_split,
+    save_split,
+    source_of,
+    tf_dataset,
+)
 from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_json_atomic
 from catdog.errors import ModelError
 from catdog.metrics import classification_report, format_report, format_source_report, source_report
@@ -219,7 +227,7 @@ def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool
     keras.utils.set_random_seed(t.seed)
     num_classes = len(settings.data.classes)
     weights = class_weights(split.labels["train"], num_classes, t.class_weight_power)
-    log.info("class weights: %s", ", ".join(f"{c} {w:.3f}" for c, w in zip(settings.data.classes, weights)))
+    log.info("class weights: %s", ", ".join(f"{c} {w:.3f}" for c, w in zip(settings.data.classes, weights, strict=True)))
     train_ds = tf_dataset(arrays["train"], split.labels["train"], num_classes, t.batch_size, True, t.augmentation,
                           t.seed, weights)
     val_ds = tf_dataset(arrays["validation"], split.labels["validation"], num_classes, t.batch_size, False)
@@ -265,7 +273,7 @@ def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool
         # Counted for this process only: a resumed run reports the epochs it ran itself.
         "train_images_per_second": round(len(arrays["train"]) * len(progress.durations) / fit_seconds, 1),
         "epoch_seconds": [round(d, 1) for d in progress.durations],
-        "class_weights": dict(zip(settings.data.classes, weights)),
+        "class_weights": dict(zip(settings.data.classes, weights, strict=True)),
         "history": read_history(runs / "history.csv"),
     }
     return final, run
@@ -294,11 +302,11 @@ def transfer_weights(source, target) -> int:
         new = layer.get_weights()
         if not old or len(old) != len(new):
             continue
-        if all(a.shape == b.shape for a, b in zip(old, new)):
+        if all(a.shape == b.shape for a, b in zip(old, new, strict=True)):
             layer.set_weights(old)
         elif layer.name == "predictions" and all(a.shape[:-1] == b.shape[:-1] and a.shape[-1] <= b.shape[-1]
-                                                 for a, b in zip(old, new)):
-            for a, b in zip(old, new):
+                                                 for a, b in zip(old, new, strict=True)):
+            for a, b in zip(old, new, strict=True):
                 b[..., :a.shape[-1]] = a
             layer.set_weights(new)
         else:

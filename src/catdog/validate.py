@@ -32,8 +32,8 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 from PIL import Image
 from tqdm import tqdm
@@ -152,7 +152,7 @@ def check_file(
     return "valid", ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _format_for_suffix(suffix: str) -> str | None:
     return Image.registered_extensions().get(suffix)
 
@@ -235,7 +235,7 @@ def validate_dataset(
         verdicts = list(bar(map(check, paths)))
     checks = tuple(
         FileCheck(path.relative_to(root).as_posix(), label, category, reason)
-        for path, label, (category, reason) in zip(paths, labels, verdicts)
+        for path, label, (category, reason) in zip(paths, labels, verdicts, strict=True)
     )
     for item in checks:
         if not item.usable:
@@ -372,10 +372,10 @@ def format_table(result: ValidationResult) -> str:
     rows.append(("in manifest", *(sum(counts[c][u] for u in USABLE) for c in columns)))
     first = max(len(r[0]) for r in rows)
     widths = [max(len(c), *(len(f"{r[i + 1]:,}") for r in rows)) for i, c in enumerate(columns)]
-    lines = ["category".ljust(first) + "".join(f"  {c:>{w}}" for c, w in zip(columns, widths))]
+    lines = ["category".ljust(first) + "".join(f"  {c:>{w}}" for c, w in zip(columns, widths, strict=True))]
     lines.append("-" * len(lines[0]))
     for name, *values in rows:
-        lines.append(name.ljust(first) + "".join(f"  {v:>{w},}" for v, w in zip(values, widths)))
+        lines.append(name.ljust(first) + "".join(f"  {v:>{w},}" for v, w in zip(values, widths, strict=True)))
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ identity, and gradients reach early layers through the shortcuts.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers
@@ -91,7 +91,7 @@ def build_resnet(
     x = conv_bn_act(x, stem_filters, 3, "stem_1", stride=2, activation=activation)   # S/2
     x = conv_bn_act(x, stem_filters, 3, "stem_2", activation=activation)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)          # S/4
-    for s, (filters, blocks) in enumerate(zip(stage_filters, blocks_per_stage), start=1):
+    for s, (filters, blocks) in enumerate(zip(stage_filters, blocks_per_stage, strict=True), start=1):
         for b in range(1, blocks + 1):
             stride = 2 if (s > 1 and b == 1) else 1
             x = residual_block(x, filters, f"stage{s}_block{b}", stride=stride, activation=activation)

@@ -15,8 +15,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO
 
 from catdog.config import PROJECT_ROOT
 
@@ -73,7 +74,7 @@ class GunicornServer:
         }
         self.process: subprocess.Popen | None = None
 
-    def start(self, ready_timeout: float = 180.0, *, ready_path: str = "/ready") -> "GunicornServer":
+    def start(self, ready_timeout: float = 180.0, *, ready_path: str = "/ready") -> GunicornServer:
         """Start gunicorn and wait until ``ready_path`` answers 200.
 
         ``ready_path="/health"`` waits only for a worker to answer, with or without a model.
@@ -124,7 +125,7 @@ class GunicornServer:
                 self.process.wait()
         return self.process.returncode
 
-    def __enter__(self) -> "GunicornServer":
+    def __enter__(self) -> GunicornServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
