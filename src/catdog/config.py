@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -37,8 +37,9 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from catdog.errors import ConfigError
 
-ARCHITECTURES = ("inception", "resnet")
-ACTIVATIONS = ("relu", "leaky_relu")
+Architecture = Literal["inception", "resnet"]
+Activation = Literal["relu", "leaky_relu"]  # leaky_relu: negative slope 0.01
+ARCHITECTURES = get_args(Architecture)
 ENV_PREFIX = "CATDOG__"
 ENV_CONFIG = "CATDOG_CONFIG"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -164,7 +165,7 @@ class ResNetSettings(_Section):
     stem_filters: PositiveInt
     stage_filters: Annotated[tuple[PositiveInt, ...], Field(min_length=1)]
     blocks_per_stage: Annotated[tuple[PositiveInt, ...], Field(min_length=1)]
-    activation: Literal["relu", "leaky_relu"]
+    activation: Activation
     dropout: Fraction
 
     _one_per_stage = field_validator("blocks_per_stage")(_against(
@@ -173,7 +174,7 @@ class ResNetSettings(_Section):
 
 
 class TrainingSettings(_Section):
-    architecture: Literal["inception", "resnet"]
+    architecture: Architecture
     image_size: Annotated[StrictInt, Field(ge=32)]
     batch_size: PositiveInt
     epochs: PositiveInt
