@@ -184,16 +184,15 @@ def test_evaluate_cli_on_a_folder_and_on_the_test_part(trained, tmp_path: Path, 
     config_file, model_file = trained
     settings = _settings(config_file)
     out = tmp_path / "eval.json"
-    assert evaluate.main(["--config", str(config_file), "--model", str(model_file),
-                          "--data", str(settings.data.archive_dir("petimages") / "PetImages"),
+    model_options = ["--config", str(config_file), "--model", str(model_file)]
+    assert evaluate.main([*model_options, "--data", str(settings.data.archive_dir("petimages") / "PetImages"),
                           "--output", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["images"] == 3 * PER_CLASS
     assert sum(map(sum, report["confusion_matrix"]["rows_true_columns_predicted"])) == 3 * PER_CLASS
     assert "accuracy" in capsys.readouterr().out
 
-    assert evaluate.main(["--config", str(config_file), "--model", str(model_file),
-                          "--split", "test", "--low-resolution", "--output", str(out)]) == 0
+    assert evaluate.main([*model_options, "--split", "test", "--low-resolution", "--output", str(out)]) == 0
     split = json.loads((Path(settings.data.artifacts_dir) / "split.json").read_text())
     report = json.loads(out.read_text())
     assert report["images"] == len(split["files"]["test"])

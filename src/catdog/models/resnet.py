@@ -42,24 +42,23 @@ def residual_block(
         Tensor (batch, H / stride, W / stride, filters).
     """
     in_channels = x.shape[-1]
-    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=not batch_norm,
-                      kernel_initializer="he_normal", name=f"{name}_conv1")(x)
-    if batch_norm:
-        y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = _conv_bn(x, filters, 3, stride, "same", batch_norm, f"{name}_conv1", f"{name}_bn1")
     y = activate(y, activation, f"{name}_act1")
-    y = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm,
-                      kernel_initializer="he_normal", name=f"{name}_conv2")(y)
-    if batch_norm:
-        y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = _conv_bn(y, filters, 3, 1, "same", batch_norm, f"{name}_conv2", f"{name}_bn2")
     if skip:
         shortcut = x
         if stride != 1 or in_channels != filters:
-            shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=not batch_norm,
-                                     kernel_initializer="he_normal", name=f"{name}_proj_conv")(x)
-            if batch_norm:
-                shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+            shortcut = _conv_bn(x, filters, 1, stride, "valid", batch_norm, f"{name}_proj_conv", f"{name}_proj_bn")
         y = layers.Add(name=f"{name}_add")([y, shortcut])
     return activate(y, activation, f"{name}_out")
+
+
+def _conv_bn(x, filters: int, kernel: int, stride: int, padding: str, batch_norm: bool, conv_name: str,
+             bn_name: str):
+    """Conv2D, then BatchNorm if ``batch_norm`` (the convolution has a bias only without it)."""
+    x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=not batch_norm,
+                      kernel_initializer="he_normal", name=conv_name)(x)
+    return layers.BatchNormalization(name=bn_name)(x) if batch_norm else x
 
 
 def build_resnet(
