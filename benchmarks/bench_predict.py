@@ -134,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rows["naive: decode + model.predict"] = time_calls(naive, naive_count, warmup)
 
-    with (tempfile.TemporaryFile("w+") as log,
-          GunicornServer(args.model, log, workers=args.workers, threads=args.threads) as server,
-          requests.Session() as session):
+    with (
+        tempfile.TemporaryFile("w+") as log,
+        GunicornServer(args.model, log, workers=args.workers, threads=args.threads) as server,
+        requests.Session() as session,
+    ):
         rows["POST /predict via gunicorn, concurrency 1"] = time_calls(
             lambda: post_predict(session, server.url, jpeg), count, warmup
         )
@@ -150,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
-    print(f"## /predict benchmark: {predictor.architecture} ({size}x{size} input, {predictor.short_hash}), "
-          f"one {width}x{height} JPEG of {len(jpeg) / 1024:.0f} KiB")
+    print(
+        f"## /predict benchmark: {predictor.architecture} ({size}x{size} input, {predictor.short_hash}), "
+        f"one {width}x{height} JPEG of {len(jpeg) / 1024:.0f} KiB"
+    )
     print()
-    print(f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Python {sys.version.split()[0]}; "
-          f"{count} timed calls per path ({naive_count} naive), {warmup} warm-up calls.")
+    print(
+        f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Python {sys.version.split()[0]}; "
+        f"{count} timed calls per path ({naive_count} naive), {warmup} warm-up calls."
+    )
     print()
     print("| path | median ms | p95 ms | median / (decode + forward) |")
     print("|---|---:|---:|---:|")
@@ -165,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---|")
     print(f"| /predict median / (decode + forward) median | {ours / base:.2f}x | at most 1.5x |")
     print(f"| naive median / /predict median | {naive_median / ours:.1f}x | at least 5x |")
-    print(f"| requests/s, concurrency {args.concurrency}, {args.workers} workers x {args.threads} threads | {rps:.1f} | |")
+    print(
+        f"| requests/s, concurrency {args.concurrency}, {args.workers} workers x {args.threads} threads | {rps:.1f} | |"
+    )
     for number, rss in enumerate(worker_rss, start=1):
         print(f"| worker {number} resident memory (VmRSS) | {rss:.0f} MiB | |")
     return 0

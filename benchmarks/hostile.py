@@ -299,8 +299,12 @@ def decode_times() -> dict[str, Any]:
     except InvalidImage as exc:
         outcome = exc.reason
     return {
-        "accepted_scans": MAX_JPEG_SCANS, "accepted_bytes": len(accepted), "accepted_cpu_s": accepted_s,
-        "refused_scans": 5000, "refused_bytes": len(refused), "refused_cpu_s": time.process_time() - started,
+        "accepted_scans": MAX_JPEG_SCANS,
+        "accepted_bytes": len(accepted),
+        "accepted_cpu_s": accepted_s,
+        "refused_scans": 5000,
+        "refused_bytes": len(refused),
+        "refused_cpu_s": time.process_time() - started,
         "refused_as": outcome,
     }
 

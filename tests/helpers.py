@@ -157,7 +157,6 @@ def damage(data: bytes, rng: random.Random) -> bytes:
     return bytes(buffer)
 
 
-
 def answers_from_threads(answer: Callable[[int], Any], count: int, repeats: int) -> dict[int, list]:
     """Call ``answer(i)`` ``repeats`` times in each of ``count`` threads running at once; the answers by ``i``."""
     answers: dict[int, list] = {}

@@ -38,7 +38,9 @@ def test_an_unknown_step_is_refused(capsys):
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("argv", "level"), [([], logging.INFO), (["-v"], logging.DEBUG), (["--verbose"], logging.DEBUG)])
+@pytest.mark.parametrize(
+    ("argv", "level"), [([], logging.INFO), (["-v"], logging.DEBUG), (["--verbose"], logging.DEBUG)]
+)
 def test_verbose_sets_the_level_of_every_catdog_logger(argv, level, monkeypatch):
     monkeypatch.setattr(logging.getLogger("catdog"), "level", logging.NOTSET)
     cli.make_parser("catdog test", "test").parse_args(argv)
@@ -53,8 +55,12 @@ def test_step_loggers_are_named_after_the_step(step):
 @pytest.mark.parametrize("verbose", [True, False])
 def test_debug_messages_show_with_v_under_python_m(config_file, sample_zip, verbose):
     """``python -m catdog.ingest`` logs as catdog.ingest, and its debug messages only with ``-v``."""
-    result = subprocess.run([sys.executable, "-m", "catdog.ingest", "--config", str(config_file)] + ["-v"] * verbose,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "catdog.ingest", "--config", str(config_file)] + ["-v"] * verbose,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "INFO catdog.ingest:" in result.stderr
     assert ("DEBUG catdog.dirs: folder ready" in result.stderr) is verbose

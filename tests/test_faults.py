@@ -110,8 +110,10 @@ def test_a_killed_worker_is_replaced_while_the_other_one_serves(pair_server, cap
     samples = outcome["samples"]
     failed = [s for s in samples if not s.ok]
     with capsys.disabled():
-        print(f"\nSIGKILL: {len(samples)} requests, {len(failed)} cut by the kill; "
-              f"/ready 200 after {ready_after:.2f} s; replacement serving after {replaced - killed:.1f} s")
+        print(
+            f"\nSIGKILL: {len(samples)} requests, {len(failed)} cut by the kill; "
+            f"/ready 200 after {ready_after:.2f} s; replacement serving after {replaced - killed:.1f} s"
+        )
     assert all(s.status is None for s in failed), "only connections cut by the kill may fail, never with a 5xx"
     assert len(failed) <= 8, "more requests failed than the killed worker can have held"
     assert all(s.ok for s in samples if s.started > killed + 1.0)

@@ -24,7 +24,13 @@ def test_1x1_reduction_cuts_the_cost_about_tenfold():
 
 @pytest.mark.parametrize(
     "size, kernel, stride, padding, expected",
-    [(28, 3, 1, "valid", 26), (28, 3, 1, "same", 28), (28, 2, 2, "valid", 14), (7, 3, 2, "same", 4), (5, 5, 1, "valid", 1)],
+    [
+        (28, 3, 1, "valid", 26),
+        (28, 3, 1, "same", 28),
+        (28, 2, 2, "valid", 14),
+        (7, 3, 2, "same", 4),
+        (5, 5, 1, "valid", 1),
+    ],
 )
 def test_output_size_formula(size, kernel, stride, padding, expected):
     assert output_size(size, kernel, stride, padding) == expected

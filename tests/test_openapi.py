@@ -93,7 +93,8 @@ GOOD_REQUESTS = {
     "octet-stream": lambda: {"data": make_photo(fmt="PNG"), "content_type": "application/octet-stream"},
     "json": lambda: {"json": {"image": base64.b64encode(make_photo()).decode(), "explain": True}},
     "batch-multipart": lambda: {
-        "data": multipart(make_photo(), make_photo(seed=1)), "content_type": "multipart/form-data"
+        "data": multipart(make_photo(), make_photo(seed=1)),
+        "content_type": "multipart/form-data",
     },
     "batch-json": lambda: {"json": {"images": [base64.b64encode(make_photo(seed=s)).decode() for s in range(3)]}},
     "batch-with-bad-items": lambda: {

@@ -62,7 +62,9 @@ def budget(short: int, long: int) -> list:
 def run_property(examples: int, strategy: st.SearchStrategy, check) -> None:
     """Check ``check(case)`` on ``examples`` cases drawn from ``strategy``."""
     configured = settings(
-        max_examples=examples, deadline=None, derandomize=True,
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     configured(given(strategy)(check))()

@@ -79,8 +79,11 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``catdog STEP [options]``: run one pipeline step."""
-    parser = argparse.ArgumentParser(prog="catdog", description="The catdog pipeline, one step at a time.",
-                                     epilog="catdog STEP --help shows a step's options.")
+    parser = argparse.ArgumentParser(
+        prog="catdog",
+        description="The catdog pipeline, one step at a time.",
+        epilog="catdog STEP --help shows a step's options.",
+    )
     steps = parser.add_subparsers(dest="step", metavar="STEP", required=True)
     for name, summary in STEPS.items():
         # The step's own parser reads its options (and answers its --help).

@@ -168,9 +168,13 @@ class ResNetSettings(_Section):
     activation: Activation
     dropout: Fraction
 
-    _one_per_stage = field_validator("blocks_per_stage")(_against(
-        "stage_filters", lambda filters, blocks: len(filters) == len(blocks),
-        "must have as many entries as stage_filters {earlier!r}"))
+    _one_per_stage = field_validator("blocks_per_stage")(
+        _against(
+            "stage_filters",
+            lambda filters, blocks: len(filters) == len(blocks),
+            "must have as many entries as stage_filters {earlier!r}",
+        )
+    )
 
 
 class TrainingSettings(_Section):
@@ -192,9 +196,13 @@ class TrainingSettings(_Section):
     inception: InceptionSettings
     resnet: ResNetSettings
 
-    _room_to_train = field_validator("test_fraction")(_against(
-        "validation_fraction", lambda validation, test: validation + test < 1.0,
-        "validation_fraction + test_fraction must be below 1, got {earlier!r} + {value!r}"))
+    _room_to_train = field_validator("test_fraction")(
+        _against(
+            "validation_fraction",
+            lambda validation, test: validation + test < 1.0,
+            "validation_fraction + test_fraction must be below 1, got {earlier!r} + {value!r}",
+        )
+    )
 
 
 class ModelSettings(_Section):
@@ -210,8 +218,9 @@ class ServingSettings(_Section):
     min_side: PositiveInt
     max_batch: PositiveInt
 
-    _room_for_one_image = field_validator("max_request_pixels")(_against(
-        "max_pixels", lambda one, request: request >= one, "must be at least max_pixels ({earlier})"))
+    _room_for_one_image = field_validator("max_request_pixels")(
+        _against("max_pixels", lambda one, request: request >= one, "must be at least max_pixels ({earlier})")
+    )
 
 
 class Settings(BaseSettings):
@@ -253,7 +262,7 @@ class _YamlEnvSource(EnvSettingsSource):
     def __call__(self) -> dict[str, Any]:
         prefix = ENV_PREFIX.lower()
         for name in self.env_vars:  # pydantic-settings skips a section it does not know; we refuse it
-            section = name[len(prefix):].split("__")[0]
+            section = name[len(prefix) :].split("__")[0]
             if name.startswith(prefix) and section not in Settings.model_fields:
                 raise ConfigError(f"unknown config key {section!r} in environment variable {name.upper()}")
         return _parse_leaves(super().__call__(), ENV_PREFIX.rstrip("_"))
@@ -312,7 +321,9 @@ def _describe(error: Mapping[str, Any]) -> str:
         return f"missing config key {key!r}"
     if error["type"] == "extra_forbidden":
         return f"unknown config key {key!r}"
-    message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"][:1].lower() + error["msg"][1:]
+    message = (
+        str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"][:1].lower() + error["msg"][1:]
+    )
     return f"{key}: {message}, got {error['input']!r}"
 
 

@@ -39,10 +39,7 @@ class Split:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class in each part."""
-        return {
-            part: {name: self.labels[part].count(i) for i, name in enumerate(self.classes)}
-            for part in SPLITS
-        }
+        return {part: {name: self.labels[part].count(i) for i, name in enumerate(self.classes)} for part in SPLITS}
 
 
 def source_of(path: str | Path) -> str:
@@ -105,8 +102,11 @@ def make_split(
             random.Random(key).shuffle(group)
             n_test = max(1, round(len(group) * test_fraction)) if len(group) >= 3 else 0
             n_val = max(1, round(len(group) * validation_fraction)) if len(group) >= 3 else 0
-            parts = {"test": group[:n_test], "validation": group[n_test:n_test + n_val],
-                     "train": group[n_test + n_val:]}
+            parts = {
+                "test": group[:n_test],
+                "validation": group[n_test : n_test + n_val],
+                "train": group[n_test + n_val :],
+            }
             for part, chosen in parts.items():
                 files[part].extend(chosen)
                 labels[part].extend([label] * len(chosen))
@@ -178,8 +178,16 @@ def cached_arrays(paths: Sequence[str], size: int, cache_dir: Path, part: str) -
     return arrays
 
 
-def tf_dataset(images: np.ndarray, labels: Sequence[int], num_classes: int, batch_size: int,
-               training: bool, aug=None, seed: int = 0, class_weights: Sequence[float] | None = None):
+def tf_dataset(
+    images: np.ndarray,
+    labels: Sequence[int],
+    num_classes: int,
+    batch_size: int,
+    training: bool,
+    aug=None,
+    seed: int = 0,
+    class_weights: Sequence[float] | None = None,
+):
     """Batches of (float32 pixels 0..255, one-hot labels[, sample weights]).
 
     When training, batches are shuffled and augmented (:mod:`catdog.augment`).
@@ -214,6 +222,6 @@ def class_weights(labels: Sequence[int], num_classes: int, power: float) -> list
     """
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
     share = np.maximum(counts, 1) / max(1, counts.sum())
-    weights = share ** -power
+    weights = share**-power
     weights /= (weights * share).sum()
     return [float(w) for w in weights]

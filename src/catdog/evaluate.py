@@ -29,7 +29,7 @@ def in_batches(forward, images: np.ndarray, num_outputs: int, batch_size: int = 
     Returns:
         ``(N, num_outputs)`` probabilities; an empty array for no images.
     """
-    outputs = [forward(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    outputs = [forward(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, num_outputs), np.float32)
 
 
@@ -63,12 +63,21 @@ def low_resolution_images(paths: Sequence[str | Path], side: int, input_size: in
     from catdog.preprocess import resize_image
 
     small = decode_images([str(p) for p in paths], side, desc=f"shrinking to {side} px")
-    return np.stack([resize_image(Image.fromarray(image), input_size) for image in small]) if len(small) else \
-        np.zeros((0, input_size, input_size, 3), np.uint8)
+    return (
+        np.stack([resize_image(Image.fromarray(image), input_size) for image in small])
+        if len(small)
+        else np.zeros((0, input_size, input_size, 3), np.uint8)
+    )
 
 
-def low_resolution_report(predict, paths: Sequence[str | Path], labels: Sequence[int], input_size: int,
-                          classes: Sequence[str], sides: Sequence[int] = LOW_RESOLUTION_SIDES) -> dict:
+def low_resolution_report(
+    predict,
+    paths: Sequence[str | Path],
+    labels: Sequence[int],
+    input_size: int,
+    classes: Sequence[str],
+    sides: Sequence[int] = LOW_RESOLUTION_SIDES,
+) -> dict:
     """Accuracy and recall per class when every image arrives as a ``side``-pixel thumbnail.
 
     Args:
@@ -88,16 +97,26 @@ def low_resolution_report(predict, paths: Sequence[str | Path], labels: Sequence
     report = {}
     for side in sides:
         predicted = np.asarray(predict(low_resolution_images(paths, side, input_size))).argmax(axis=1)
-        row = {"images": int(len(labels)), "accuracy": float((predicted == labels).mean()),
-               "recall": {name: float((predicted[labels == i] == i).mean())
-                          for i, name in enumerate(classes) if (labels == i).any()}}
+        row = {
+            "images": int(len(labels)),
+            "accuracy": float((predicted == labels).mean()),
+            "recall": {
+                name: float((predicted[labels == i] == i).mean())
+                for i, name in enumerate(classes)
+                if (labels == i).any()
+            },
+        }
         if "Other" in classes:
             pets = labels != list(classes).index("Other")
             row["pets_accuracy"] = float((predicted[pets] == labels[pets]).mean())
             row["pets_answered_other"] = float((predicted[pets] == list(classes).index("Other")).mean())
         report[str(side)] = row
-        log.info("%d px: accuracy %.4f (%s)", side, row["accuracy"],
-                 ", ".join(f"{k} {v:.3f}" for k, v in row["recall"].items()))
+        log.info(
+            "%d px: accuracy %.4f (%s)",
+            side,
+            row["accuracy"],
+            ", ".join(f"{k} {v:.3f}" for k, v in row["recall"].items()),
+        )
     return report
 
 
@@ -137,12 +156,17 @@ def evaluate_split(predictor, split_file: Path, part: str, dataset_dir: Path, lo
     paths = [dataset_dir / rel for rel in split.files[part]]
     probabilities = predict_files(predictor, paths)
     report = classification_report(split.labels[part], probabilities, split.classes)
-    report["by_source"] = source_report(split.labels[part], probabilities, [source_of(f) for f in split.files[part]],
-                                        split.classes)
+    report["by_source"] = source_report(
+        split.labels[part], probabilities, [source_of(f) for f in split.files[part]], split.classes
+    )
     if low_resolution:
         report["low_resolution"] = low_resolution_report(
             lambda images: in_batches(predictor.predict_arrays, images, len(split.classes)),
-            paths, split.labels[part], predictor.input_size, split.classes)
+            paths,
+            split.labels[part],
+            predictor.input_size,
+            split.classes,
+        )
     return report
 
 
@@ -162,8 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="folder with one sub-folder of images per class")
     source.add_argument("--split", choices=("validation", "test"), help="a part of the split saved by training")
-    parser.add_argument("--low-resolution", action="store_true",
-                        help="with --split, also score the part as 16-64 px thumbnails (as small uploads arrive)")
+    parser.add_argument(
+        "--low-resolution",
+        action="store_true",
+        help="with --split, also score the part as 16-64 px thumbnails (as small uploads arrive)",
+    )
     parser.add_argument("--output", type=Path, help="JSON file for the metrics (default: <artifacts>/evaluation.json)")
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
@@ -179,9 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         name = f"the {args.split} part"
         dataset_dir, _ = read_manifest(paths.manifest(settings.data.artifacts_dir))
-        report = evaluate_split(predictor, paths.split(settings.data.artifacts_dir), args.split, dataset_dir,
-                                args.low_resolution)
-    report["model"] = {"file": str(model_path), "architecture": predictor.architecture, "sha256_short": predictor.short_hash}
+        report = evaluate_split(
+            predictor, paths.split(settings.data.artifacts_dir), args.split, dataset_dir, args.low_resolution
+        )
+    report["model"] = {
+        "file": str(model_path),
+        "architecture": predictor.architecture,
+        "sha256_short": predictor.short_hash,
+    }
     print(format_report(f"{predictor.architecture} ({model_path.name}) on {name}", report))
     if "by_source" in report:
         print("per source:")

@@ -139,8 +139,9 @@ class Predictor:
             settings: The loaded :class:`catdog.config.Settings`.
             model_path: The model file; ``settings.model.path`` if ``None``.
         """
-        return cls(model_path or settings.model.path, settings.data.classes,
-                   limits=ImageLimits.from_serving(settings.serving))
+        return cls(
+            model_path or settings.model.path, settings.data.classes, limits=ImageLimits.from_serving(settings.serving)
+        )
 
     def _warm_up(self) -> None:
         """Run both graphs once so the first request does not pay for tracing."""
@@ -148,8 +149,15 @@ class Predictor:
         self.predict_arrays(blank)
         self.gradcam(blank[0])
         side = self.input_size
-        log.info("model %s (%s, %dx%d input, temperature %g) loaded with %s and warmed up",
-                 self.path, self.architecture, side, side, self.temperature, self.runtime)
+        log.info(
+            "model %s (%s, %dx%d input, temperature %g) loaded with %s and warmed up",
+            self.path,
+            self.architecture,
+            side,
+            side,
+            self.temperature,
+            self.runtime,
+        )
 
     def predict_arrays(self, batch: np.ndarray, *, calibrated: bool = True) -> np.ndarray:
         """Classify preprocessed images in one forward pass.

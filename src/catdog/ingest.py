@@ -204,8 +204,13 @@ def extract(
             try:
                 _unpack(members, opener, staging, total, archive.name, progress)
                 files = sum(1 for m in members if not m.is_dir)
-                record = {"archive": archive.name, "sha256": digest, "entries": list(entries), "files": files,
-                          "size": total}
+                record = {
+                    "archive": archive.name,
+                    "sha256": digest,
+                    "entries": list(entries),
+                    "files": files,
+                    "size": total,
+                }
                 _swap_into_place(staging, target, entries, marker.get("entries", []), record)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -250,8 +255,10 @@ def _plain_name(name: str, source_url: str) -> str:
     if name in ("", ".", ".."):
         raise DownloadError(f"cannot tell the archive's file name from {source_url!r}; end the URL with it")
     if (
-        any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name)
-        or name.startswith(".") or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
+        any(c in name for c in "/\\")
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        or name.startswith(".")
+        or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
     ):
         raise DownloadError(
             f"the archive's file name {name!r} (from {source_url!r}) is not a plain file name; "
@@ -343,9 +350,12 @@ def _save_stream(
     size = 0
     with atomic_write(dest) as tmp:
         try:
-            with tmp.open("wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress
-            ) as bar:
+            with (
+                tmp.open("wb") as out,
+                tqdm(
+                    total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress
+                ) as bar,
+            ):
                 for chunk in chunks:
                     size += len(chunk)
                     if max_bytes is not None and size > max_bytes:
@@ -447,8 +457,9 @@ def _check_members(members: Sequence[_Member], max_bytes: int, label: str, max_m
     return total
 
 
-def _plan(members: Sequence[_Member], label: str, target: Path, marker: dict, max_bytes: int,
-          max_members: int | None) -> tuple[int, tuple[str, ...]]:
+def _plan(
+    members: Sequence[_Member], label: str, target: Path, marker: dict, max_bytes: int, max_members: int | None
+) -> tuple[int, tuple[str, ...]]:
     """Check an archive's members against the limits, ``target`` and its free space before writing anything.
 
     Returns:
@@ -486,7 +497,9 @@ def _unpack(
     label: str,
     progress: bool,
 ) -> None:
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"extract {label}", disable=not progress) as bar:
+    with tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"extract {label}", disable=not progress
+    ) as bar:
         for member in members:
             path = staging.joinpath(*member.parts)
             if member.is_dir:
@@ -575,8 +588,9 @@ def _is_plain_entry(entry: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m catdog.ingest``: fetch and unpack every configured archive."""
     parser = make_parser("python -m catdog.ingest", "Fetch the dataset archives and unpack them safely.")
-    parser.add_argument("--only", metavar="NAME", action="append",
-                        help="ingest only this archive of data.archives (repeatable)")
+    parser.add_argument(
+        "--only", metavar="NAME", action="append", help="ingest only this archive of data.archives (repeatable)"
+    )
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
     data = settings.data
@@ -588,10 +602,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, archive in data.archives.items():
         if args.only and name not in args.only:
             continue
-        fetched = fetch(archive.source_url, data.download_dir, sha256=archive.sha256,
-                        max_bytes=data.max_download_bytes, progress=True)
-        unpacked = extract(fetched.path, data.archive_dir(name), max_bytes=data.max_extract_bytes,
-                           max_members=data.max_members, archive_sha256=fetched.sha256, progress=True)
+        fetched = fetch(
+            archive.source_url,
+            data.download_dir,
+            sha256=archive.sha256,
+            max_bytes=data.max_download_bytes,
+            progress=True,
+        )
+        unpacked = extract(
+            fetched.path,
+            data.archive_dir(name),
+            max_bytes=data.max_extract_bytes,
+            max_members=data.max_members,
+            archive_sha256=fetched.sha256,
+            progress=True,
+        )
         how = "fetched from " + archive.source_url if fetched.downloaded else "already there, not fetched again"
         checked = f"  (matches data.archives.{name}.sha256)" if archive.sha256 else "  (no sha256 configured to check)"
         done = "extracted" if unpacked.extracted else "already extracted, skipped"

@@ -121,16 +121,28 @@ def convert(
     bias = np.asarray(head.bias, dtype=np.float32) if head.bias is not None else np.zeros(num_classes, np.float32)
     difference = float(np.abs(got - expected).max())
     head_difference = float(np.abs(_pooled_head(features, kernel, bias) - got).max())
-    log.info("LiteRT twin of %s: max |p_litert - p_keras| = %.2e, head rebuilt from features %.2e, on %d images (%s)",
-             path.name, difference, head_difference, len(images), source)
+    log.info(
+        "LiteRT twin of %s: max |p_litert - p_keras| = %.2e, head rebuilt from features %.2e, on %d images (%s)",
+        path.name,
+        difference,
+        head_difference,
+        len(images),
+        source,
+    )
     _check_agreement(path.name, difference, head_difference, tolerance, len(images))
-    check = {"images": len(images), "source": source, "tolerance": tolerance,
-             "max_abs_difference": difference, "head_max_abs_difference": head_difference}
+    check = {
+        "images": len(images),
+        "source": source,
+        "tolerance": tolerance,
+        "max_abs_difference": difference,
+        "head_max_abs_difference": head_difference,
+    }
     return Conversion(tflite, _record(model, path, size, features.shape[1:], check, kernel, bias))
 
 
-def _record(model, path: Path, size: int, features_shape: tuple, check: dict, kernel: np.ndarray,
-            bias: np.ndarray) -> dict[str, Any]:
+def _record(
+    model, path: Path, size: int, features_shape: tuple, check: dict, kernel: np.ndarray, bias: np.ndarray
+) -> dict[str, Any]:
     """What ``model.tflite.json`` says of the twin (all but the sha256 of the ``.tflite`` itself)."""
     import keras
     import tensorflow as tf
@@ -155,12 +167,16 @@ def _record(model, path: Path, size: int, features_shape: tuple, check: dict, ke
 def _check_agreement(name: str, difference: float, head_difference: float, tolerance: float, count: int) -> None:
     """Refuse a twin whose probabilities, or whose head rebuilt from its features, differ by more than ``tolerance``."""
     if not difference <= tolerance:
-        raise ConversionError(f"the LiteRT twin of {name} differs from it by {difference:.2e} in probability "
-                              f"(more than {tolerance:g}) on {count} images; model.tflite not written")
+        raise ConversionError(
+            f"the LiteRT twin of {name} differs from it by {difference:.2e} in probability "
+            f"(more than {tolerance:g}) on {count} images; model.tflite not written"
+        )
     if not head_difference <= tolerance:
-        raise ConversionError(f"{name}'s head is not global average pooling then Dense (rebuilding it from "
-                              f"{FEATURES_LAYER!r} is off by {head_difference:.2e}), so LiteRT cannot draw its "
-                              f"Grad-CAM; model.tflite not written")
+        raise ConversionError(
+            f"{name}'s head is not global average pooling then Dense (rebuilding it from "
+            f"{FEATURES_LAYER!r} is off by {head_difference:.2e}), so LiteRT cannot draw its "
+            f"Grad-CAM; model.tflite not written"
+        )
 
 
 def _to_tflite(model, path: Path, size: int):
@@ -170,8 +186,9 @@ def _to_tflite(model, path: Path, size: int):
 
     # The signature's input takes the name of the Keras input; name it here whatever the model called it.
     inputs = keras.Input(shape=(size, size, 3), name=INPUT_NAME)
-    twin = keras.Model(model.input, {PROBABILITIES_OUTPUT: model.output,
-                                     FEATURES_OUTPUT: model.get_layer(FEATURES_LAYER).output})
+    twin = keras.Model(
+        model.input, {PROBABILITIES_OUTPUT: model.output, FEATURES_OUTPUT: model.get_layer(FEATURES_LAYER).output}
+    )
     converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, twin(inputs), name=model.name))
     chatter = io.StringIO()
     try:
@@ -189,11 +206,14 @@ def _run_both(twin, tflite: bytes, images: np.ndarray) -> tuple[np.ndarray, np.n
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_content=tflite).get_signature_runner()
-    batches = [images[i:i + _BATCH].astype(np.float32) for i in range(0, len(images), _BATCH)]
+    batches = [images[i : i + _BATCH].astype(np.float32) for i in range(0, len(images), _BATCH)]
     expected = np.concatenate([twin(batch, training=False)[PROBABILITIES_OUTPUT] for batch in batches])
     outputs = [runner(**{INPUT_NAME: batch}) for batch in batches]
-    return (expected, np.concatenate([out[PROBABILITIES_OUTPUT] for out in outputs]),
-            np.concatenate([out[FEATURES_OUTPUT] for out in outputs]))
+    return (
+        expected,
+        np.concatenate([out[PROBABILITIES_OUTPUT] for out in outputs]),
+        np.concatenate([out[FEATURES_OUTPUT] for out in outputs]),
+    )
 
 
 def write(conversion: Conversion, model_path: str | os.PathLike) -> Path:
@@ -278,8 +298,9 @@ def generated_images(count: int, size: int, seed: int = 0) -> np.ndarray:
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     images = np.empty((count, size, size, 3), np.uint8)
     for n in range(count):
-        waves = [np.sin(rng.uniform(2, 20) * x + rng.uniform(0, 6.3)) * np.cos(rng.uniform(2, 20) * y)
-                 for _ in range(3)]
+        waves = [
+            np.sin(rng.uniform(2, 20) * x + rng.uniform(0, 6.3)) * np.cos(rng.uniform(2, 20) * y) for _ in range(3)
+        ]
         amplitude = rng.uniform(20, 110)
         pixels = rng.uniform(60, 200, 3) + amplitude * np.stack(waves, axis=-1)
         cx, cy, radius = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.3)

@@ -58,8 +58,10 @@ def trained_metrics(model_file: PathLike) -> Path:
 
 def trained_models_with_metrics(model_dir: PathLike) -> list[Path]:
     """The ``.h5`` files in ``model_dir`` that have a metrics file beside them, sorted."""
-    found = (path.with_name(path.name.removesuffix(".metrics.json") + ".h5")
-             for path in sorted(Path(model_dir).glob("*.metrics.json")))
+    found = (
+        path.with_name(path.name.removesuffix(".metrics.json") + ".h5")
+        for path in sorted(Path(model_dir).glob("*.metrics.json"))
+    )
     return [path for path in found if path.exists()]
 
 

@@ -24,7 +24,12 @@ def plot_history(history: dict[str, Sequence[float]], path: Path, title: str) ->
         for prefix, style in (("", "-o"), ("val_", "-s")):
             values = history.get(prefix + metric)
             if values:
-                ax.plot(list(epochs)[: len(values)], values, style, label=("validation " if prefix else "training ") + metric)
+                ax.plot(
+                    list(epochs)[: len(values)],
+                    values,
+                    style,
+                    label=("validation " if prefix else "training ") + metric,
+                )
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)

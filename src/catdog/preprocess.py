@@ -83,8 +83,12 @@ class ImageLimits:
     @classmethod
     def from_serving(cls, serving) -> ImageLimits:
         """The limits of a :class:`catdog.config.ServingSettings`."""
-        return cls(serving.max_pixels, serving.min_side, tuple(f.upper() for f in serving.accepted_formats),
-                   serving.max_request_pixels)
+        return cls(
+            serving.max_pixels,
+            serving.min_side,
+            tuple(f.upper() for f in serving.accepted_formats),
+            serving.max_request_pixels,
+        )
 
 
 def open_image(
@@ -133,8 +137,9 @@ def open_image(
             raise InvalidImage("corrupt", f"the image header is damaged ({exc})") from exc
         limits.check(image.format, *image.size)
         if image.format in _JPEG_FORMATS and jpeg_scan_count(data, stop_after=max_scans + 1) > max_scans:
-            raise InvalidImage("too_complex",
-                               f"the JPEG holds more than {max_scans} scans; decoding it would take too long")
+            raise InvalidImage(
+                "too_complex", f"the JPEG holds more than {max_scans} scans; decoding it would take too long"
+            )
         try:
             if draft_size and image.format in _JPEG_FORMATS:
                 image.draft("RGB", (draft_size, draft_size))

@@ -181,8 +181,9 @@ class LiteRTRuntime:
             raise ModelError(f"cannot load {where}: {exc}") from exc
         (io,) = signature.values()
         if io["inputs"] != [INPUT_NAME] or sorted(io["outputs"]) != sorted([PROBABILITIES_OUTPUT, FEATURES_OUTPUT]):
-            raise ModelError(f"{where} must map {INPUT_NAME!r} to {PROBABILITIES_OUTPUT!r} and {FEATURES_OUTPUT!r}, "
-                             f"got {io!r}")
+            raise ModelError(
+                f"{where} must map {INPUT_NAME!r} to {PROBABILITIES_OUTPUT!r} and {FEATURES_OUTPUT!r}, got {io!r}"
+            )
         try:
             self.input_size = int(record["input_size"])
             self._kernel = np.asarray(record["head"]["kernel"], dtype=np.float32)
@@ -294,8 +295,10 @@ def load_keras_model(path: Path) -> Any:
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # h5py and Keras report damage with many exception types
-        raise ModelError(f"cannot load model file {str(path)!r} (truncated or not a Keras model): {exc}",
-                         "the model file is truncated or not a Keras model") from exc
+        raise ModelError(
+            f"cannot load model file {str(path)!r} (truncated or not a Keras model): {exc}",
+            "the model file is truncated or not a Keras model",
+        ) from exc
 
 
 def check_contract(model: Any, path: Path, num_classes: int) -> int:
@@ -309,9 +312,11 @@ def check_contract(model: Any, path: Path, num_classes: int) -> int:
     if not (isinstance(shape, tuple) and len(shape) == 4 and shape[3] == 3 and shape[1] and shape[1] == shape[2]):
         raise ModelError(f"{where} must take one (None, S, S, 3) input, got {shape!r}")
     if model.output_shape != (None, num_classes):
-        raise ModelError(f"{where} must output (None, {num_classes}) probabilities, got {model.output_shape!r}",
-                         f"the model must output (None, {num_classes}) probabilities, one per configured class, "
-                         f"got {model.output_shape!r}")
+        raise ModelError(
+            f"{where} must output (None, {num_classes}) probabilities, got {model.output_shape!r}",
+            f"the model must output (None, {num_classes}) probabilities, one per configured class, "
+            f"got {model.output_shape!r}",
+        )
     names = {layer.name for layer in model.layers}
     for name in (FEATURES_LAYER, PREDICTIONS_LAYER):
         if name not in names:

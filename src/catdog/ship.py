@@ -81,18 +81,29 @@ def ship(model_file: Path, settings: Settings, *, litert: bool = True) -> Path:
         lite.remove(target)
     else:
         check = conversion.record["check"]
-        log.info("wrote %s: max probability difference %.1e on %s", lite.write(conversion, target).name,
-                 check["max_abs_difference"], check["source"])
+        log.info(
+            "wrote %s: max probability difference %.1e on %s",
+            lite.write(conversion, target).name,
+            check["max_abs_difference"],
+            check["source"],
+        )
     log.info("shipped %s as %s", model_file, target)
     return target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.make_parser("catdog ship", "Install a trained model as the one the app serves.")
-    parser.add_argument("model", nargs="?", type=Path,
-                        help="trained .h5 to install (default: the best on the validation part in model.dir)")
-    parser.add_argument("--no-litert", action="store_true",
-                        help="ship the .h5 alone, without its model.tflite twin (the app then serves with TensorFlow)")
+    parser.add_argument(
+        "model",
+        nargs="?",
+        type=Path,
+        help="trained .h5 to install (default: the best on the validation part in model.dir)",
+    )
+    parser.add_argument(
+        "--no-litert",
+        action="store_true",
+        help="ship the .h5 alone, without its model.tflite twin (the app then serves with TensorFlow)",
+    )
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
     chosen = args.model or best_by_validation(Path(settings.model.dir))

@@ -118,8 +118,15 @@ def epoch_logger(epochs: int, images_per_epoch: int):
             self.durations.append(seconds)
             left = (epochs - epoch - 1) * (sum(self.durations) / len(self.durations))
             values = "  ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()) if k != "learning_rate")
-            log.info("epoch %d/%d: %.0f s, %.0f images/s, %s; ETA %.1f min",
-                     epoch + 1, epochs, seconds, images_per_epoch / seconds, values, left / 60)
+            log.info(
+                "epoch %d/%d: %.0f s, %.0f images/s, %s; ETA %.1f min",
+                epoch + 1,
+                epochs,
+                seconds,
+                images_per_epoch / seconds,
+                values,
+                left / 60,
+            )
 
     return EpochLogger()
 
@@ -136,6 +143,7 @@ def predict_in_batches(model, images, batch_size: int = 128):
 
     forward = getattr(model, "_catdog_forward", None)
     if forward is None:
+
         @tf.function(reduce_retracing=True)
         def forward(x):
             return model(tf.cast(x, tf.float32), training=False)
@@ -174,12 +182,16 @@ def versions() -> dict[str, str]:
     import PIL
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": numpy.__version__, "pillow": PIL.__version__}
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+    }
 
 
-def train(settings: Settings, resume: bool = False, output: Path | None = None,
-          init_from: Path | None = None) -> dict:
+def train(settings: Settings, resume: bool = False, output: Path | None = None, init_from: Path | None = None) -> dict:
     """Train, calibrate, evaluate on validation and test parts, and save model, metrics and plots.
 
     Args:
@@ -206,15 +218,25 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None,
     log.info("split: %s", json.dumps(split.counts()))
     arrays = load_arrays(settings, split, root)
     model, run = fit(settings, split, arrays, runs, resume, init_from)
-    return write_results(settings, model, run, split, arrays, root, output,
-                         {"manifest_sha256": manifest_hash, "initialised_from": init_from})
+    return write_results(
+        settings,
+        model,
+        run,
+        split,
+        arrays,
+        root,
+        output,
+        {"manifest_sha256": manifest_hash, "initialised_from": init_from},
+    )
 
 
 def load_arrays(settings: Settings, split: Split, root: Path) -> dict:
     """Each part of the split decoded at ``training.image_size``, through the array cache."""
     cache = paths.cache_dir(settings.data.artifacts_dir)
-    return {part: cached_arrays([str(root / f) for f in files], settings.training.image_size, cache, part)
-            for part, files in split.files.items()}
+    return {
+        part: cached_arrays([str(root / f) for f in files], settings.training.image_size, cache, part)
+        for part, files in split.files.items()
+    }
 
 
 def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool, init_from: Path | None):
@@ -227,9 +249,12 @@ def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool
     keras.utils.set_random_seed(t.seed)
     num_classes = len(settings.data.classes)
     weights = class_weights(split.labels["train"], num_classes, t.class_weight_power)
-    log.info("class weights: %s", ", ".join(f"{c} {w:.3f}" for c, w in zip(settings.data.classes, weights, strict=True)))
-    train_ds = tf_dataset(arrays["train"], split.labels["train"], num_classes, t.batch_size, True, t.augmentation,
-                          t.seed, weights)
+    log.info(
+        "class weights: %s", ", ".join(f"{c} {w:.3f}" for c, w in zip(settings.data.classes, weights, strict=True))
+    )
+    train_ds = tf_dataset(
+        arrays["train"], split.labels["train"], num_classes, t.batch_size, True, t.augmentation, t.seed, weights
+    )
     val_ds = tf_dataset(arrays["validation"], split.labels["validation"], num_classes, t.batch_size, False)
     steps = math.ceil(len(arrays["train"]) / t.batch_size)
 
@@ -242,25 +267,44 @@ def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool
             copied = transfer_weights(keras.models.load_model(init_from, compile=False), model)
             log.info("starting from %s (%d layers copied)", init_from, copied)
         compile_model(model, settings, steps)
-        log.info("%s: %s parameters, input %dx%d, %d training images, %d epochs, %s",
-                 t.architecture, f"{model.count_params():,}", t.image_size, t.image_size, len(arrays["train"]),
-                 t.epochs, keras.mixed_precision.global_policy().name)
+        log.info(
+            "%s: %s parameters, input %dx%d, %d training images, %d epochs, %s",
+            t.architecture,
+            f"{model.count_params():,}",
+            t.image_size,
+            t.image_size,
+            len(arrays["train"]),
+            t.epochs,
+            keras.mixed_precision.global_policy().name,
+        )
         best_weights = runs / "best.weights.h5"
         progress = epoch_logger(t.epochs, len(arrays["train"]))
         callbacks = [
             keras.callbacks.BackupAndRestore(str(runs / "backup")),
             keras.callbacks.ModelCheckpoint(
-                str(best_weights), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
-                initial_value_threshold=_best_so_far(runs / "history.csv") if resume else None),
-            keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                          patience=t.early_stopping_patience or t.epochs),
+                str(best_weights),
+                monitor="val_accuracy",
+                mode="max",
+                save_best_only=True,
+                save_weights_only=True,
+                initial_value_threshold=_best_so_far(runs / "history.csv") if resume else None,
+            ),
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", mode="max", patience=t.early_stopping_patience or t.epochs
+            ),
             keras.callbacks.CSVLogger(str(runs / "history.csv"), append=resume),
             progress,
         ]
         started = time.perf_counter()
         # shuffle=False: the tf.data pipeline already reshuffles every epoch.
-        model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks, shuffle=False,
-                  verbose=1 if sys.stdout.isatty() else 2)
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=t.epochs,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
         fit_seconds = time.perf_counter() - started
         if best_weights.exists():
             model.load_weights(str(best_weights))
@@ -304,10 +348,11 @@ def transfer_weights(source, target) -> int:
             continue
         if all(a.shape == b.shape for a, b in zip(old, new, strict=True)):
             layer.set_weights(old)
-        elif layer.name == "predictions" and all(a.shape[:-1] == b.shape[:-1] and a.shape[-1] <= b.shape[-1]
-                                                 for a, b in zip(old, new, strict=True)):
+        elif layer.name == "predictions" and all(
+            a.shape[:-1] == b.shape[:-1] and a.shape[-1] <= b.shape[-1] for a, b in zip(old, new, strict=True)
+        ):
             for a, b in zip(old, new, strict=True):
-                b[..., :a.shape[-1]] = a
+                b[..., : a.shape[-1]] = a
             layer.set_weights(new)
         else:
             continue
@@ -334,8 +379,9 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
     reports = {}
     for part in ("validation", "test"):
         reports[part] = classification_report(split.labels[part], calibrated[part], classes)
-        reports[part]["by_source"] = source_report(split.labels[part], calibrated[part],
-                                                   [source_of(f) for f in split.files[part]], classes)
+        reports[part]["by_source"] = source_report(
+            split.labels[part], calibrated[part], [source_of(f) for f in split.files[part]], classes
+        )
         print(format_report(f"{settings.training.architecture} on the {part} part", reports[part]))
         print(format_source_report(reports[part]["by_source"]))
     calibration = {
@@ -344,16 +390,25 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
         "test_before": reliability(raw["test"], split.labels["test"]),
         "test_after": reliability(calibrated["test"], split.labels["test"]),
     }
-    log.info("temperature %.3f: test ECE %.4f -> %.4f", temperature, calibration["test_before"]["ece"],
-             calibration["test_after"]["ece"])
-    low_res = low_resolution_report(lambda x: apply_temperature(predict_in_batches(model, x), temperature),
-                                    [str(root / f) for f in split.files["test"]], split.labels["test"],
-                                    settings.training.image_size, classes)
+    log.info(
+        "temperature %.3f: test ECE %.4f -> %.4f",
+        temperature,
+        calibration["test_before"]["ece"],
+        calibration["test_after"]["ece"],
+    )
+    low_res = low_resolution_report(
+        lambda x: apply_temperature(predict_in_batches(model, x), temperature),
+        [str(root / f) for f in split.files["test"]],
+        split.labels["test"],
+        settings.training.image_size,
+        classes,
+    )
     return reports, calibration, low_res
 
 
-def write_results(settings: Settings, model, run: dict, split: Split, arrays: dict, root: Path, output: Path,
-                  provenance: dict) -> dict:
+def write_results(
+    settings: Settings, model, run: dict, split: Split, arrays: dict, root: Path, output: Path, provenance: dict
+) -> dict:
     """Score the model (:func:`score`), then save it with its metrics and plots."""
     import tensorflow as tf
 
@@ -395,10 +450,15 @@ def write_results(settings: Settings, model, run: dict, split: Split, arrays: di
     write_json_atomic(metrics_path, metrics)
     plot_history(history, paths.plot(output, "curves"), f"{arch}: training curves")
     matrix = reports["test"]["confusion_matrix"]["rows_true_columns_predicted"]
-    plot_confusion(matrix, classes, paths.plot(output, "confusion"),
-                   f"{arch}: test part ({reports['test']['accuracy']:.1%})")
-    plot_reliability(calibration["test_before"], calibration["test_after"],
-                     paths.plot(output, "reliability"), f"{arch}: test part, T = {temperature:.2f}")
+    plot_confusion(
+        matrix, classes, paths.plot(output, "confusion"), f"{arch}: test part ({reports['test']['accuracy']:.1%})"
+    )
+    plot_reliability(
+        calibration["test_before"],
+        calibration["test_after"],
+        paths.plot(output, "reliability"),
+        f"{arch}: test part, T = {temperature:.2f}",
+    )
     log.info("wrote %s, %s and plots", output, metrics_path)
     return metrics
 
@@ -414,9 +474,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.make_parser("catdog train", "Train the configured architecture on the validated manifest.")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     parser.add_argument("--output", type=Path, help="model file to write (default: model/<architecture>.h5)")
-    parser.add_argument("--init-from", type=Path, metavar="MODEL_H5",
-                        help="start from this trained model's weights (same architecture and size) to fine-tune it")
-    parser.add_argument("--ship", action="store_true", help="also install the result as model.path (what the app loads)")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="MODEL_H5",
+        help="start from this trained model's weights (same architecture and size) to fine-tune it",
+    )
+    parser.add_argument(
+        "--ship", action="store_true", help="also install the result as model.path (what the app loads)"
+    )
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
     metrics = train(settings, resume=args.resume, output=args.output, init_from=args.init_from)
@@ -424,8 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from catdog.ship import ship
 
         ship(Path(args.output or paths.trained_model(settings.model.dir, settings.training.architecture)), settings)
-    print(f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['architecture']}, "
-          f"{metrics['epochs_run']} epochs, {metrics['wall_time_seconds'] / 60:.1f} min)")
+    print(
+        f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['architecture']}, "
+        f"{metrics['epochs_run']} epochs, {metrics['wall_time_seconds'] / 60:.1f} min)"
+    )
     return 0
 
 

@@ -185,8 +185,9 @@ def list_class_files(
         folders = [root / collection / label for collection in collections]
         present = [folder for folder in folders if folder.exists()]
         if not present:
-            raise DatasetError(f"no class folder for {label!r} in {', '.join(str(f) for f in folders)}; "
-                               "check data.classes")
+            raise DatasetError(
+                f"no class folder for {label!r} in {', '.join(str(f) for f in folders)}; check data.classes"
+            )
         found = []
         for folder in present:
             _require_folder(folder, f"class folder for {label!r}", "check data.classes")
@@ -262,7 +263,9 @@ def quarantine(result: ValidationResult, folder: str | os.PathLike) -> dict[str,
     moves = {c.path: target / PurePosixPath(c.path) for c in result.checks if not c.usable}
     taken = [str(dest) for dest in moves.values() if dest.exists()]
     if taken:
-        raise DatasetError(f"{len(taken)} quarantine destination(s) already exist, e.g. {taken[0]!r}; nothing was moved")
+        raise DatasetError(
+            f"{len(taken)} quarantine destination(s) already exist, e.g. {taken[0]!r}; nothing was moved"
+        )
     for relative, dest in moves.items():
         try:
             ensure_dir(dest.parent)
@@ -349,7 +352,9 @@ def read_manifest(path: str | os.PathLike) -> tuple[Path, dict[str, list[Path]]]
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise bad(f"classes must be a list of names, got {classes!r}")
     if not isinstance(files, dict) or list(files) != classes:
-        raise bad(f"files must map each class in order {classes!r}, got {list(files) if isinstance(files, dict) else files!r}")
+        raise bad(
+            f"files must map each class in order {classes!r}, got {list(files) if isinstance(files, dict) else files!r}"
+        )
     dataset_dir = Path(root)
     result = {}
     for label, names in files.items():

@@ -92,7 +92,7 @@ def build_inception(
         An uncompiled Keras model following the contract in :mod:`catdog.models`.
     """
     inputs, x = inputs_and_rescale(image_size)
-    x = conv_bn_act(x, stem_filters, 3, "stem_1", stride=2)                  # S/2
+    x = conv_bn_act(x, stem_filters, 3, "stem_1", stride=2)  # S/2
     x = conv_bn_act(x, stem_filters, 3, "stem_2")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)  # S/4
     for s, stage in enumerate(stages, start=1):
@@ -103,4 +103,3 @@ def build_inception(
     features = layers.Activation("linear", name="features")(x)
     outputs = classifier_head(features, num_classes, dropout)
     return keras.Model(inputs, outputs, name=name)
-

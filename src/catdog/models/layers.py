@@ -21,8 +21,13 @@ def conv_bn_act(x, filters: int, kernel: int, name: str, stride: int = 1, activa
         The output tensor.
     """
     x = layers.Conv2D(
-        filters, kernel, strides=stride, padding="same", use_bias=False,
-        kernel_initializer="he_normal", name=f"{name}_conv",
+        filters,
+        kernel,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{name}_conv",
     )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return activate(x, activation, f"{name}_act") if activation else x

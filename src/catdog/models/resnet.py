@@ -53,11 +53,17 @@ def residual_block(
     return activate(y, activation, f"{name}_out")
 
 
-def _conv_bn(x, filters: int, kernel: int, stride: int, padding: str, batch_norm: bool, conv_name: str,
-             bn_name: str):
+def _conv_bn(x, filters: int, kernel: int, stride: int, padding: str, batch_norm: bool, conv_name: str, bn_name: str):
     """Conv2D, then BatchNorm if ``batch_norm`` (the convolution has a bias only without it)."""
-    x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=not batch_norm,
-                      kernel_initializer="he_normal", name=conv_name)(x)
+    x = layers.Conv2D(
+        filters,
+        kernel,
+        strides=stride,
+        padding=padding,
+        use_bias=not batch_norm,
+        kernel_initializer="he_normal",
+        name=conv_name,
+    )(x)
     return layers.BatchNormalization(name=bn_name)(x) if batch_norm else x
 
 
@@ -87,9 +93,9 @@ def build_resnet(
         An uncompiled Keras model following the contract in :mod:`catdog.models`.
     """
     inputs, x = inputs_and_rescale(image_size)
-    x = conv_bn_act(x, stem_filters, 3, "stem_1", stride=2, activation=activation)   # S/2
+    x = conv_bn_act(x, stem_filters, 3, "stem_1", stride=2, activation=activation)  # S/2
     x = conv_bn_act(x, stem_filters, 3, "stem_2", activation=activation)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)          # S/4
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)  # S/4
     for s, (filters, blocks) in enumerate(zip(stage_filters, blocks_per_stage, strict=True), start=1):
         for b in range(1, blocks + 1):
             stride = 2 if (s > 1 and b == 1) else 1

@@ -60,7 +60,9 @@ class Monitor:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "catdog_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"],
+            "catdog_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
             registry=r,
         )
         self.latency = Histogram(
@@ -74,9 +76,7 @@ class Monitor:
         self.images = Histogram(
             "catdog_images_per_request", "Images sent in one /predict request", buckets=batch_buckets, registry=r
         )
-        self.image_errors = Counter(
-            "catdog_image_errors", "Images refused, by error code", ["code"], registry=r
-        )
+        self.image_errors = Counter("catdog_image_errors", "Images refused, by error code", ["code"], registry=r)
         self.model_load = Gauge(
             "catdog_model_load_seconds",
             "Seconds this worker took to load and warm up its model",

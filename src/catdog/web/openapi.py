@@ -29,8 +29,16 @@ HTML = "text/html"
 
 # Codes of the errors raised by the web layer itself; the image refusals come from STATUS_BY_REASON.
 REQUEST_ERROR_CODES = {
-    400: ["no_file", "bad_body", "bad_multipart", "too_many_files", "bad_json", "bad_base64", "unknown_parameter",
-          "bad_request"],
+    400: [
+        "no_file",
+        "bad_body",
+        "bad_multipart",
+        "too_many_files",
+        "bad_json",
+        "bad_base64",
+        "unknown_parameter",
+        "bad_request",
+    ],
     413: ["payload_too_large", "too_many_parts", "field_too_large"],
     415: ["unsupported_media_type"],
     503: ["model_unavailable"],
@@ -72,7 +80,7 @@ def document(settings: Settings) -> dict[str, Any]:
             "version": catdog.__version__,
             "summary": f"Tell whether a photo shows {_classes_text(classes)}.",
             "description": (
-                "Every error answers `{\"error\": {\"code\", \"message\"}}`; the code is stable, the message is for "
+                'Every error answers `{"error": {"code", "message"}}`; the code is stable, the message is for '
                 "people. A query parameter a route does not know answers 400 `unknown_parameter`."
             ),
         },
@@ -134,7 +142,7 @@ def _predict_path(serving, codes: dict[int, list[str]]) -> dict[str, Any]:
                 f"Send one image, or up to {serving.max_batch} (a batch), at most "
                 f"{format_bytes(serving.max_upload_bytes)} of images in all, in any of the forms below. "
                 "Several `file` fields, or JSON `images`, make a batch: its answer lists one item per "
-                "image, in order, each a prediction or `{\"error\": {\"code\", \"message\"}}` for an "
+                'image, in order, each a prediction or `{"error": {"code", "message"}}` for an '
                 "image that was refused. A batch is refused as a whole only when none of its images "
                 "can be read (then with the first image's status and code) or the request itself is bad."
             ),
@@ -155,35 +163,33 @@ def _predict_path(serving, codes: dict[int, list[str]]) -> dict[str, Any]:
 def _page_paths() -> dict[str, Any]:
     """The upload page and its static files."""
     return {
-    "/": {
-        "get": {
-            "operationId": "page",
-            "summary": "The upload page.",
-            "responses": {"200": _html("The page.")},
-        },
-        "post": {
-            "operationId": "pageClassify",
-            "summary": "The page's form without JavaScript: the page again, with the result or the error.",
-            "requestBody": {
-                "required": True,
-                "content": {"multipart/form-data": {"schema": _form_schema(1)}},
+        "/": {
+            "get": {
+                "operationId": "page",
+                "summary": "The upload page.",
+                "responses": {"200": _html("The page.")},
             },
-            "responses": {
-                "200": _html("The page with the result."),
-                **{str(status): _html(STATUS_TEXT[status]) for status in PREDICT_STATUSES},
+            "post": {
+                "operationId": "pageClassify",
+                "summary": "The page's form without JavaScript: the page again, with the result or the error.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": _form_schema(1)}},
+                },
+                "responses": {
+                    "200": _html("The page with the result."),
+                    **{str(status): _html(STATUS_TEXT[status]) for status in PREDICT_STATUSES},
+                },
             },
         },
-    },
-    "/static/{filename}": {
-        "get": {
-            "operationId": "static",
-            "summary": "The page's script, style sheet and icon.",
-            "parameters": [
-                {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
-            "responses": {"200": {"description": "The file."}, "404": {"description": "No such file."}},
-        }
-    },
+        "/static/{filename}": {
+            "get": {
+                "operationId": "static",
+                "summary": "The page's script, style sheet and icon.",
+                "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The file."}, "404": {"description": "No such file."}},
+            }
+        },
     }
 
 
@@ -296,7 +302,10 @@ def _predict_body(max_batch: int, formats: list[str]) -> dict[str, Any]:
                         _object(
                             {
                                 "images": {
-                                    "type": "array", "items": base64_image, "minItems": 1, "maxItems": max_batch
+                                    "type": "array",
+                                    "items": base64_image,
+                                    "minItems": 1,
+                                    "maxItems": max_batch,
                                 },
                                 "explain": flag,
                             },
