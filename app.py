@@ -8,14 +8,15 @@ environment)::
 ``create_app`` builds an app from config.yaml (``CATDOG_CONFIG`` and
 ``CATDOG__SECTION__KEY`` variables apply); a test passes a mapping with
 ``CATDOG_CONFIG`` (a YAML path) and ``CATDOG_OVERRIDES`` (dotted keys).
-The model is loaded and warmed up here, so each gunicorn worker
-(``preload_app = False``) loads its own before serving; a missing or broken
+The model is loaded and warmed up when gunicorn first reads ``app``, so each
+worker (``preload_app = False``) loads its own before serving; a missing or broken
 model leaves the app running and answering 503 with the reason.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 
@@ -54,4 +55,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-app = create_app()
+def __getattr__(name: str) -> Flask:
+    """``app``, what gunicorn serves, is built on first use: importing this module loads no model."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()["app"] = built = create_app()
+    return built

@@ -54,10 +54,7 @@ def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
 # Workers inherit the master's environment: keep TensorFlow's start-up chatter out of the log.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-bind = [
-    os.environ.get("CATDOG_BIND")
-    or f"{os.environ.get('HOST', '127.0.0.1')}:{_int_from_env('PORT', 8000)}"
-]
+bind = [os.environ.get("CATDOG_BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{_int_from_env('PORT', 8000)}"]
 wsgi_app = "app:app"
 worker_class = "catdog.web.worker.BufferingWorker"
 workers = _int_from_env("WEB_CONCURRENCY", 2)
@@ -68,8 +65,11 @@ keepalive = 5
 max_requests = _int_from_env("GUNICORN_MAX_REQUESTS", 1000, minimum=0)
 max_requests_jitter = max_requests // 10
 # The worker reads these from the environment it inherits; checked here so a bad value stops the start.
-for _name, _default in (("GUNICORN_HEADER_TIMEOUT", 10), ("GUNICORN_BODY_TIMEOUT", 10),
-                        ("GUNICORN_MIN_BODY_RATE", 16384)):
+for _name, _default in (
+    ("GUNICORN_HEADER_TIMEOUT", 10),
+    ("GUNICORN_BODY_TIMEOUT", 10),
+    ("GUNICORN_MIN_BODY_RATE", 16384),
+):
     os.environ[_name] = str(_int_from_env(_name, _default))
 preload_app = False
 if os.environ.get("GUNICORN_CONTROL_SOCKET"):

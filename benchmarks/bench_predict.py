@@ -28,11 +28,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
+import psutil
 import requests
 from PIL import Image
 
@@ -73,11 +73,8 @@ def p95(times: list[float]) -> float:
 
 
 def rss_mib(pid: int) -> float:
-    """Resident memory of a process, from /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
+    """Resident memory of a process, in MiB."""
+    return psutil.Process(pid).memory_info().rss / 2**20
 
 
 def post_predict(session: requests.Session, url: str, jpeg: bytes) -> None:
@@ -119,15 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     jpeg = typical_jpeg(width, height)
     count, warmup = args.requests, args.warmup
     naive_count = args.naive_requests or count
-    serving = settings.serving
-
-    predictor = Predictor(
-        args.model,
-        settings.data.classes,
-        max_pixels=serving.max_pixels,
-        min_side=serving.min_side,
-        accepted_formats=serving.accepted_formats,
-    )
+    predictor = Predictor.from_settings(settings, args.model)
     size = predictor.input_size
     batch = predictor.decode(jpeg)[1][None]
     rows = {
@@ -145,14 +134,16 @@ def main(argv: list[str] | None = None) -> int:
 
     rows["naive: decode + model.predict"] = time_calls(naive, naive_count, warmup)
 
-    with tempfile.TemporaryFile("w+") as log:
-        with GunicornServer(args.model, log, workers=args.workers, threads=args.threads) as server:
-            with requests.Session() as session:
-                rows["POST /predict via gunicorn, concurrency 1"] = time_calls(
-                    lambda: post_predict(session, server.url, jpeg), count, warmup
-                )
-            rps = throughput(server.url, jpeg, max(count, 4 * args.concurrency), args.concurrency)
-            worker_rss = [rss_mib(pid) for pid in server.worker_pids()]
+    with (
+        tempfile.TemporaryFile("w+") as log,
+        GunicornServer(args.model, log, workers=args.workers, threads=args.threads) as server,
+        requests.Session() as session,
+    ):
+        rows["POST /predict via gunicorn, concurrency 1"] = time_calls(
+            lambda: post_predict(session, server.url, jpeg), count, warmup
+        )
+        rps = throughput(server.url, jpeg, max(count, 4 * args.concurrency), args.concurrency)
+        worker_rss = [rss_mib(pid) for pid in server.worker_pids()]
 
     median = {name: statistics.median(times) for name, times in rows.items()}
     base = median["decode + forward pass"]
@@ -161,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
-    print(f"## /predict benchmark: {predictor.architecture} ({size}x{size} input, {predictor.short_hash}), "
-          f"one {width}x{height} JPEG of {len(jpeg) / 1024:.0f} KiB")
+    print(
+        f"## /predict benchmark: {predictor.architecture} ({size}x{size} input, {predictor.short_hash}), "
+        f"one {width}x{height} JPEG of {len(jpeg) / 1024:.0f} KiB"
+    )
     print()
-    print(f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Python {sys.version.split()[0]}; "
-          f"{count} timed calls per path ({naive_count} naive), {warmup} warm-up calls.")
+    print(
+        f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Python {sys.version.split()[0]}; "
+        f"{count} timed calls per path ({naive_count} naive), {warmup} warm-up calls."
+    )
     print()
     print("| path | median ms | p95 ms | median / (decode + forward) |")
     print("|---|---:|---:|---:|")
@@ -176,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---|")
     print(f"| /predict median / (decode + forward) median | {ours / base:.2f}x | at most 1.5x |")
     print(f"| naive median / /predict median | {naive_median / ours:.1f}x | at least 5x |")
-    print(f"| requests/s, concurrency {args.concurrency}, {args.workers} workers x {args.threads} threads | {rps:.1f} | |")
+    print(
+        f"| requests/s, concurrency {args.concurrency}, {args.workers} workers x {args.threads} threads | {rps:.1f} | |"
+    )
     for number, rss in enumerate(worker_rss, start=1):
         print(f"| worker {number} resident memory (VmRSS) | {rss:.0f} MiB | |")
     return 0

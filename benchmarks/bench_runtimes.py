@@ -36,13 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import requests
-
 from bench_predict import p95, post_predict, rss_mib, throughput, typical_jpeg
+
 from catdog import litert
 from catdog.config import load_config
 from catdog.dirs import file_sha256
 from catdog.inference import Predictor
-from catdog.runtime import litert_paths, read_litert_record
+from catdog.paths import litert_paths
+from catdog.runtime import read_litert_record
 from catdog.web.server import GunicornServer
 
 PATHS = ("tensorflow", "litert")
@@ -73,8 +74,9 @@ def start_once(server: GunicornServer, timeout: float = 180.0) -> tuple[float, f
     log = Path(server.log.name)
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"]
     started = time.perf_counter()
-    server.process = subprocess.Popen(command, cwd=server.root, env=server.env, stdout=server.log,
-                                      stderr=subprocess.STDOUT)
+    server.process = subprocess.Popen(
+        command, cwd=server.root, env=server.env, stdout=server.log, stderr=subprocess.STDOUT
+    )
     ready = all_ready = None
     while ready is None or all_ready is None:
         if server.process.poll() is not None or time.perf_counter() - started > timeout:
@@ -121,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         predictors = {name: Predictor(served[name], classes, runtime=name) for name in PATHS}
         size = predictors["litert"].input_size
         images = litert.generated_images(args.images, size, seed=2024)
-        probabilities = {name: np.concatenate([p.predict_arrays(images[i:i + 50]) for i in range(0, len(images), 50)])
-                         for name, p in predictors.items()}
+        probabilities = {
+            name: np.concatenate([p.predict_arrays(images[i : i + 50]) for i in range(0, len(images), 50)])
+            for name, p in predictors.items()
+        }
         same_labels = int((probabilities["tensorflow"].argmax(1) == probabilities["litert"].argmax(1)).sum())
         largest_difference = float(np.abs(probabilities["tensorflow"] - probabilities["litert"]).max())
         architecture = predictors["litert"].architecture
@@ -170,24 +174,33 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     print(f"## TensorFlow vs LiteRT: {architecture} ({size}x{size} input), one 500x375 JPEG of {len(jpeg) // 1024} KiB")
     print()
-    print(f"{os.cpu_count()} CPUs (load average {load:.1f} at the end), Python {sys.version.split()[0]}; gunicorn "
-          f"{args.workers} workers x {args.threads} threads; {args.requests} timed requests per path at concurrency 1 "
-          f"(alternating), {total} at concurrency {args.concurrency} (median of {args.rounds} runs, alternating); "
-          f"start -> ready: median of {args.starts} launches.")
+    print(
+        f"{os.cpu_count()} CPUs (load average {load:.1f} at the end), Python {sys.version.split()[0]}; gunicorn "
+        f"{args.workers} workers x {args.threads} threads; {args.requests} timed requests per path at concurrency 1 "
+        f"(alternating), {total} at concurrency {args.concurrency} (median of {args.rounds} runs, alternating); "
+        f"start -> ready: median of {args.starts} launches."
+    )
     print()
     print("| | TensorFlow (model.h5) | LiteRT (model.tflite) | target |")
     print("|---|---:|---:|---|")
-    print(f"| worker RSS, MB | {' / '.join(f'{r:.0f}' for r in rss['tensorflow'])} | "
-          f"{' / '.join(f'{r:.0f}' for r in rss['litert'])} | LiteRT <= 150 |")
+    print(
+        f"| worker RSS, MB | {' / '.join(f'{r:.0f}' for r in rss['tensorflow'])} | "
+        f"{' / '.join(f'{r:.0f}' for r in rss['litert'])} | LiteRT <= 150 |"
+    )
     print(f"| start -> first /ready 200, s | {ready['tensorflow']:.2f} | {ready['litert']:.2f} | |")
-    print(f"| start -> both workers ready, s | {all_ready['tensorflow']:.2f} | {all_ready['litert']:.2f} | "
-          f"LiteRT <= 3 |")
-    print(f"| /predict median at c=1, ms | {median['tensorflow']:.2f} | {median['litert']:.2f} | "
-          f"LiteRT >= 1.5x faster: {median['tensorflow'] / median['litert']:.2f}x |")
+    print(
+        f"| start -> both workers ready, s | {all_ready['tensorflow']:.2f} | {all_ready['litert']:.2f} | LiteRT <= 3 |"
+    )
+    print(
+        f"| /predict median at c=1, ms | {median['tensorflow']:.2f} | {median['litert']:.2f} | "
+        f"LiteRT >= 1.5x faster: {median['tensorflow'] / median['litert']:.2f}x |"
+    )
     print(f"| /predict p95 at c=1, ms | {p95(latency['tensorflow']):.2f} | {p95(latency['litert']):.2f} | |")
     print(f"| req/s at c={args.concurrency} | {rps['tensorflow']:.1f} | {rps['litert']:.1f} | |")
-    print(f"| same label on {args.images} generated images | {same_labels} / {args.images} | "
-          f"(largest probability difference {largest_difference:.1e}) | all |")
+    print(
+        f"| same label on {args.images} generated images | {same_labels} / {args.images} | "
+        f"(largest probability difference {largest_difference:.1e}) | all |"
+    )
     return 0
 
 

@@ -29,6 +29,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -37,10 +38,12 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+import psutil
 import requests
 from PIL import Image
 
@@ -158,7 +161,7 @@ class SlowClients:
         self._live: dict[socket.socket, tuple[str, float]] = {}
         self._sent: dict[socket.socket, int] = {}
 
-    def __enter__(self) -> "SlowClients":
+    def __enter__(self) -> SlowClients:
         for number in range(self.count):
             self._open(KINDS[number % len(KINDS)])
         self._thread.start()
@@ -195,10 +198,8 @@ class SlowClients:
                 b"POST /predict HTTP/1.1\r\nHost: slow\r\nContent-Type: image/jpeg\r\n"
                 b"Content-Length: %d\r\n\r\n" % BODY_LENGTH
             )
-        try:
+        with contextlib.suppress(OSError):
             sock.send(start)
-        except OSError:
-            pass
         self._live[sock] = (kind, time.monotonic())
         self._sent[sock] = 0
         self._selector.register(sock, selectors.EVENT_READ)
@@ -298,17 +299,22 @@ def decode_times() -> dict[str, Any]:
     except InvalidImage as exc:
         outcome = exc.reason
     return {
-        "accepted_scans": MAX_JPEG_SCANS, "accepted_bytes": len(accepted), "accepted_cpu_s": accepted_s,
-        "refused_scans": 5000, "refused_bytes": len(refused), "refused_cpu_s": time.process_time() - started,
+        "accepted_scans": MAX_JPEG_SCANS,
+        "accepted_bytes": len(accepted),
+        "accepted_cpu_s": accepted_s,
+        "refused_scans": 5000,
+        "refused_bytes": len(refused),
+        "refused_cpu_s": time.process_time() - started,
         "refused_as": outcome,
     }
 
 
-def _status_mib(pid: int, field: str) -> float:
+def _peak_mib(pid: int) -> float:
+    """Peak resident memory (VmHWM), which psutil does not report."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
+        if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024.0
-    raise KeyError(field)
+    raise KeyError("VmHWM")
 
 
 def peak_during_mib(pid: int, send) -> tuple[float, Any]:
@@ -319,7 +325,7 @@ def peak_during_mib(pid: int, send) -> tuple[float, Any]:
     """
     Path(f"/proc/{pid}/clear_refs").write_text("5")
     result = send()
-    return _status_mib(pid, "VmHWM"), result
+    return _peak_mib(pid), result
 
 
 def worst_requests() -> dict[str, tuple[list[tuple[str, bytes]], dict[str, str]]]:
@@ -343,12 +349,12 @@ def memory_run(server: GunicornServer) -> dict[str, Any]:
     allocator does not hand everything back) cannot hide a later one's peak.
     """
     (pid,) = server.worker_pids()
-    idle = _status_mib(pid, "VmRSS")
+    idle = psutil.Process(pid).memory_info().rss / 2**20
     results = {}
     for name, (files, query) in worst_requests().items():
         parts = [("file", (filename, data, "image/png")) for filename, data in files]
 
-        def send():
+        def send(query=query, parts=parts):
             return requests.post(f"{server.url}/predict", params=query, files=parts, timeout=120).status_code
 
         peak, status = peak_during_mib(pid, send)

@@ -44,8 +44,9 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import requests
@@ -252,8 +253,11 @@ def missed_targets(report: dict[str, Any]) -> list[str]:
     """The targets the run missed, in words."""
     phases = [report["warmup"], *report["levels"], report["soak"]]
     missed = []
-    for key, words in (("server_errors", "5xx answers"), ("connection_errors", "connection errors"),
-                       ("unexpected", "answers with an unexpected status or body")):
+    for key, words in (
+        ("server_errors", "5xx answers"),
+        ("connection_errors", "connection errors"),
+        ("unexpected", "answers with an unexpected status or body"),
+    ):
         total = sum(phase[key] for phase in phases)
         if total:
             missed.append(f"{total} {words}")
@@ -317,15 +321,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=1000, help="requests per level at most (default: 1000)")
     parser.add_argument("--duration", type=float, default=120.0, help="seconds per level at most (default: 120)")
     parser.add_argument("--soak-requests", type=int, default=10_000, help="requests of the soak (default: 10000)")
-    parser.add_argument("--soak-duration", type=float, default=1800.0,
-                        help="seconds of the soak at most (default: 1800)")
+    parser.add_argument(
+        "--soak-duration", type=float, default=1800.0, help="seconds of the soak at most (default: 1800)"
+    )
     parser.add_argument("--soak-concurrency", type=int, default=8, help="clients during the soak (default: 8)")
     parser.add_argument("--bad-share", type=float, default=0.15, help="share of bad inputs (default: 0.15)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default: 2)")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker (default: 4, as gunicorn.conf.py)")
     parser.add_argument("--timeout", type=int, default=60, help="gunicorn's worker timeout, s (default: 60)")
-    parser.add_argument("--json", type=Path, default=PROJECT_ROOT / "artifacts" / "load.json",
-                        help="where to write the JSON report (default: artifacts/load.json)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=PROJECT_ROOT / "artifacts" / "load.json",
+        help="where to write the JSON report (default: artifacts/load.json)",
+    )
     short = ", ".join(f"--{key.replace('_', '-')} {value:g}" for key, value in SHORT.items())
     parser.add_argument("--short", action="store_true", help=f"a short burst for CI: {short}")
     args = parser.parse_args(argv)
@@ -342,9 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     log_path = args.json.with_suffix(".gunicorn.log")
     env = {"GUNICORN_TIMEOUT": str(args.timeout)}
-    with log_path.open("w") as log, GunicornServer(
-        args.model, log, workers=args.workers, threads=args.threads, env=env
-    ) as server:
+    with (
+        log_path.open("w") as log,
+        GunicornServer(args.model, log, workers=args.workers, threads=args.threads, env=env) as server,
+    ):
         model = requests.get(f"{server.url}/model", timeout=30).json()
         load_average = [round(x, 2) for x in os.getloadavg()]
         pids = server.worker_pids()
@@ -352,12 +362,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def phase(name: str, concurrency: int, count: int, seconds: float, seed: int) -> dict[str, Any]:
             samples, took = run_level(
-                server.url, concurrency, good, bad, bad_share=args.bad_share,
-                max_requests=count, max_seconds=seconds, timeout=args.timeout + 30.0, seed=seed,
+                server.url,
+                concurrency,
+                good,
+                bad,
+                bad_share=args.bad_share,
+                max_requests=count,
+                max_seconds=seconds,
+                timeout=args.timeout + 30.0,
+                seed=seed,
             )
             summary = {"phase": name, "concurrency": concurrency, **summarize(samples, took)}
-            print(f"{name}: {summary['requests']} requests, {summary['requests_per_second']} req/s, "
-                  f"p99 {summary['p99_ms']} ms, {summary['by_status']}", file=sys.stderr)
+            print(
+                f"{name}: {summary['requests']} requests, {summary['requests_per_second']} req/s, "
+                f"p99 {summary['p99_ms']} ms, {summary['by_status']}",
+                file=sys.stderr,
+            )
             return summary
 
         warmup = phase("warm-up", 8, args.warmup, args.duration, seed=99)
@@ -368,20 +388,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         restarts = len(set(pids) - set(server.worker_pids()))
     log_text = log_path.read_text(errors="replace")
     report = {
-        "model": {"path": str(args.model), "architecture": model.get("architecture"),
-                  "input_size": (model.get("input_size") or [None])[0], "sha256_short": model.get("sha256_short")},
+        "model": {
+            "path": str(args.model),
+            "architecture": model.get("architecture"),
+            "input_size": (model.get("input_size") or [None])[0],
+            "sha256_short": model.get("sha256_short"),
+        },
         "server": {"workers": args.workers, "threads": args.threads, "timeout_s": args.timeout, "log": str(log_path)},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average_at_start": load_average},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_at_start": load_average,
+        },
         "bad_share": args.bad_share,
         "warmup": warmup,
         "levels": levels,
         "soak": soak,
         "total_requests": sum(summary["requests"] for summary in [warmup, *levels, soak]),
         "worker_restarts": restarts,
-        "memory": {"ready": ready, "before_soak": before_soak, "after_soak": after_soak,
-                   "growth_over_soak": memory_growth(before_soak, after_soak),
-                   "growth_since_ready": memory_growth(ready, after_soak)},
+        "memory": {
+            "ready": ready,
+            "before_soak": before_soak,
+            "after_soak": after_soak,
+            "growth_over_soak": memory_growth(before_soak, after_soak),
+            "growth_since_ready": memory_growth(ready, after_soak),
+        },
         "log": {"tracebacks": log_text.count("Traceback"), "worker_timeouts": log_text.count("WORKER TIMEOUT")},
     }
     report["missed"] = missed_targets(report)

@@ -21,8 +21,11 @@ def documented_schema(document: dict, path: str, method: str, status: int, media
     key = str(status) if str(status) in responses else "default"
     assert key in responses, f"{method} {path} does not document status {status}"
     assert media_type in responses[key].get("content", {}), f"{method} {path} {key} does not document {media_type}"
-    return {"$ref": DOCUMENT_URI + "#" + _pointer("paths", path, method.lower(), "responses", key, "content",
-                                                    media_type, "schema")}
+    return {
+        "$ref": DOCUMENT_URI
+        + "#"
+        + _pointer("paths", path, method.lower(), "responses", key, "content", media_type, "schema")
+    }
 
 
 def validate_answer(document: dict, path: str, method: str, status: int, body: Any) -> None:

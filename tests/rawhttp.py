@@ -14,7 +14,8 @@ import json
 import socket
 import time
 import urllib.parse
-from pathlib import Path
+
+import psutil
 
 
 def chunked(body: bytes, size: int) -> bytes:
@@ -48,11 +49,10 @@ class PendingRequest:
     def accepted(self) -> bool:
         """Whether a server process has accepted the connection (Linux: its socket has an inode)."""
         client, server = self.sock.getsockname(), self.sock.getpeername()
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            fields = line.split()
-            local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
-            if (local, remote) == (server[1], client[1]):
-                return fields[9] != "0"
+        for conn in psutil.net_connections(kind="tcp4"):
+            if conn.laddr and conn.raddr and (conn.laddr.port, conn.raddr.port) == (server[1], client[1]):
+                # Before accept() the connection waits in the kernel's queue, owned by no process.
+                return conn.pid is not None
         return False
 
     def send(self, count: int | None = None) -> None:

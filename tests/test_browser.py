@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLASSES, make_photo, solid_photo
+from helpers import CLASSES, make_photo, solid_photo
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -60,16 +60,20 @@ def page(browser, server):
     page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
     page.on(
         "console",
-        lambda message: message.type == "error"
-        and not message.text.startswith("Failed to load resource")  # reported below, with the address
-        and problems.append(f"console: {message.text}"),
+        lambda message: (
+            message.type == "error"
+            and not message.text.startswith("Failed to load resource")  # reported below, with the address
+            and problems.append(f"console: {message.text}")
+        ),
     )
     # /predict may refuse a bad file (the page shows that in words); nothing else may fail.
     page.on(
         "response",
-        lambda response: response.status >= 400
-        and not response.url.startswith(f"{server.url}/predict")
-        and problems.append(f"{response.status} for {response.url}"),
+        lambda response: (
+            response.status >= 400
+            and not response.url.startswith(f"{server.url}/predict")
+            and problems.append(f"{response.status} for {response.url}")
+        ),
     )
     page.goto(f"{server.url}/")
     yield page

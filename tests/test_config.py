@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import pydantic
 import pytest
 import yaml
 
@@ -28,7 +29,7 @@ def test_shipped_config_loads() -> None:
 
 def test_settings_are_read_only() -> None:
     settings = load_config(environ={})
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         settings.training.epochs = 1  # type: ignore[misc]
 
 
@@ -73,15 +74,28 @@ BAD_VALUES = [
     (
         "fractions summing past 1",
         lambda raw: raw["training"].update(validation_fraction=0.6, test_fraction=0.5),
-        ["training.validation_fraction", "training.test_fraction", "0.6", "0.5"],
+        ["training.test_fraction", "validation_fraction + test_fraction", "0.6", "0.5"],
     ),
     ("unknown architecture", _set("training.architecture", "vgg16"), ["training.architecture", "'vgg16'"]),
+    (
+        "resnet stage lists of different lengths",
+        _set("training.resnet.blocks_per_stage", [1, 2]),
+        ["training.resnet.blocks_per_stage", "[1, 2]"],
+    ),
+    ("empty inception stage", _set("training.inception.stages", [[]]), ["training.inception.stages", "[]"]),
     ("unknown activation", _set("training.resnet.activation", "tanh"), ["training.resnet.activation", "'tanh'"]),
     ("sha256 too short", _set("data.archives.extra.sha256", "abc123"), ["data.archives.extra.sha256", "'abc123'"]),
     ("sha256 not hex", _set("data.archives.extra.sha256", "z" * 64), ["data.archives.extra.sha256", "z" * 64]),
-    ("archive folder with a slash", _set("data.archives.extra.folder", "../x"), ["data.archives.extra.folder", "'../x'"]),
-    ("archive name with a slash", _set("data.archives", {"a/b": {"source_url": "x.zip", "sha256": None, "folder": "X"}}),
-     ["data.archives", "'a/b'"]),
+    (
+        "archive folder with a slash",
+        _set("data.archives.extra.folder", "../x"),
+        ["data.archives.extra.folder", "'../x'"],
+    ),
+    (
+        "archive name with a slash",
+        _set("data.archives", {"a/b": {"source_url": "x.zip", "sha256": None, "folder": "X"}}),
+        ["data.archives", "'a/b'"],
+    ),
     ("no archive", _set("data.archives", {}), ["data.archives"]),
     ("archives not a mapping", _set("data.archives", ["x.zip"]), ["data.archives", "['x.zip']"]),
     ("archive missing a key", _delete("data.archives.extra.folder"), ["data.archives.extra.folder"]),
@@ -93,15 +107,31 @@ BAD_VALUES = [
     ("request pixels under one image's", _set("serving.max_request_pixels", 1000), ["serving.max_request_pixels"]),
     ("zero download limit", _set("data.max_download_bytes", 0), ["data.max_download_bytes", "0"]),
     ("negative member limit", _set("data.max_members", -1), ["data.max_members", "-1"]),
-    ("augmentation out of range", _set("training.augmentation.contrast", 1.5), ["training.augmentation.contrast", "1.5"]),
-    ("crop scale reversed", _set("training.augmentation.crop_scale", [0.9, 0.2]),
-     ["training.augmentation.crop_scale", "[0.9, 0.2]"]),
-    ("crop scale of one number", _set("training.augmentation.crop_scale", [0.5]),
-     ["training.augmentation.crop_scale", "[0.5]"]),
-    ("crop aspect excluding square", _set("training.augmentation.crop_aspect", [1.2, 1.5]),
-     ["training.augmentation.crop_aspect", "[1.2, 1.5]"]),
-    ("low-res sides of zero", _set("training.augmentation.low_res_sides", [0, 8]),
-     ["training.augmentation.low_res_sides", "[0, 8]"]),
+    (
+        "augmentation out of range",
+        _set("training.augmentation.contrast", 1.5),
+        ["training.augmentation.contrast", "1.5"],
+    ),
+    (
+        "crop scale reversed",
+        _set("training.augmentation.crop_scale", [0.9, 0.2]),
+        ["training.augmentation.crop_scale", "[0.9, 0.2]"],
+    ),
+    (
+        "crop scale of one number",
+        _set("training.augmentation.crop_scale", [0.5]),
+        ["training.augmentation.crop_scale", "[0.5]"],
+    ),
+    (
+        "crop aspect excluding square",
+        _set("training.augmentation.crop_aspect", [1.2, 1.5]),
+        ["training.augmentation.crop_aspect", "[1.2, 1.5]"],
+    ),
+    (
+        "low-res sides of zero",
+        _set("training.augmentation.low_res_sides", [0, 8]),
+        ["training.augmentation.low_res_sides", "[0, 8]"],
+    ),
     ("class weight power over 1", _set("training.class_weight_power", 2.0), ["training.class_weight_power", "2.0"]),
     ("mixed precision not a bool", _set("training.mixed_precision", "bf16"), ["training.mixed_precision", "'bf16'"]),
     (
@@ -112,7 +142,9 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("change", "expected"), [case[1:] for case in BAD_VALUES], ids=[case[0] for case in BAD_VALUES])
+@pytest.mark.parametrize(
+    ("change", "expected"), [case[1:] for case in BAD_VALUES], ids=[case[0] for case in BAD_VALUES]
+)
 def test_bad_value_names_key_and_value(tmp_path: Path, shipped_config: dict, change, expected: list[str]) -> None:
     change(shipped_config)
     path = tmp_path / "bad.yaml"
@@ -165,6 +197,21 @@ def test_environment_overrides(config_file: Path) -> None:
     assert settings.training.augmentation.flip is False
 
 
+def test_archive_overrides_by_name(config_file: Path) -> None:
+    environ = {"CATDOG__DATA__ARCHIVES__PETIMAGES__SOURCE_URL": "env.zip"}
+    settings = load_config(config_file, ["data.archives.petimages.folder=Other"], environ=environ)
+    assert settings.data.archives["petimages"].source_url == "env.zip"
+    assert settings.data.archives["petimages"].folder == "Other"
+    assert settings.data.archives["petimages"].sha256 is None
+
+
+def test_process_environment_values_are_yaml(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATDOG__DATA__CLASSES", "[A, B]")  # YAML, not JSON
+    monkeypatch.setenv("CATDOG__SERVING__MIN_SIDE", "4")
+    settings = load_config(config_file)
+    assert (settings.data.classes, settings.serving.min_side) == (("A", "B"), 4)
+
+
 def test_set_wins_over_environment(config_file: Path) -> None:
     settings = load_config(config_file, ["training.epochs=7"], environ={"CATDOG__TRAINING__EPOCHS": "5"})
     assert settings.training.epochs == 7
@@ -189,12 +236,24 @@ def test_cli_options_reach_the_loader(config_file: Path, monkeypatch: pytest.Mon
         (["training.epochz=3"], {}, "training.epochz"),
         (["nosection.key=1"], {}, "nosection"),
         (["training.epochs"], {}, "section.key=value"),
-        (["training.epochs=-2"], {}, "training.epochs must be positive, got -2"),
+        (["training.epochs=-2"], {}, "training.epochs: input should be greater than 0, got -2"),
         (["training.epochs=[1"], {}, "training.epochs"),
-        ([], {"CATDOG__TRAINING__EPOCHS": "many"}, "training.epochs must be an integer, got 'many'"),
+        ([], {"CATDOG__TRAINING__EPOCHS": "many"}, "training.epochs: input should be a valid integer, got 'many'"),
         ([], {"CATDOG__TRAINING__NOPE": "1"}, "training.nope"),
+        ([], {"CATDOG__NOSECTION__KEY": "1"}, "nosection"),
+        ([], {"CATDOG__DATA__ARCHIVES__PETIMAGES__SHA256": "abc"}, "data.archives.petimages.sha256"),
     ],
-    ids=["unknown key", "unknown section", "no value", "impossible value", "bad yaml", "bad env type", "unknown env key"],
+    ids=[
+        "unknown key",
+        "unknown section",
+        "no value",
+        "impossible value",
+        "bad yaml",
+        "bad env type",
+        "unknown env key",
+        "unknown env section",
+        "bad env archive value",
+    ],
 )
 def test_bad_overrides(config_file: Path, overrides: list[str], environ: dict, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:

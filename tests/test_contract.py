@@ -12,7 +12,7 @@ import io
 import pytest
 
 from catdog.labels import describe
-from conftest import CLASSES, CLASSES_OVERRIDE, build_tiny_model, save_model, solid_photo
+from helpers import CLASSES, CLASSES_OVERRIDE, build_tiny_model, save_model, solid_photo
 
 RED, GREEN, BLUE = (220, 30, 30), (30, 220, 30), (30, 30, 220)
 

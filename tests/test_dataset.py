@@ -47,7 +47,7 @@ def test_split_is_stratified_by_class_and_source() -> None:
         for source, total in everything.items():
             assert counts[source] == round(total * 0.1), (part, source)
     for part in SPLITS:
-        for path, label in zip(split.files[part], split.labels[part]):
+        for path, label in zip(split.files[part], split.labels[part], strict=True):
             assert f"/{split.classes[label]}/" in path
 
 
@@ -86,8 +86,15 @@ def test_class_weights() -> None:
 def _settings(**changes):
     from catdog.config import AugmentationSettings
 
-    values = dict(flip=False, crop_scale=(1.0, 1.0), crop_aspect=(1.0, 1.0), low_res_share=0.0,
-                  low_res_sides=(8, 8), contrast=0.0, brightness=0.0)
+    values = dict(
+        flip=False,
+        crop_scale=(1.0, 1.0),
+        crop_aspect=(1.0, 1.0),
+        low_res_share=0.0,
+        low_res_sides=(8, 8),
+        contrast=0.0,
+        brightness=0.0,
+    )
     values.update(changes)
     return AugmentationSettings(**values)
 
@@ -111,8 +118,12 @@ def test_random_crops_change_framing_and_keep_the_size_and_range() -> None:
 
     ramp = np.tile(np.linspace(0, 255, 48, dtype=np.float32)[None, :, None], (48, 1, 3))
     images = np.stack([ramp] * 16).astype(np.uint8)
-    out = augment_batch(images, _settings(crop_scale=(0.3, 0.6), crop_aspect=(0.75, 1.333), brightness=0.2,
-                                          contrast=0.2, flip=True), 40, seed=3).numpy()
+    out = augment_batch(
+        images,
+        _settings(crop_scale=(0.3, 0.6), crop_aspect=(0.75, 1.333), brightness=0.2, contrast=0.2, flip=True),
+        40,
+        seed=3,
+    ).numpy()
     assert out.shape == (16, 40, 40, 3)
     assert out.min() >= 0.0 and out.max() <= 255.0
     # A crop of at most 60% of the area never spans the whole ramp.

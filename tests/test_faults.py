@@ -13,16 +13,18 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
+import psutil
 import pytest
 import requests
 
 from benchmarks.load import build_payloads, run_level
 from catdog.web.server import GunicornServer
-from conftest import make_photo
+from helpers import make_photo
 from rawhttp import PendingRequest
 
 T = TypeVar("T")
@@ -74,7 +76,7 @@ def finish(pending: list[PendingRequest]) -> list[tuple[int, dict | None]]:
 
 
 def alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+    return psutil.pid_exists(pid)
 
 
 def test_a_killed_worker_is_replaced_while_the_other_one_serves(pair_server, capsys):
@@ -108,8 +110,10 @@ def test_a_killed_worker_is_replaced_while_the_other_one_serves(pair_server, cap
     samples = outcome["samples"]
     failed = [s for s in samples if not s.ok]
     with capsys.disabled():
-        print(f"\nSIGKILL: {len(samples)} requests, {len(failed)} cut by the kill; "
-              f"/ready 200 after {ready_after:.2f} s; replacement serving after {replaced - killed:.1f} s")
+        print(
+            f"\nSIGKILL: {len(samples)} requests, {len(failed)} cut by the kill; "
+            f"/ready 200 after {ready_after:.2f} s; replacement serving after {replaced - killed:.1f} s"
+        )
     assert all(s.status is None for s in failed), "only connections cut by the kill may fail, never with a 5xx"
     assert len(failed) <= 8, "more requests failed than the killed worker can have held"
     assert all(s.ok for s in samples if s.started > killed + 1.0)
@@ -192,7 +196,7 @@ def broken_servers(live_server, tiny_model_path: Path, tmp_path_factory):
         return server, server.worker_pids(), time.monotonic()
 
     with ThreadPoolExecutor(len(BROKEN_MODELS)) as pool:
-        servers = dict(zip(BROKEN_MODELS, pool.map(start, BROKEN_MODELS)))
+        servers = dict(zip(BROKEN_MODELS, pool.map(start, BROKEN_MODELS), strict=True))
         yield servers
         list(pool.map(lambda entry: entry[0].stop(), servers.values()))
 

@@ -33,13 +33,18 @@ import requests
 from PIL import Image
 
 from benchmarks.load import multipart_body
-from conftest import damage, make_photo, png_declaring
+from helpers import damage, make_photo, png_declaring
 from rawhttp import PendingRequest, chunked
 
 FORMATS = ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"]
 MAGIC = [
-    b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF\x00\x10\x00\x00WEBPVP8 ",
-    b"BM", b"II*\x00", b"MM\x00*",
+    b"\xff\xd8\xff\xe0",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF89a",
+    b"RIFF\x00\x10\x00\x00WEBPVP8 ",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
 ]
 REFUSED = frozenset({413, 415, 422})
 TRANSPORT_LIMIT = 10 * 1024 * 1024 * 4 // 3 + 64 * 1024  # uploads.transport_limit of config.yaml's 10 MiB
@@ -148,11 +153,19 @@ def png_of_zeros(width: int, height: int) -> bytes:
 
 def bombs() -> list[Case]:
     declared = [
-        png_declaring(100_000, 100_000), png_declaring(65_535, 65_535), png_declaring(8000, 5001),
-        png_declaring(1, 2**31 - 1), png_declaring(2**31 - 1, 1), png_declaring(0, 0),
-        jpeg_declaring(65_500, 65_500), jpeg_declaring(10_000, 5000),
-        gif_declaring(65_535, 65_535), gif_declaring(20_000, 2001),
-        webp_declaring(16_383, 16_383), bmp_declaring(100_000, 100_000), bmp_declaring(30_000, -30_000),
+        png_declaring(100_000, 100_000),
+        png_declaring(65_535, 65_535),
+        png_declaring(8000, 5001),
+        png_declaring(1, 2**31 - 1),
+        png_declaring(2**31 - 1, 1),
+        png_declaring(0, 0),
+        jpeg_declaring(65_500, 65_500),
+        jpeg_declaring(10_000, 5000),
+        gif_declaring(65_535, 65_535),
+        gif_declaring(20_000, 2001),
+        webp_declaring(16_383, 16_383),
+        bmp_declaring(100_000, 100_000),
+        bmp_declaring(30_000, -30_000),
     ]
     cases = [Case("bomb", data, "application/octet-stream", REFUSED | {400}) for data in declared]
     cases.append(Case("bomb", gif_with_frames(3000), "image/gif", frozenset({200})))
@@ -166,10 +179,31 @@ def bombs() -> list[Case]:
 def truncations(files: dict[str, bytes]) -> list[Case]:
     """Each file cut inside its signature, its header, its data and just before its end."""
     cases = []
-    for fmt, data in files.items():
+    for data in files.values():
         size = len(data)
-        offsets = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100, 200, size // 4, size // 2, 3 * size // 4,
-                   size - 64, size - 8, size - 2, size - 1}
+        offsets = {
+            1,
+            2,
+            3,
+            4,
+            6,
+            8,
+            12,
+            16,
+            24,
+            32,
+            48,
+            64,
+            100,
+            200,
+            size // 4,
+            size // 2,
+            3 * size // 4,
+            size - 64,
+            size - 8,
+            size - 2,
+            size - 1,
+        }
         cases += [Case("truncated", data[:at], "image/jpeg") for at in sorted(offsets) if 0 < at < size]
     return cases
 
@@ -178,25 +212,54 @@ def truncations(files: dict[str, bytes]) -> list[Case]:
 
 
 HOSTILE_NAMES = [
-    "../../../../etc/passwd", "..\\..\\windows\\win.ini", "/etc/shadow", "C:\\boot.ini", "ü-🐱-猫.jpg",
-    "\u202egpj.exe", "<script>alert(1)</script>.jpg", "a\x00b.jpg", "x" * 20_000, "", ".", "CON", "'; DROP TABLE x;--",
-    "%2e%2e%2fetc%2fpasswd", "photo.jpg\r\nX-Injected: 1",
+    "../../../../etc/passwd",
+    "..\\..\\windows\\win.ini",
+    "/etc/shadow",
+    "C:\\boot.ini",
+    "ü-🐱-猫.jpg",
+    "\u202egpj.exe",
+    "<script>alert(1)</script>.jpg",
+    "a\x00b.jpg",
+    "x" * 20_000,
+    "",
+    ".",
+    "CON",
+    "'; DROP TABLE x;--",
+    "%2e%2e%2fetc%2fpasswd",
+    "photo.jpg\r\nX-Injected: 1",
 ]
 
 
 def multipart_cases(photo: bytes) -> list[Case]:
     def part(name: str, filename: str, data: bytes, extra: str = "") -> bytes:
-        return (f'--b\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n{extra}'
-                f"Content-Type: image/jpeg\r\n\r\n").encode() + data + b"\r\n"
+        return (
+            (
+                f'--b\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n{extra}'
+                f"Content-Type: image/jpeg\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
 
     ok = frozenset({200})
     cases = [multipart("filename", photo, name, ok) for name in HOSTILE_NAMES]
     cases += [
         Case("filename", part("file", "x", photo)[:-2] + b"\r\n--b--\r\n", "multipart/form-data; boundary=b", ok),
-        Case("filename", b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''%E2%9C%93%2F..%2F.jpg"
-             b"\r\n\r\n" + photo + b"\r\n--b--\r\n", "multipart/form-data; boundary=b", ok),
-        Case("filename", b'--b\r\nContent-Disposition: form-data; name="file"; filename="\xff\xfe.jpg"\r\n\r\n'
-             + photo + b"\r\n--b--\r\n", "multipart/form-data; boundary=b", frozenset({200, 400})),  # not UTF-8
+        Case(
+            "filename",
+            b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''%E2%9C%93%2F..%2F.jpg"
+            b"\r\n\r\n" + photo + b"\r\n--b--\r\n",
+            "multipart/form-data; boundary=b",
+            ok,
+        ),
+        Case(
+            "filename",
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="\xff\xfe.jpg"\r\n\r\n'
+            + photo
+            + b"\r\n--b--\r\n",
+            "multipart/form-data; boundary=b",
+            frozenset({200, 400}),
+        ),  # not UTF-8
         Case("multipart", part("file", "a.jpg", photo) + b"--b--\r\n", "multipart/form-data"),  # no boundary
         Case("multipart", part("file", "a.jpg", photo) + b"--b--\r\n", "multipart/form-data; boundary=other"),
         Case("multipart", part("file", "a.jpg", photo), "multipart/form-data; boundary=b"),  # never closed
@@ -205,19 +268,43 @@ def multipart_cases(photo: bytes) -> list[Case]:
         Case("multipart", b"", "multipart/form-data; boundary=b"),
         Case("multipart", b"garbage" * 100, "multipart/form-data; boundary=b"),
         Case("multipart", b"--b\r\n\r\n" + photo + b"\r\n--b--\r\n", "multipart/form-data; boundary=b"),
-        Case("multipart", b"--b\r\nContent-Disposition: form-data\r\n\r\n" + photo + b"\r\n--b--\r\n",
-             "multipart/form-data; boundary=b"),
-        Case("multipart", part("file", "a.jpg", photo, "X-Junk: " + "y" * 10_000 + "\r\n") + b"--b--\r\n",
-             "multipart/form-data; boundary=b"),
-        Case("multipart", part("file", "a.jpg", photo, "Content-Transfer-Encoding: base64\r\n") + b"--b--\r\n",
-             "multipart/form-data; boundary=b"),
-        Case("multipart", b"".join(part("file", f"{i}.jpg", b"x") for i in range(2000)) + b"--b--\r\n",
-             "multipart/form-data; boundary=b", frozenset({400, 413}), unread_body=True),
-        Case("multipart", b"".join(f'--b\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nv\r\n'.encode()
-                                   for i in range(5000)) + b"--b--\r\n", "multipart/form-data; boundary=b",
-             frozenset({400, 413}), unread_body=True),
-        Case("multipart", part("file", "big.jpg", bytes(TRANSPORT_LIMIT)) + b"--b--\r\n",
-             "multipart/form-data; boundary=b", frozenset({413}), unread_body=True),
+        Case(
+            "multipart",
+            b"--b\r\nContent-Disposition: form-data\r\n\r\n" + photo + b"\r\n--b--\r\n",
+            "multipart/form-data; boundary=b",
+        ),
+        Case(
+            "multipart",
+            part("file", "a.jpg", photo, "X-Junk: " + "y" * 10_000 + "\r\n") + b"--b--\r\n",
+            "multipart/form-data; boundary=b",
+        ),
+        Case(
+            "multipart",
+            part("file", "a.jpg", photo, "Content-Transfer-Encoding: base64\r\n") + b"--b--\r\n",
+            "multipart/form-data; boundary=b",
+        ),
+        Case(
+            "multipart",
+            b"".join(part("file", f"{i}.jpg", b"x") for i in range(2000)) + b"--b--\r\n",
+            "multipart/form-data; boundary=b",
+            frozenset({400, 413}),
+            unread_body=True,
+        ),
+        Case(
+            "multipart",
+            b"".join(f'--b\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nv\r\n'.encode() for i in range(5000))
+            + b"--b--\r\n",
+            "multipart/form-data; boundary=b",
+            frozenset({400, 413}),
+            unread_body=True,
+        ),
+        Case(
+            "multipart",
+            part("file", "big.jpg", bytes(TRANSPORT_LIMIT)) + b"--b--\r\n",
+            "multipart/form-data; boundary=b",
+            frozenset({413}),
+            unread_body=True,
+        ),
         Case("multipart", part("file", "a.jpg", photo) + b"--b--\r\n", "multipart/form-data; boundary=" + "b" * 5000),
         Case("multipart", part("file", "a.jpg", photo) + b"--b--\r\n", "multipart/mixed; boundary=b"),
     ]
@@ -236,17 +323,36 @@ def json_cases(photo: bytes) -> list[Case]:
         b'{"images": [' + b'{"a":' * 20_000 + b"1" + b"}" * 20_000 + b"]}",
         b"[" * 500 + b"]" * 500,
         b'{"image": ' + b"9" * 100_000 + b"}",
-        b'{"image": NaN}', b'{"image": 1e999}', b'{"image": "\xff\xfe"}',
+        b'{"image": NaN}',
+        b'{"image": 1e999}',
+        b'{"image": "\xff\xfe"}',
         b'{"image": "' + good.encode() + b'", "image": 3}',
-        body({"image": None}), body({"image": [good]}), body({"image": {"data": good}}), body({"images": good}),
-        body({"images": [[]]}), body({"images": [good] * 40}),
-        body({"image": good, "images": [good]}), body({"image": "data:image/jpeg;base64"}),
-        body({"image": good[: len(good) // 2]}), body({"image": "===="}), body({"image": "\u00e9" * 1000}),
-        body("image"), body(None), b"", b"{",
+        body({"image": None}),
+        body({"image": [good]}),
+        body({"image": {"data": good}}),
+        body({"images": good}),
+        body({"images": [[]]}),
+        body({"images": [good] * 40}),
+        body({"image": good, "images": [good]}),
+        body({"image": "data:image/jpeg;base64"}),
+        body({"image": good[: len(good) // 2]}),
+        body({"image": "===="}),
+        body({"image": "\u00e9" * 1000}),
+        body("image"),
+        body(None),
+        b"",
+        b"{",
     ]
     cases = [Case("json", document, "application/json", frozenset({400, 413, 415, 422})) for document in refused]
-    cases.append(Case("json", b'{"image": "' + b"A" * (TRANSPORT_LIMIT + 10) + b'"}', "application/json",
-                      frozenset({413}), unread_body=True))
+    cases.append(
+        Case(
+            "json",
+            b'{"image": "' + b"A" * (TRANSPORT_LIMIT + 10) + b'"}',
+            "application/json",
+            frozenset({413}),
+            unread_body=True,
+        )
+    )
     valid = [
         body({"image": " \n".join(good[i : i + 76] for i in range(0, len(good), 76))}),
         body({"image": "data:;base64," + good}),
@@ -261,10 +367,22 @@ def json_cases(photo: bytes) -> list[Case]:
 
 def header_cases(photo: bytes) -> list[Case]:
     return [
-        Case("headers", photo, content_type) for content_type in
-        [None, "", "image/", "image", "/", ";;;", "image/jpeg; charset=\u00ff", "IMAGE/JPEG", "text/html",
-         "image/svg+xml", "application/x-www-form-urlencoded", "application/octet-stream; boundary=x",
-         "image/jpeg" + "; a=b" * 300]
+        Case("headers", photo, content_type)
+        for content_type in [
+            None,
+            "",
+            "image/",
+            "image",
+            "/",
+            ";;;",
+            "image/jpeg; charset=\u00ff",
+            "IMAGE/JPEG",
+            "text/html",
+            "image/svg+xml",
+            "application/x-www-form-urlencoded",
+            "application/octet-stream; boundary=x",
+            "image/jpeg" + "; a=b" * 300,
+        ]
     ]
 
 
@@ -358,8 +476,10 @@ def protocol_requests(photo: bytes) -> list[tuple[bytes, frozenset[int | None]]]
     head = b"POST /predict HTTP/1.1\r\nHost: x\r\n"
     bad = frozenset(range(400, 500))
     return [
-        (head + b"Content-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(photo, 500),
-         frozenset({200})),
+        (
+            head + b"Content-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(photo, 500),
+            frozenset({200}),
+        ),
         (head + b"Content-Type: image/jpeg\r\nContent-Length: abc\r\n\r\n" + photo, bad),
         (head + b"Content-Type: image/jpeg\r\nContent-Length: -5\r\n\r\n" + photo, bad),
         (head + b"Content-Type: image/jpeg\r\nContent-Length: 10\r\nContent-Length: 20\r\n\r\n" + photo, bad),
@@ -404,8 +524,10 @@ def test_every_hostile_request_gets_a_json_4xx_and_no_worker_dies(pair_server, t
 
     tally = collections.Counter((case.category, status) for case, status, _ in results)
     with capsys.disabled():
-        print(f"\nfuzz: {len(results) + len(protocol) + 2} inputs tried; (category, status): count",
-              dict(sorted(tally.items(), key=str)))
+        print(
+            f"\nfuzz: {len(results) + len(protocol) + 2} inputs tried; (category, status): count",
+            dict(sorted(tally.items(), key=str)),
+        )
     failures = [(case.category, case.content_type, case.body[:80], status, why) for case, status, why in results if why]
     assert not failures, failures[:10]
     assert [status in expected for expected, status in protocol] == [True] * len(protocol), protocol

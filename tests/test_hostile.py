@@ -15,7 +15,7 @@ import socket
 import pytest
 
 from benchmarks.hostile import MEMORY_LIMIT_MIB, memory_run, slow_client_run
-from conftest import make_photo
+from helpers import make_photo
 from rawhttp import PendingRequest
 
 CLIENTS = 64
@@ -120,7 +120,8 @@ def test_pipelined_and_chunked_requests_are_answered_in_order(shipped_server):
     requests_ = (
         b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
         b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + body + b"0\r\n\r\n"
+        + body
+        + b"0\r\n\r\n"
         b"GET /nowhere HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
     )
     received = raw_exchange(shipped_server.url, requests_)

@@ -6,7 +6,6 @@ import hashlib
 import io
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -14,15 +13,15 @@ from PIL import Image
 
 from catdog.errors import InvalidImage, ModelError
 from catdog.inference import Prediction, Predictor, overlay_heatmap
-from catdog.preprocess import load_image
-from conftest import build_tiny_model, make_photo, save_model
+from catdog.preprocess import ImageLimits, load_image
+from helpers import answers_from_threads, build_tiny_model, make_photo, save_model
 
 CLASSES = ("Cat", "Dog")
 
 
 @pytest.fixture(scope="module")
 def predictor(tiny_model_path) -> Predictor:
-    return Predictor(tiny_model_path, CLASSES, min_side=8)
+    return Predictor(tiny_model_path, CLASSES, limits=ImageLimits(min_side=8))
 
 
 def test_importing_does_not_import_tensorflow():
@@ -110,7 +109,7 @@ def test_decode_uses_the_shared_preprocessing(predictor, fmt, mode, size):
     Image.open(io.BytesIO(make_photo(size, "PNG"))).convert(mode).save(buffer, format=fmt)
     data = buffer.getvalue()
     _, array = predictor.decode(data)
-    np.testing.assert_array_equal(array, load_image(data, 32, min_side=8))
+    np.testing.assert_array_equal(array, load_image(data, 32, limits=ImageLimits(min_side=8)))
 
 
 def test_predict_bytes_matches_predict_arrays(predictor):
@@ -118,7 +117,7 @@ def test_predict_bytes_matches_predict_arrays(predictor):
     results = predictor.predict_bytes(images)
     expected = predictor.predict_arrays(np.stack([load_image(data, 32) for data in images]))
     assert [r.label for r in results] == [CLASSES[i] for i in expected.argmax(axis=1)]
-    for result, probs in zip(results, expected):
+    for result, probs in zip(results, expected, strict=True):
         assert isinstance(result, Prediction)
         assert list(result.probabilities) == list(CLASSES)
         np.testing.assert_allclose(list(result.probabilities.values()), probs, rtol=1e-5)
@@ -130,7 +129,7 @@ def test_a_batch_gives_the_same_answers_as_single_images(predictor):
     images = [make_photo(seed=seed) for seed in range(4)]
     batch = predictor.predict_bytes(images)
     singles = [predictor.predict_bytes([data])[0] for data in images]
-    for one, other in zip(batch, singles):
+    for one, other in zip(batch, singles, strict=True):
         assert one.label == other.label
         assert one.confidence == pytest.approx(other.confidence, abs=1e-5)
 
@@ -150,16 +149,7 @@ def test_predict_bytes_refuses_a_bomb_before_decoding(predictor, huge_png):
 def test_concurrent_predictions_agree_with_sequential_ones(predictor):
     images = [make_photo(seed=seed) for seed in range(8)]
     expected = [predictor.predict_bytes([data])[0].probabilities for data in images]
-    answers: dict[int, list] = {}
-
-    def work(index: int) -> None:
-        answers[index] = [predictor.predict_bytes([images[index]])[0].probabilities for _ in range(3)]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = answers_from_threads(lambda i: predictor.predict_bytes([images[i]])[0].probabilities, len(images), 3)
     for index, runs in answers.items():
         for probabilities in runs:
             assert probabilities == pytest.approx(expected[index], abs=1e-6)

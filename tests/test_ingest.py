@@ -9,9 +9,9 @@ import stat
 import tarfile
 import threading
 import zipfile
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -151,7 +151,12 @@ def test_cli_after_a_dropped_download_says_so_and_rerun_completes(
 ) -> None:
     http_server.files["/sample_data.zip"] = sample_zip.read_bytes()
     http_server.drop_next = 1
-    argv = ["--config", str(config_file), "--set", f"data.archives.petimages.source_url={http_server.url}/sample_data.zip"]
+    argv = [
+        "--config",
+        str(config_file),
+        "--set",
+        f"data.archives.petimages.source_url={http_server.url}/sample_data.zip",
+    ]
     assert run(ingest.main, argv) == 1
     assert "broke off" in capsys.readouterr().err
     assert names(Path(settings.data.download_dir)) == [] and names(Path(settings.data.extract_dir)) == []
@@ -454,7 +459,12 @@ def test_foreign_folder_is_not_overwritten(tmp_path: Path) -> None:
 
 def test_cli_from_http_twice(http_server: FileServer, config_file: Path, sample_zip: Path, settings, capsys) -> None:
     http_server.files["/sample_data.zip"] = sample_zip.read_bytes()
-    argv = ["--config", str(config_file), "--set", f"data.archives.petimages.source_url={http_server.url}/sample_data.zip"]
+    argv = [
+        "--config",
+        str(config_file),
+        "--set",
+        f"data.archives.petimages.source_url={http_server.url}/sample_data.zip",
+    ]
     assert ingest.main(argv) == 0
     assert "fetched from http://127.0.0.1" in capsys.readouterr().out
     assert (settings.data.archive_dir("petimages") / "PetImages" / "Cat" / "1.jpg").is_file()
@@ -474,16 +484,20 @@ def test_cli_exit_codes(config_file: Path, sample_zip: Path, tmp_path: Path, cap
     assert "holds no Pets/ folder" in capsys.readouterr().err
 
 
-def test_cli_ingests_every_archive_into_its_own_folder(config_file: Path, sample_zip: Path, tmp_path: Path,
-                                                       capsys) -> None:
+def test_cli_ingests_every_archive_into_its_own_folder(
+    config_file: Path, sample_zip: Path, tmp_path: Path, capsys
+) -> None:
     """Two archives unpack side by side; --only limits the run to the named ones."""
     import zipfile
 
     extra = tmp_path / "source" / "extra.zip"
     with zipfile.ZipFile(extra, "w") as archive:
         archive.writestr("Extra/Other/flowers_1.jpg", b"petals")
-    archives = ("--set", f"data.archives={{petimages: {{source_url: '{sample_zip}', sha256: null, folder: PetImages}}, "
-                f"extra: {{source_url: '{extra}', sha256: null, folder: Extra}}}}")
+    archives = (
+        "--set",
+        f"data.archives={{petimages: {{source_url: '{sample_zip}', sha256: null, folder: PetImages}}, "
+        f"extra: {{source_url: '{extra}', sha256: null, folder: Extra}}}}",
+    )
     assert ingest.main(["--config", str(config_file), *archives, "--only", "extra"]) == 0
     assert [name for name in names(tmp_path / "raw") if "/" not in name] == ["extra"]
     assert ingest.main(["--config", str(config_file), *archives]) == 0

@@ -13,11 +13,11 @@ from PIL import Image
 
 from catdog import litert
 from catdog.errors import ModelError
+from catdog.paths import litert_paths
 from catdog.preprocess import load_image
-from catdog.runtime import litert_paths
 from catdog.ship import main as ship_main
 from catdog.ship import ship
-from conftest import build_tiny_model, save_model
+from helpers import build_tiny_model, save_model
 
 
 def sha256(path: Path) -> str:
@@ -95,11 +95,15 @@ def test_check_images_take_the_validation_split_evenly(tmp_path, photo_bytes):
         files.append(relative)
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    (artifacts / "manifest.json").write_text(json.dumps(
-        {"dataset_dir": str(dataset), "classes": ["Cat", "Dog"], "files": {"Cat": files[:15], "Dog": files[15:]}}))
+    (artifacts / "manifest.json").write_text(
+        json.dumps(
+            {"dataset_dir": str(dataset), "classes": ["Cat", "Dog"], "files": {"Cat": files[:15], "Dog": files[15:]}}
+        )
+    )
     split = {"train": [], "validation": files, "test": []}
-    (artifacts / "split.json").write_text(json.dumps(
-        {"classes": ["Cat", "Dog"], "files": split, "labels": {k: [0] * len(v) for k, v in split.items()}}))
+    (artifacts / "split.json").write_text(
+        json.dumps({"classes": ["Cat", "Dog"], "files": split, "labels": {k: [0] * len(v) for k, v in split.items()}})
+    )
 
     images, source = litert.check_images(artifacts, 32, count=10)
     assert source == "validation split (10 images)"

@@ -18,7 +18,7 @@ import requests
 from benchmarks import load
 from benchmarks.bench_predict import typical_jpeg
 from catdog.config import PROJECT_ROOT
-from conftest import make_photo
+from helpers import make_photo
 
 SHIPPED_MODEL = PROJECT_ROOT / "model" / "model.h5"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import os
 import re
-import signal
 import shutil
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,10 +16,10 @@ import requests
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import CLASSES, make_photo
-from openapi_check import validate_answer
 from test_web import multipart
+
+from helpers import CLASSES, make_photo
+from openapi_check import validate_answer
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -115,7 +115,10 @@ def test_counts_from_both_gunicorn_workers_add_up(live_server, three_class_model
     folder.mkdir()
     (folder / "counter_999999.db").write_bytes(b"left over from the last run")
     server = live_server(
-        model_path=three_class_model_path, classes=CLASSES, workers=2, threads=2,
+        model_path=three_class_model_path,
+        classes=CLASSES,
+        workers=2,
+        threads=2,
         env={"PROMETHEUS_MULTIPROC_DIR": str(folder)},
     )
     assert not (folder / "counter_999999.db").exists(), "the last run's metrics were not cleared"
@@ -135,8 +138,10 @@ def test_counts_from_both_gunicorn_workers_add_up(live_server, three_class_model
         while sent < 400:
             answers = list(pool.map(post, range(16)))
             sent += len(answers)
-            per_worker = {pid: sample(worker_counts(folder, pid, tmp_path / str(sent)), "catdog_predictions_total")
-                          for pid in workers}
+            per_worker = {
+                pid: sample(worker_counts(folder, pid, tmp_path / str(sent)), "catdog_predictions_total")
+                for pid in workers
+            }
             if all(per_worker.values()):
                 break
     assert all(per_worker.values()), f"one worker answered nothing: {per_worker}"
@@ -161,8 +166,12 @@ def test_counts_from_both_gunicorn_workers_add_up(live_server, three_class_model
 
 
 def load_time_pids(text: str) -> list[int]:
-    return sorted(int(s.labels["pid"]) for f in text_string_to_metric_families(text) for s in f.samples
-                  if s.name == "catdog_model_load_seconds")
+    return sorted(
+        int(s.labels["pid"])
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "catdog_model_load_seconds"
+    )
 
 
 def test_gunicorn_makes_a_metrics_folder_and_removes_it_on_exit(live_server, tmp_path):

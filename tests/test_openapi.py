@@ -11,12 +11,12 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+from test_web import BAD_INPUTS, multipart, truncated_jpeg
 
 from catdog.web.errors import STATUS_BY_REASON
 from catdog.web.openapi import error_codes
-from conftest import CLASSES_OVERRIDE, make_photo, png_declaring
+from helpers import CLASSES_OVERRIDE, make_photo, png_declaring
 from openapi_check import validate_answer
-from test_web import BAD_INPUTS, multipart, truncated_jpeg
 
 WEB_SOURCES = Path(__file__).resolve().parents[1] / "src" / "catdog" / "web"
 
@@ -93,7 +93,8 @@ GOOD_REQUESTS = {
     "octet-stream": lambda: {"data": make_photo(fmt="PNG"), "content_type": "application/octet-stream"},
     "json": lambda: {"json": {"image": base64.b64encode(make_photo()).decode(), "explain": True}},
     "batch-multipart": lambda: {
-        "data": multipart(make_photo(), make_photo(seed=1)), "content_type": "multipart/form-data"
+        "data": multipart(make_photo(), make_photo(seed=1)),
+        "content_type": "multipart/form-data",
     },
     "batch-json": lambda: {"json": {"images": [base64.b64encode(make_photo(seed=s)).decode() for s in range(3)]}},
     "batch-with-bad-items": lambda: {

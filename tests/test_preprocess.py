@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import time
 import random
+import time
 
 import numpy as np
 import pytest
@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from catdog.errors import InvalidImage
 from benchmarks.hostile import big_png, progressive_bomb, scan_segments
-from catdog.preprocess import MAX_JPEG_SCANS, jpeg_scan_count, load_image, open_image
-from conftest import damage
+from catdog.errors import InvalidImage
+from catdog.preprocess import MAX_JPEG_SCANS, ImageLimits, jpeg_scan_count, load_image, open_image
+from helpers import damage
 
 REASONS = {"empty", "not_image", "unsupported_format", "corrupt", "too_large", "too_small", "too_complex"}
 ORIENTATION_TAG = 0x0112
@@ -62,7 +62,9 @@ def budget(short: int, long: int) -> list:
 def run_property(examples: int, strategy: st.SearchStrategy, check) -> None:
     """Check ``check(case)`` on ``examples`` cases drawn from ``strategy``."""
     configured = settings(
-        max_examples=examples, deadline=None, derandomize=True,
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     configured(given(strategy)(check))()
@@ -133,7 +135,7 @@ def test_any_image_becomes_a_tensor_or_a_specific_refusal(examples):
     def check(case):
         image, max_pixels, min_side, size = case
         try:
-            array = load_image(image.data, size, max_pixels=max_pixels, min_side=min_side)
+            array = load_image(image.data, size, limits=ImageLimits(max_pixels, min_side))
         except InvalidImage as exc:
             expected = "too_large" if image.width * image.height > max_pixels else "too_small"
             assert exc.reason == expected, (image.fmt, image.mode, exc.reason, exc.message)
@@ -192,7 +194,7 @@ def test_damaged_bytes_become_a_tensor_or_a_refusal(examples):
     def check(case):
         image, data = case
         try:
-            array = load_image(data, 16, min_side=1)
+            array = load_image(data, 16)
         except InvalidImage as exc:
             assert exc.reason in REASONS and exc.message, (image.fmt, image.mode, exc.reason)
             return
@@ -259,7 +261,7 @@ def test_the_worst_accepted_scan_bomb_decodes_in_under_two_seconds_of_cpu():
     # JPEG with the most scans accepted is the worst case (about 0.8 s here).
     bomb = progressive_bomb(MAX_JPEG_SCANS)
     started = time.process_time()
-    load_image(bomb, 128, max_pixels=40_000_000)
+    load_image(bomb, 128, limits=ImageLimits(max_pixels=40_000_000))
     assert time.process_time() - started < 2.0
 
 

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,10 @@ import pytest
 from catdog import litert
 from catdog.errors import ModelError
 from catdog.inference import Predictor
+from catdog.paths import litert_paths
 from catdog.preprocess import load_image
-from catdog.runtime import apply_temperature, class_activation_map, litert_paths
-from conftest import build_tiny_model, make_photo, save_model
+from catdog.runtime import apply_temperature, class_activation_map
+from helpers import answers_from_threads, build_tiny_model, make_photo, save_model
 
 CLASSES = {2: ("Cat", "Dog"), 3: ("Cat", "Dog", "Other")}
 
@@ -64,8 +64,9 @@ def test_both_runtimes_give_the_same_probabilities(pair):
     batch = np.concatenate([photos(6), litert.generated_images(10, 32, seed=5)])
     np.testing.assert_allclose(lite.predict_arrays(batch), tf.predict_arrays(batch), atol=1e-5)
     np.testing.assert_allclose(lite.predict_arrays(batch[:1]), tf.predict_arrays(batch[:1]), atol=1e-5)
-    assert [r.label for r in lite.predict_bytes([make_photo(seed=1), make_photo(seed=2)])] == \
-        [r.label for r in tf.predict_bytes([make_photo(seed=1), make_photo(seed=2)])]
+    assert [r.label for r in lite.predict_bytes([make_photo(seed=1), make_photo(seed=2)])] == [
+        r.label for r in tf.predict_bytes([make_photo(seed=1), make_photo(seed=2)])
+    ]
 
 
 def test_cam_matches_tensorflow_gradcam_for_every_class(pair):
@@ -86,11 +87,14 @@ def test_class_activation_map_of_two_classes_weighs_the_difference_of_the_column
     features = rng.normal(size=(3, 4, 5)).astype(np.float32)
     kernel = rng.normal(size=(5, 2)).astype(np.float32)
     expected = np.maximum(features @ (kernel[:, 1] - kernel[:, 0]), 0)
-    np.testing.assert_allclose(class_activation_map(features, kernel, np.zeros(2), 1), expected / expected.max(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        class_activation_map(features, kernel, np.zeros(2), 1), expected / expected.max(), rtol=1e-5
+    )
     # Without a class, the one with the highest logit: here the bias decides.
-    np.testing.assert_array_equal(class_activation_map(features, kernel, np.array([0.0, 100.0])),
-                                  class_activation_map(features, kernel, np.zeros(2), 1))
+    np.testing.assert_array_equal(
+        class_activation_map(features, kernel, np.array([0.0, 100.0])),
+        class_activation_map(features, kernel, np.zeros(2), 1),
+    )
     assert not class_activation_map(np.zeros((2, 2, 5)), kernel, np.zeros(2), 0).any()
 
 
@@ -98,16 +102,7 @@ def test_litert_predictions_are_thread_safe(pair):
     lite, _ = pair
     arrays = np.concatenate([photos(4), litert.generated_images(4, 32, seed=2)])
     expected = lite.predict_arrays(arrays)
-    answers: dict[int, list] = {}
-
-    def work(index: int) -> None:
-        answers[index] = [lite.predict_arrays(arrays[index:index + 1])[0] for _ in range(20)]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(arrays))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = answers_from_threads(lambda i: lite.predict_arrays(arrays[i : i + 1])[0], len(arrays), 20)
     for index, runs in answers.items():
         for probabilities in runs:
             np.testing.assert_allclose(probabilities, expected[index], atol=1e-6)
@@ -192,8 +187,14 @@ def test_a_litert_worker_imports_neither_tensorflow_nor_keras(twin_path, tmp_pat
     photo.write_bytes(make_photo(seed=4))
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "CATDOG__MODEL__PATH": str(twin_path), "CATDOG__DATA__CLASSES": json.dumps(classes)}
-    result = subprocess.run([sys.executable, "-c", LITERT_WORKER, str(photo)],
-                            capture_output=True, text=True, cwd=root, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", LITERT_WORKER, str(photo)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["heavy"] == []
@@ -210,8 +211,9 @@ def test_apply_temperature_is_temperature_scaling_of_the_logits():
     softmax = lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # noqa: E731
     probabilities = softmax(logits).astype(np.float32)
     for temperature in (0.5, 1.7, 4.0):
-        np.testing.assert_allclose(apply_temperature(probabilities, temperature), softmax(logits / temperature),
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            apply_temperature(probabilities, temperature), softmax(logits / temperature), atol=1e-6
+        )
     assert apply_temperature(probabilities, 1.0) is probabilities
     # A zero probability (underflow) is clipped, not turned into NaN.
     calibrated = apply_temperature(np.array([[1.0, 0.0]], np.float32), 2.0)
@@ -244,8 +246,12 @@ def test_both_runtimes_apply_the_calibration_temperature(served_dir, runtime):
 
 @pytest.mark.parametrize(
     "metrics, temperature",
-    [({"test_accuracy": 0.5}, 1.0), ({"calibration": {}}, 1.0), ({"calibration": {"temperature": 3}}, 3.0),
-     ({"model_sha256": "0" * 64, "calibration": {"temperature": 2.0}}, 1.0)],
+    [
+        ({"test_accuracy": 0.5}, 1.0),
+        ({"calibration": {}}, 1.0),
+        ({"calibration": {"temperature": 3}}, 3.0),
+        ({"model_sha256": "0" * 64, "calibration": {"temperature": 2.0}}, 1.0),
+    ],
     ids=["no-calibration", "no-temperature", "integer", "metrics-of-another-model"],
 )
 def test_temperature_defaults_to_one(served_dir, metrics, temperature):

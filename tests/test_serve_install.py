@@ -21,7 +21,7 @@ import pytest
 from catdog import litert
 from catdog.inference import Predictor
 from catdog.web.server import free_port
-from conftest import build_tiny_model, make_photo, save_model
+from helpers import build_tiny_model, make_photo, save_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["Cat", "Dog", "Other"]
@@ -38,13 +38,14 @@ def test_the_serving_install_answers_predict_without_tensorflow(tmp_path):
     venv = tmp_path / "serve-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-serve.txt")],
-                   check=True, cwd=ROOT)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-serve.txt")], check=True, cwd=ROOT
+    )
     # The package itself from the source tree, as the serving install's comment says (no dependencies declared).
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)],
-                   check=True, cwd=ROOT)
-    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=json"], check=True, capture_output=True,
-                            text=True).stdout
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)], check=True, cwd=ROOT)
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=json"], check=True, capture_output=True, text=True
+    ).stdout
     installed = {item["name"].lower() for item in json.loads(listed)}
     assert not installed & {"tensorflow", "tensorflow-cpu", "keras", "h5py"}
 
@@ -53,12 +54,23 @@ def test_the_serving_install_answers_predict_without_tensorflow(tmp_path):
     expected = Predictor(model, CLASSES, runtime="tensorflow")
 
     port = free_port()
-    env = {**os.environ, "CATDOG__MODEL__PATH": str(model), "CATDOG__DATA__CLASSES": json.dumps(CLASSES),
-           "CATDOG_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2", "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "CATDOG__MODEL__PATH": str(model),
+        "CATDOG__DATA__CLASSES": json.dumps(CLASSES),
+        "CATDOG_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "2",
+        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+    }
     env.pop("PYTHONPATH", None)
     log = (tmp_path / "gunicorn.log").open("w")
-    server = subprocess.Popen([str(venv / "bin" / "gunicorn"), "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT,
-                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [str(venv / "bin" / "gunicorn"), "-c", "gunicorn.conf.py", "app:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -81,7 +93,8 @@ def test_the_serving_install_answers_predict_without_tensorflow(tmp_path):
         log.close()
     probabilities = expected.predict_bytes([photo])[0].probabilities
     assert answer["label"] == max(probabilities, key=probabilities.get)
-    np.testing.assert_allclose([answer["probabilities"][name] for name in CLASSES],
-                               [probabilities[name] for name in CLASSES], atol=1e-4)
+    np.testing.assert_allclose(
+        [answer["probabilities"][name] for name in CLASSES], [probabilities[name] for name in CLASSES], atol=1e-4
+    )
     assert base64.b64decode(explained["heatmap_png_base64"]).startswith(b"\x89PNG")
     assert info["runtime"] == "litert" and info["classes"] == CLASSES

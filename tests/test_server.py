@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import os
 import runpy
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,12 +14,23 @@ import pytest
 import requests
 
 from catdog.config import PROJECT_ROOT
-from conftest import make_photo
+from helpers import make_photo
 
-GUNICORN_VARIABLES = ("CATDOG_BIND", "HOST", "PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
-                      "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_CONTROL_SOCKET", "TF_CPP_MIN_LOG_LEVEL",
-                      "GUNICORN_MAX_REQUESTS", "GUNICORN_HEADER_TIMEOUT", "GUNICORN_BODY_TIMEOUT",
-                      "GUNICORN_MIN_BODY_RATE")
+GUNICORN_VARIABLES = (
+    "CATDOG_BIND",
+    "HOST",
+    "PORT",
+    "WEB_CONCURRENCY",
+    "GUNICORN_THREADS",
+    "GUNICORN_TIMEOUT",
+    "GUNICORN_GRACEFUL_TIMEOUT",
+    "GUNICORN_CONTROL_SOCKET",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "GUNICORN_MAX_REQUESTS",
+    "GUNICORN_HEADER_TIMEOUT",
+    "GUNICORN_BODY_TIMEOUT",
+    "GUNICORN_MIN_BODY_RATE",
+)
 
 
 def gunicorn_settings(monkeypatch, **env) -> dict:
@@ -40,16 +54,50 @@ def test_gunicorn_defaults(monkeypatch):
     assert conf["control_socket_disable"] is True
 
 
+# Importing app.py must build nothing; reading ``app`` (as gunicorn does) builds the app once.
+IMPORT_APP = """
+import app
+built_on_import = "app" in vars(app)
+print(built_on_import, app.app is app.app, app.app.config["CATDOG_SETTINGS"].model.path)
+"""
+
+
+def test_importing_app_loads_no_model(tiny_model_path):
+    env = {**os.environ, "CATDOG__MODEL__PATH": str(tiny_model_path), "CATDOG__DATA__CLASSES": "[Cat, Dog]"}
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_APP], capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", str(tiny_model_path)]
+
+
 def test_gunicorn_settings_from_the_environment(monkeypatch):
-    conf = gunicorn_settings(monkeypatch, HOST="0.0.0.0", PORT="9000", WEB_CONCURRENCY="3", GUNICORN_THREADS="8",
-                             GUNICORN_TIMEOUT="120", GUNICORN_GRACEFUL_TIMEOUT="5")
+    conf = gunicorn_settings(
+        monkeypatch,
+        HOST="0.0.0.0",
+        PORT="9000",
+        WEB_CONCURRENCY="3",
+        GUNICORN_THREADS="8",
+        GUNICORN_TIMEOUT="120",
+        GUNICORN_GRACEFUL_TIMEOUT="5",
+    )
     assert conf["bind"] == ["0.0.0.0:9000"]
     assert (conf["workers"], conf["threads"], conf["timeout"], conf["graceful_timeout"]) == (3, 8, 120, 5)
-    assert gunicorn_settings(monkeypatch, CATDOG_BIND="unix:/tmp/catdog.sock", PORT="1")["bind"] == ["unix:/tmp/catdog.sock"]
+    assert gunicorn_settings(monkeypatch, CATDOG_BIND="unix:/tmp/catdog.sock", PORT="1")["bind"] == [
+        "unix:/tmp/catdog.sock"
+    ]
 
 
-@pytest.mark.parametrize("name, value", [("WEB_CONCURRENCY", "many"), ("PORT", "80a"), ("GUNICORN_THREADS", "0"),
-                                         ("GUNICORN_HEADER_TIMEOUT", "soon"), ("GUNICORN_MAX_REQUESTS", "-1")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("WEB_CONCURRENCY", "many"),
+        ("PORT", "80a"),
+        ("GUNICORN_THREADS", "0"),
+        ("GUNICORN_HEADER_TIMEOUT", "soon"),
+        ("GUNICORN_MAX_REQUESTS", "-1"),
+    ],
+)
 def test_gunicorn_refuses_bad_numbers(monkeypatch, name, value):
     with pytest.raises(SystemExit, match=name):
         gunicorn_settings(monkeypatch, **{name: value})

@@ -14,6 +14,7 @@ import pytest
 from catdog import ingest, validate
 from catdog.cli import run
 from catdog.errors import DatasetError
+from catdog.preprocess import ImageLimits
 from catdog.validate import check_file, natural_key, read_manifest, validate_dataset
 
 
@@ -30,7 +31,11 @@ def usable(expected: dict[str, str]) -> set[str]:
 
 def tree_digest(root: Path) -> dict[str, str]:
     """Every file under ``root`` and the sha256 of its bytes."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
 
 
 def test_sample_zip_end_to_end(config_file: Path, sample_zip: Path, settings, expected, usable) -> None:
@@ -59,10 +64,20 @@ def test_sample_zip_end_to_end(config_file: Path, sample_zip: Path, settings, ex
     }
     assert [f["path"] for f in report["mislabelled"]] == [p + "Dog/11.jpg"]
     assert report["counts"]["Cat"] == {
-        "valid": 3, "valid_mislabelled": 0, "empty": 1, "not_image": 1, "corrupt": 1, "unsupported": 0
+        "valid": 3,
+        "valid_mislabelled": 0,
+        "empty": 1,
+        "not_image": 1,
+        "corrupt": 1,
+        "unsupported": 0,
     }
     assert report["counts"]["Dog"] == {
-        "valid": 3, "valid_mislabelled": 1, "empty": 0, "not_image": 2, "corrupt": 0, "unsupported": 0
+        "valid": 3,
+        "valid_mislabelled": 1,
+        "empty": 0,
+        "not_image": 2,
+        "corrupt": 0,
+        "unsupported": 0,
     }
     assert report["in_manifest"] == {"Cat": 3, "Dog": 4, "Other": 3, "total": 10}
 
@@ -107,8 +122,18 @@ def test_manifest_round_trip(sample_dataset: Path, tmp_path: Path, usable: set[s
         ('{"dataset_dir": "/d", "classes": ["Cat"], "files": {"Cat": ["../x.jpg"]}}', "not inside dataset_dir"),
         ('{"dataset_dir": "/d", "classes": ["Cat"], "files": {"Cat": ["/etc/passwd"]}}', "not inside dataset_dir"),
     ],
-    ids=["missing", "not json", "not a mapping", "missing key", "relative root", "bad classes", "class mismatch",
-         "files not a list", "escaping path", "absolute path"],
+    ids=[
+        "missing",
+        "not json",
+        "not a mapping",
+        "missing key",
+        "relative root",
+        "bad classes",
+        "class mismatch",
+        "files not a list",
+        "escaping path",
+        "absolute path",
+    ],
 )
 def test_read_manifest_refuses_bad_files(tmp_path: Path, content: str | None, expected: str) -> None:
     path = tmp_path / "manifest.json"
@@ -151,18 +176,25 @@ def test_jpeg_with_trailing_padding_is_valid(tmp_path: Path, image_bytes) -> Non
 def test_serving_limits_apply(tmp_path: Path, image_bytes) -> None:
     tiny = tmp_path / "tiny.png"
     tiny.write_bytes(image_bytes("PNG", size=(4, 4)))
-    assert check_file(tiny, min_side=8)[0] == "unsupported"
+    assert check_file(tiny, ImageLimits(min_side=8))[0] == "unsupported"
     big = tmp_path / "big.png"
     big.write_bytes(image_bytes("PNG", size=(100, 100)))
-    assert check_file(big, max_pixels=5_000)[0] == "unsupported"
+    assert check_file(big, ImageLimits(max_pixels=5_000))[0] == "unsupported"
     tiff = tmp_path / "x.tiff"
     tiff.write_bytes(image_bytes("TIFF"))
-    assert check_file(tiff, accepted_formats=["JPEG", "PNG"])[0] == "unsupported"
+    assert check_file(tiff, ImageLimits(accepted_formats=("JPEG", "PNG")))[0] == "unsupported"
 
 
 def test_natural_order() -> None:
     names = ["Cat/10.jpg", "Cat/Thumbs.db", "Cat/2.jpg", "Cat/1.jpg", "Cat/a10.jpg", "Cat/a9.jpg"]
-    assert sorted(names, key=natural_key) == ["Cat/1.jpg", "Cat/2.jpg", "Cat/10.jpg", "Cat/Thumbs.db", "Cat/a9.jpg", "Cat/a10.jpg"]
+    assert sorted(names, key=natural_key) == [
+        "Cat/1.jpg",
+        "Cat/2.jpg",
+        "Cat/10.jpg",
+        "Cat/Thumbs.db",
+        "Cat/a9.jpg",
+        "Cat/a10.jpg",
+    ]
 
 
 def test_quarantine_moves_only_bad_files(config_file: Path, sample_dataset: Path, tmp_path: Path, usable) -> None:
@@ -256,8 +288,12 @@ def test_collections_may_lack_a_class_but_not_all_of_them(tmp_path: Path) -> Non
     """Two archives: PetImages has no Other, Extra has all three; both are listed."""
     from catdog.validate import list_class_files
 
-    for relative in ("pets/PetImages/Cat/1.jpg", "pets/PetImages/Dog/1.jpg", "extra/Extra/Cat/oxford_1.jpg",
-                     "extra/Extra/Other/flowers_1.jpg"):
+    for relative in (
+        "pets/PetImages/Cat/1.jpg",
+        "pets/PetImages/Dog/1.jpg",
+        "extra/Extra/Cat/oxford_1.jpg",
+        "extra/Extra/Other/flowers_1.jpg",
+    ):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(b"x")
     files = list_class_files(tmp_path, ["Cat", "Dog", "Other"], ["pets/PetImages", "extra/Extra"])
@@ -276,4 +312,3 @@ def test_data_pipeline_does_not_import_tensorflow() -> None:
     code = "import sys, catdog.ingest, catdog.validate, catdog.dirs; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
-

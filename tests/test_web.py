@@ -16,14 +16,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import catdog
-from conftest import CLASSES, make_photo, png_declaring
+from helpers import CLASSES, make_photo, png_declaring
 
 MAX_UPLOAD = 10 * 1024 * 1024  # serving.max_upload_bytes in config.yaml
 
 
 def multipart(*images: bytes, names: list[str] | None = None, **fields) -> dict:
     names = names or [f"photo{i}.jpg" for i in range(len(images))]
-    return {"file": [(io.BytesIO(data), name) for data, name in zip(images, names)], **fields}
+    return {"file": [(io.BytesIO(data), name) for data, name in zip(images, names, strict=True)], **fields}
 
 
 def post_file(client, data: bytes, name: str = "photo.jpg", url: str = "/predict", **fields):
@@ -142,8 +142,17 @@ def test_index_page(client):
     page = client.get("/")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
-    for marker in ('id="upload-form"', 'id="file-input"', 'for="file-input"', 'id="result"', 'aria-live="polite"',
-                   'id="result-label"', 'id="heatmap"', 'enctype="multipart/form-data"', 'name="viewport"'):
+    for marker in (
+        'id="upload-form"',
+        'id="file-input"',
+        'for="file-input"',
+        'id="result"',
+        'aria-live="polite"',
+        'id="result-label"',
+        'id="heatmap"',
+        'enctype="multipart/form-data"',
+        'name="viewport"',
+    ):
         assert marker in html
     assert "model-status" not in html
     assert page.headers["X-Content-Type-Options"] == "nosniff"
@@ -201,7 +210,7 @@ def test_predict_batch_multipart_in_order(client):
     assert response.status_code == 200
     body = response.get_json()
     assert len(body["predictions"]) == 3
-    for photo, item in zip(photos, body["predictions"]):
+    for photo, item in zip(photos, body["predictions"], strict=True):
         assert_prediction(item)
         assert item["probabilities"] == post_file(client, photo).get_json()["probabilities"]
     assert body["model"]["architecture"] == "tinynet"
@@ -264,8 +273,18 @@ def image_in(fmt: str, mode: str) -> bytes:
 
 @pytest.mark.parametrize(
     "fmt, mode",
-    [("PNG", "RGBA"), ("PNG", "P"), ("PNG", "L"), ("PNG", "I;16"), ("GIF", "P"), ("WEBP", "RGB"),
-     ("BMP", "RGB"), ("TIFF", "RGB"), ("JPEG", "CMYK"), ("JPEG", "L")],
+    [
+        ("PNG", "RGBA"),
+        ("PNG", "P"),
+        ("PNG", "L"),
+        ("PNG", "I;16"),
+        ("GIF", "P"),
+        ("WEBP", "RGB"),
+        ("BMP", "RGB"),
+        ("TIFF", "RGB"),
+        ("JPEG", "CMYK"),
+        ("JPEG", "L"),
+    ],
 )
 def test_every_accepted_format_and_mode(client, fmt, mode):
     response = client.post("/predict", data=image_in(fmt, mode), content_type="application/octet-stream")
@@ -289,19 +308,44 @@ def ppm() -> bytes:
 
 BAD_INPUTS = [
     # id, request keyword arguments, status, code
-    ("random-bytes", lambda: {"data": multipart(os.urandom(2048)), "content_type": "multipart/form-data"}, 415, "not_image"),
-    ("truncated-jpeg", lambda: {"data": multipart(truncated_jpeg()), "content_type": "multipart/form-data"}, 422, "corrupt"),
+    (
+        "random-bytes",
+        lambda: {"data": multipart(os.urandom(2048)), "content_type": "multipart/form-data"},
+        415,
+        "not_image",
+    ),
+    (
+        "truncated-jpeg",
+        lambda: {"data": multipart(truncated_jpeg()), "content_type": "multipart/form-data"},
+        422,
+        "corrupt",
+    ),
     ("zero-bytes", lambda: {"data": multipart(b""), "content_type": "multipart/form-data"}, 400, "empty"),
     ("zero-bytes-raw", lambda: {"data": b"", "content_type": "image/jpeg"}, 400, "empty"),
-    ("png-100000x100000", lambda: {"data": png_declaring(100_000, 100_000), "content_type": "image/png"}, 422, "too_large"),
+    (
+        "png-100000x100000",
+        lambda: {"data": png_declaring(100_000, 100_000), "content_type": "image/png"},
+        422,
+        "too_large",
+    ),
     ("png-over-max-pixels", lambda: {"data": png_declaring(8000, 6000), "content_type": "image/png"}, 422, "too_large"),
     ("too-small", lambda: {"data": make_photo((4, 4)), "content_type": "image/jpeg"}, 422, "too_small"),
-    ("unsupported-format", lambda: {"data": ppm(), "content_type": "application/octet-stream"}, 415, "unsupported_format"),
+    (
+        "unsupported-format",
+        lambda: {"data": ppm(), "content_type": "application/octet-stream"},
+        415,
+        "unsupported_format",
+    ),
     ("wrong-content-type", lambda: {"data": make_photo(), "content_type": "text/plain"}, 415, "unsupported_media_type"),
     ("urlencoded-form", lambda: {"data": {"file": "photo.jpg"}}, 400, "no_file"),
     ("no-body", lambda: {}, 400, "no_file"),
     ("multipart-without-file", lambda: {"data": {"other": "x"}, "content_type": "multipart/form-data"}, 400, "no_file"),
-    ("multipart-wrong-field", lambda: {"data": {"image": (io.BytesIO(make_photo()), "a.jpg")}, "content_type": "multipart/form-data"}, 400, "no_file"),
+    (
+        "multipart-wrong-field",
+        lambda: {"data": {"image": (io.BytesIO(make_photo()), "a.jpg")}, "content_type": "multipart/form-data"},
+        400,
+        "no_file",
+    ),
     ("bad-base64", lambda: {"json": {"image": "this is not base64!"}}, 400, "bad_base64"),
     ("data-url-not-base64", lambda: {"json": {"image": "data:image/jpeg,abcd"}}, 400, "bad_base64"),
     ("base64-not-a-string", lambda: {"json": {"image": 12}}, 400, "bad_base64"),
@@ -310,15 +354,37 @@ BAD_INPUTS = [
     ("json-without-image", lambda: {"json": {"picture": "x"}}, 400, "bad_json"),
     ("json-malformed", lambda: {"data": b"{not json", "content_type": "application/json"}, 400, "bad_json"),
     ("json-empty-images", lambda: {"json": {"images": []}}, 400, "bad_json"),
-    ("over-limit-multipart", lambda: {"data": multipart(bytes(MAX_UPLOAD + 1)), "content_type": "multipart/form-data"}, 413, "payload_too_large"),
+    (
+        "over-limit-multipart",
+        lambda: {"data": multipart(bytes(MAX_UPLOAD + 1)), "content_type": "multipart/form-data"},
+        413,
+        "payload_too_large",
+    ),
     ("over-limit-raw", lambda: {"data": bytes(MAX_UPLOAD + 1), "content_type": "image/jpeg"}, 413, "payload_too_large"),
-    ("over-transport-limit-raw", lambda: {"data": bytes(2 * MAX_UPLOAD), "content_type": "image/jpeg"}, 413, "payload_too_large"),
-    ("over-limit-json", lambda: {"json": {"image": base64.b64encode(bytes(MAX_UPLOAD + 1)).decode()}}, 413, "payload_too_large"),
-    ("over-limit-batch", lambda: {"data": multipart(*[bytes(MAX_UPLOAD // 3)] * 4), "content_type": "multipart/form-data"}, 413, "payload_too_large"),
+    (
+        "over-transport-limit-raw",
+        lambda: {"data": bytes(2 * MAX_UPLOAD), "content_type": "image/jpeg"},
+        413,
+        "payload_too_large",
+    ),
+    (
+        "over-limit-json",
+        lambda: {"json": {"image": base64.b64encode(bytes(MAX_UPLOAD + 1)).decode()}},
+        413,
+        "payload_too_large",
+    ),
+    (
+        "over-limit-batch",
+        lambda: {"data": multipart(*[bytes(MAX_UPLOAD // 3)] * 4), "content_type": "multipart/form-data"},
+        413,
+        "payload_too_large",
+    ),
 ]
 
 
-@pytest.mark.parametrize("make_request, status, code", [row[1:] for row in BAD_INPUTS], ids=[row[0] for row in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "make_request, status, code", [row[1:] for row in BAD_INPUTS], ids=[row[0] for row in BAD_INPUTS]
+)
 def test_bad_inputs_get_the_right_json_error(client, make_request, status, code):
     assert_error(client.post("/predict", **make_request()), status, code)
 
@@ -330,7 +396,7 @@ def test_a_bad_file_in_a_batch_gets_its_own_error_and_the_others_their_answers(c
     assert response.status_code == 200, response.get_data(as_text=True)
     items = response.get_json()["predictions"]
     assert len(items) == len(sent)
-    for index, photo in zip((0, 2, 5), photos):
+    for index, photo in zip((0, 2, 5), photos, strict=True):
         assert_prediction(items[index])
         assert items[index]["probabilities"] == post_file(client, photo).get_json()["probabilities"]
     assert [items[i]["error"]["code"] for i in (1, 3, 4)] == ["not_image", "empty", "corrupt"]
@@ -365,8 +431,15 @@ def test_a_batch_none_of_whose_files_can_be_read_is_refused(client, make_request
 
 @pytest.mark.parametrize(
     "method, path",
-    [("post", "/predict?explian=1"), ("post", "/predict?explain=1&x=2"), ("get", "/health?verbose=1"),
-     ("get", "/ready?x"), ("get", "/model?format=yaml"), ("get", "/metrics?x=1"), ("get", "/openapi.json?v=3")],
+    [
+        ("post", "/predict?explian=1"),
+        ("post", "/predict?explain=1&x=2"),
+        ("get", "/health?verbose=1"),
+        ("get", "/ready?x"),
+        ("get", "/model?format=yaml"),
+        ("get", "/metrics?x=1"),
+        ("get", "/openapi.json?v=3"),
+    ],
 )
 def test_unknown_query_parameters_answer_400(client, method, path):
     kwargs = {"data": make_photo(), "content_type": "image/jpeg"} if method == "post" else {}
@@ -375,7 +448,10 @@ def test_unknown_query_parameters_answer_400(client, method, path):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.binary(max_size=512), content_type=st.sampled_from(["image/jpeg", "application/octet-stream", "text/plain", ""]))
+@given(
+    body=st.binary(max_size=512),
+    content_type=st.sampled_from(["image/jpeg", "application/octet-stream", "text/plain", ""]),
+)
 def test_arbitrary_bodies_never_cause_a_server_error(client, body, content_type):
     response = client.post("/predict", data=body, content_type=content_type or None)
     assert response.status_code in (200, 400, 413, 415, 422)

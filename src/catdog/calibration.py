@@ -11,7 +11,7 @@ the classes, and so the label, never changes.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -108,8 +108,9 @@ def reliability(probabilities: np.ndarray, labels: Sequence[int], bins: int = 15
             ece += count / len(labels) * abs(acc - conf)
         else:
             conf = acc = None
-        rows.append({"low": float(edges[i]), "high": float(edges[i + 1]), "count": count,
-                     "confidence": conf, "accuracy": acc})
+        rows.append(
+            {"low": float(edges[i]), "high": float(edges[i + 1]), "count": count, "confidence": conf, "accuracy": acc}
+        )
     return {"ece": float(ece), "bins": rows}
 
 

@@ -1,7 +1,9 @@
-"""What every command-line entry point shares: config options and error exits.
+"""What every command-line entry point shares: config options, logging and error exits.
 
 Each step is its own module with a ``main(argv)`` (``python -m catdog.train``);
-``catdog STEP ...`` dispatches to them.
+``catdog STEP ...`` dispatches to them. Logging is set up here, once, when a
+step parses its arguments: ``-v`` shows debug messages of every ``catdog.*``
+logger.
 """
 
 from __future__ import annotations
@@ -10,17 +12,41 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from catdog.config import Settings, load_config
 from catdog.errors import CatdogError
 
-STEPS = ("ingest", "validate", "train", "evaluate", "predict", "ship", "leave_one_out")
+# Each step, in pipeline order, and what it does (``catdog --help`` lists them).
+STEPS = {
+    "ingest": "fetch the dataset archives and unpack them safely",
+    "validate": "decode every dataset file and list the usable ones",
+    "train": "train the configured architecture on the validated manifest",
+    "evaluate": "score a saved model on a folder of labelled images",
+    "predict": "say whether each image shows a cat, a dog or neither",
+    "ship": "install a trained model as the one the app serves",
+    "leave_one_out": "estimate Other-flagging on kinds of photo never trained on",
+}
+
+
+class _StepParser(argparse.ArgumentParser):
+    """A parser that sets up logging, honouring ``-v``, once the arguments are parsed."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed = super().parse_args(args, namespace)
+        configure_logging(parsed.verbose)
+        return parsed
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Log ``catdog.*`` messages to stderr: INFO and up, DEBUG too when ``verbose``."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("catdog").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """Return a parser that already knows ``--config`` and ``--set``."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    """Return a step's parser: it knows ``--config``, ``--set`` and ``-v``, and sets up logging."""
+    parser = _StepParser(prog=prog, description=description)
     parser.add_argument("--config", help="YAML config file (default: $CATDOG_CONFIG or config.yaml)")
     parser.add_argument(
         "--set",
@@ -41,7 +67,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run an entry point; a library error becomes one line on stderr and exit 1."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return main(argv)
     except CatdogError as exc:
@@ -54,12 +79,18 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``catdog STEP [options]``: run one pipeline step."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in STEPS:
-        print(f"usage: catdog {{{','.join(STEPS)}}} [options]   (catdog STEP --help for more)", file=sys.stderr)
-        return 2
-    module = importlib.import_module(f"catdog.{argv[0]}")
-    return run(module.main, argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="catdog",
+        description="The catdog pipeline, one step at a time.",
+        epilog="catdog STEP --help shows a step's options.",
+    )
+    steps = parser.add_subparsers(dest="step", metavar="STEP", required=True)
+    for name, summary in STEPS.items():
+        # The step's own parser reads its options (and answers its --help).
+        steps.add_parser(name, help=summary, add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    module = importlib.import_module(f"catdog.{args.step}")
+    return run(module.main, rest)
 
 
 if __name__ == "__main__":

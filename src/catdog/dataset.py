@@ -13,15 +13,15 @@ import json
 import logging
 import os
 import random
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from catdog.dirs import write_json_atomic
+from catdog.dirs import atomic_write, write_json_atomic
 from catdog.errors import DatasetError, InvalidImage
 from catdog.preprocess import load_image
 
@@ -39,10 +39,7 @@ class Split:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class in each part."""
-        return {
-            part: {name: self.labels[part].count(i) for i, name in enumerate(self.classes)}
-            for part in SPLITS
-        }
+        return {part: {name: self.labels[part].count(i) for i, name in enumerate(self.classes)} for part in SPLITS}
 
 
 def source_of(path: str | Path) -> str:
@@ -105,8 +102,11 @@ def make_split(
             random.Random(key).shuffle(group)
             n_test = max(1, round(len(group) * test_fraction)) if len(group) >= 3 else 0
             n_val = max(1, round(len(group) * validation_fraction)) if len(group) >= 3 else 0
-            parts = {"test": group[:n_test], "validation": group[n_test:n_test + n_val],
-                     "train": group[n_test + n_val:]}
+            parts = {
+                "test": group[:n_test],
+                "validation": group[n_test : n_test + n_val],
+                "train": group[n_test + n_val :],
+            }
             for part, chosen in parts.items():
                 files[part].extend(chosen)
                 labels[part].extend([label] * len(chosen))
@@ -173,14 +173,21 @@ def cached_arrays(paths: Sequence[str], size: int, cache_dir: Path, part: str) -
         return np.load(cache)
     arrays = decode_images(paths, size, desc=f"decoding {part}")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp.npy")
-    np.save(tmp, arrays)
-    os.replace(tmp, cache)
+    with atomic_write(cache) as tmp:
+        np.save(tmp, arrays)
     return arrays
 
 
-def tf_dataset(images: np.ndarray, labels: Sequence[int], num_classes: int, batch_size: int,
-               training: bool, aug=None, seed: int = 0, class_weights: Sequence[float] | None = None):
+def tf_dataset(
+    images: np.ndarray,
+    labels: Sequence[int],
+    num_classes: int,
+    batch_size: int,
+    training: bool,
+    aug=None,
+    seed: int = 0,
+    class_weights: Sequence[float] | None = None,
+):
     """Batches of (float32 pixels 0..255, one-hot labels[, sample weights]).
 
     When training, batches are shuffled and augmented (:mod:`catdog.augment`).
@@ -215,6 +222,6 @@ def class_weights(labels: Sequence[int], num_classes: int, power: float) -> list
     """
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
     share = np.maximum(counts, 1) / max(1, counts.sum())
-    weights = share ** -power
+    weights = share**-power
     weights /= (weights * share).sum()
     return [float(w) for w in weights]

@@ -3,17 +3,19 @@
 Downloads, extracted data, artifacts and the model each get a folder named in
 the config. A path that already exists as a file, or a folder we cannot
 write to, fails with :class:`DatasetError` naming the path, before any step
-starts work it could not finish. :func:`write_text_atomic` writes the small
-files (manifests, reports, markers) so that a reader never sees half of one.
+starts work it could not finish. :func:`atomic_write` is the one way files
+are replaced, so that a reader never sees half of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from catdog.config import Settings
@@ -55,17 +57,11 @@ def ensure_dir(path: str | os.PathLike) -> Path:
 
 
 def ensure_dirs(settings: Settings) -> dict[str, Path]:
-    """Create every folder the pipeline writes to.
-
-    Args:
-        settings: The loaded settings; uses ``data.download_dir``,
-            ``data.extract_dir``, ``data.artifacts_dir`` and ``model.dir``.
+    """Create every folder the pipeline writes to (:func:`ensure_dir` each, which raises :class:`DatasetError`).
 
     Returns:
-        The folders by config key, e.g. ``{"data.download_dir": Path(...)}``.
-
-    Raises:
-        DatasetError: See :func:`ensure_dir`.
+        The folders by config key (``data.download_dir``, ``data.extract_dir``,
+        ``data.artifacts_dir``, ``model.dir``), e.g. ``{"data.download_dir": Path(...)}``.
     """
     wanted = {
         "data.download_dir": settings.data.download_dir,
@@ -83,33 +79,44 @@ def ensure_dirs(settings: Settings) -> dict[str, Path]:
     return folders
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename.
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; on success rename it onto ``path``.
 
-    Readers see the old content or the new, never a half-written file.
+    Readers see the old file or the new one, never half of one. The temporary
+    name keeps the suffix (Keras and NumPy choose the format by it); it is
+    removed if the block raises.
 
     Args:
         path: The file to write; its folder must exist.
-        text: The content, written as UTF-8.
 
-    Returns:
-        The file as a :class:`Path`.
+    Yields:
+        The temporary file (created empty, mode 0644 once renamed).
+    """
+    target = Path(path)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` as UTF-8 to ``path`` with :func:`atomic_write`.
 
     Raises:
         DatasetError: The file cannot be written.
     """
     target = Path(path)
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        with atomic_write(target) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise DatasetError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
         raise DatasetError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
     return target
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from catdog import cli
+from catdog import cli, paths
 from catdog.dataset import decode_images, load_split, source_of
 from catdog.dirs import write_json_atomic
 from catdog.metrics import classification_report, format_report, format_source_report, source_report
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("catdog.evaluate")  # not __name__: that is "__main__" under -m
 
 
 def in_batches(forward, images: np.ndarray, num_outputs: int, batch_size: int = 128) -> np.ndarray:
@@ -29,7 +29,7 @@ def in_batches(forward, images: np.ndarray, num_outputs: int, batch_size: int = 
     Returns:
         ``(N, num_outputs)`` probabilities; an empty array for no images.
     """
-    outputs = [forward(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    outputs = [forward(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, num_outputs), np.float32)
 
 
@@ -63,12 +63,21 @@ def low_resolution_images(paths: Sequence[str | Path], side: int, input_size: in
     from catdog.preprocess import resize_image
 
     small = decode_images([str(p) for p in paths], side, desc=f"shrinking to {side} px")
-    return np.stack([resize_image(Image.fromarray(image), input_size) for image in small]) if len(small) else \
-        np.zeros((0, input_size, input_size, 3), np.uint8)
+    return (
+        np.stack([resize_image(Image.fromarray(image), input_size) for image in small])
+        if len(small)
+        else np.zeros((0, input_size, input_size, 3), np.uint8)
+    )
 
 
-def low_resolution_report(predict, paths: Sequence[str | Path], labels: Sequence[int], input_size: int,
-                          classes: Sequence[str], sides: Sequence[int] = LOW_RESOLUTION_SIDES) -> dict:
+def low_resolution_report(
+    predict,
+    paths: Sequence[str | Path],
+    labels: Sequence[int],
+    input_size: int,
+    classes: Sequence[str],
+    sides: Sequence[int] = LOW_RESOLUTION_SIDES,
+) -> dict:
     """Accuracy and recall per class when every image arrives as a ``side``-pixel thumbnail.
 
     Args:
@@ -88,16 +97,26 @@ def low_resolution_report(predict, paths: Sequence[str | Path], labels: Sequence
     report = {}
     for side in sides:
         predicted = np.asarray(predict(low_resolution_images(paths, side, input_size))).argmax(axis=1)
-        row = {"images": int(len(labels)), "accuracy": float((predicted == labels).mean()),
-               "recall": {name: float((predicted[labels == i] == i).mean())
-                          for i, name in enumerate(classes) if (labels == i).any()}}
+        row = {
+            "images": int(len(labels)),
+            "accuracy": float((predicted == labels).mean()),
+            "recall": {
+                name: float((predicted[labels == i] == i).mean())
+                for i, name in enumerate(classes)
+                if (labels == i).any()
+            },
+        }
         if "Other" in classes:
             pets = labels != list(classes).index("Other")
             row["pets_accuracy"] = float((predicted[pets] == labels[pets]).mean())
             row["pets_answered_other"] = float((predicted[pets] == list(classes).index("Other")).mean())
         report[str(side)] = row
-        log.info("%d px: accuracy %.4f (%s)", side, row["accuracy"],
-                 ", ".join(f"{k} {v:.3f}" for k, v in row["recall"].items()))
+        log.info(
+            "%d px: accuracy %.4f (%s)",
+            side,
+            row["accuracy"],
+            ", ".join(f"{k} {v:.3f}" for k, v in row["recall"].items()),
+        )
     return report
 
 
@@ -137,12 +156,17 @@ def evaluate_split(predictor, split_file: Path, part: str, dataset_dir: Path, lo
     paths = [dataset_dir / rel for rel in split.files[part]]
     probabilities = predict_files(predictor, paths)
     report = classification_report(split.labels[part], probabilities, split.classes)
-    report["by_source"] = source_report(split.labels[part], probabilities, [source_of(f) for f in split.files[part]],
-                                        split.classes)
+    report["by_source"] = source_report(
+        split.labels[part], probabilities, [source_of(f) for f in split.files[part]], split.classes
+    )
     if low_resolution:
         report["low_resolution"] = low_resolution_report(
             lambda images: in_batches(predictor.predict_arrays, images, len(split.classes)),
-            paths, split.labels[part], predictor.input_size, split.classes)
+            paths,
+            split.labels[part],
+            predictor.input_size,
+            split.classes,
+        )
     return report
 
 
@@ -162,8 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="folder with one sub-folder of images per class")
     source.add_argument("--split", choices=("validation", "test"), help="a part of the split saved by training")
-    parser.add_argument("--low-resolution", action="store_true",
-                        help="with --split, also score the part as 16-64 px thumbnails (as small uploads arrive)")
+    parser.add_argument(
+        "--low-resolution",
+        action="store_true",
+        help="with --split, also score the part as 16-64 px thumbnails (as small uploads arrive)",
+    )
     parser.add_argument("--output", type=Path, help="JSON file for the metrics (default: <artifacts>/evaluation.json)")
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
@@ -178,10 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = evaluate_folder(predictor, args.data, settings.data.classes)
     else:
         name = f"the {args.split} part"
-        dataset_dir, _ = read_manifest(Path(settings.data.artifacts_dir) / "manifest.json")
-        report = evaluate_split(predictor, Path(settings.data.artifacts_dir) / "split.json", args.split, dataset_dir,
-                                args.low_resolution)
-    report["model"] = {"file": str(model_path), "architecture": predictor.architecture, "sha256_short": predictor.short_hash}
+        dataset_dir, _ = read_manifest(paths.manifest(settings.data.artifacts_dir))
+        report = evaluate_split(
+            predictor, paths.split(settings.data.artifacts_dir), args.split, dataset_dir, args.low_resolution
+        )
+    report["model"] = {
+        "file": str(model_path),
+        "architecture": predictor.architecture,
+        "sha256_short": predictor.short_hash,
+    }
     print(format_report(f"{predictor.architecture} ({model_path.name}) on {name}", report))
     if "by_source" in report:
         print("per source:")
@@ -189,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "low_resolution" in report:
         print("as small thumbnails (shrunk with the app's resize, then preprocessed as an upload):")
         print(format_low_resolution(report["low_resolution"]))
-    output = args.output or Path(settings.data.artifacts_dir) / "evaluation.json"
+    output = args.output or paths.evaluation(settings.data.artifacts_dir)
     write_json_atomic(output, report)
     print(f"metrics written to {output}")
     return 0

@@ -26,24 +26,25 @@ shared by the threads of a gunicorn ``gthread`` worker.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from catdog import paths
+from catdog.dirs import file_sha256
 from catdog.errors import InvalidImage, ModelError
-from catdog.preprocess import DEFAULT_MAX_PIXELS, declared_pixels, open_image, resize_image
+from catdog.preprocess import ImageLimits, declared_pixels, open_image, resize_image
 from catdog.runtime import apply_temperature, open_runtime
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 SHORT_HASH_LENGTH = 12
 OVERLAY_MAX_SIDE = 384
@@ -99,15 +100,10 @@ class Predictor:
     Args:
         model_path: The saved ``.h5`` model.
         classes: Class names, index ``i`` of the output is ``classes[i]``.
-        max_pixels: Largest declared image size accepted (see
-            :func:`catdog.preprocess.open_image`).
-        min_side: Smallest accepted image side.
-        accepted_formats: Pillow format names accepted; ``None`` for all.
+        limits: The images accepted (see :class:`catdog.preprocess.ImageLimits`).
         runtime: ``auto`` (LiteRT when the ``.tflite`` twin matches the
             ``.h5``, else TensorFlow), ``litert`` or ``tensorflow``.
         num_threads: LiteRT interpreter threads; ``None`` for its default.
-        max_request_pixels: Most declared pixels of all images of one
-            :meth:`predict_bytes` call together; ``None``: no limit beyond ``max_pixels`` each.
 
     Raises:
         ModelError: The file is missing, not HDF5, truncated, the model
@@ -120,42 +116,31 @@ class Predictor:
         model_path: str | Path,
         classes: Sequence[str],
         *,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        min_side: int = 1,
-        accepted_formats: Iterable[str] | None = None,
+        limits: ImageLimits = ImageLimits(),
         runtime: str = "auto",
         num_threads: int | None = None,
-        max_request_pixels: int | None = None,
     ):
         self.path = Path(model_path)
-        self.max_request_pixels = max_request_pixels
         self.classes = tuple(classes)
-        self.max_pixels = max_pixels
-        self.min_side = min_side
-        self.accepted_formats = None if accepted_formats is None else tuple(accepted_formats)
+        self.limits = limits
         self._sha256 = _check_file(self.path)
-        self._metrics = _read_metrics(self.path.with_name(METRICS_FILE))
-        self.temperature = _temperature(self._metrics, self._sha256, self.path.with_name(METRICS_FILE))
+        metrics_file = paths.shipped_metrics(self.path)
+        self._metrics = _read_metrics(metrics_file)
+        self.temperature = _temperature(self._metrics, self._sha256, metrics_file)
         self._runtime = open_runtime(self.path, self._sha256, len(self.classes), runtime, num_threads=num_threads)
         self.input_size = self._runtime.input_size
         self._warm_up()
 
     @classmethod
-    def from_settings(cls, settings, model_path: str | Path | None = None) -> "Predictor":
+    def from_settings(cls, settings, model_path: str | Path | None = None) -> Predictor:
         """A predictor with the configured classes and serving limits.
 
         Args:
             settings: The loaded :class:`catdog.config.Settings`.
             model_path: The model file; ``settings.model.path`` if ``None``.
         """
-        serving = settings.serving
         return cls(
-            model_path or settings.model.path,
-            settings.data.classes,
-            max_pixels=serving.max_pixels,
-            min_side=serving.min_side,
-            accepted_formats=serving.accepted_formats,
-            max_request_pixels=serving.max_request_pixels,
+            model_path or settings.model.path, settings.data.classes, limits=ImageLimits.from_serving(settings.serving)
         )
 
     def _warm_up(self) -> None:
@@ -164,8 +149,15 @@ class Predictor:
         self.predict_arrays(blank)
         self.gradcam(blank[0])
         side = self.input_size
-        log.info("model %s (%s, %dx%d input, temperature %g) loaded with %s and warmed up",
-                 self.path, self.architecture, side, side, self.temperature, self.runtime)
+        log.info(
+            "model %s (%s, %dx%d input, temperature %g) loaded with %s and warmed up",
+            self.path,
+            self.architecture,
+            side,
+            side,
+            self.temperature,
+            self.runtime,
+        )
 
     def predict_arrays(self, batch: np.ndarray, *, calibrated: bool = True) -> np.ndarray:
         """Classify preprocessed images in one forward pass.
@@ -233,13 +225,7 @@ class Predictor:
         Raises:
             InvalidImage: The bytes are not an image this service accepts.
         """
-        photo = open_image(
-            data,
-            max_pixels=self.max_pixels,
-            min_side=self.min_side,
-            accepted_formats=self.accepted_formats,
-            draft_size=2 * self.input_size,
-        )
+        photo = open_image(data, limits=self.limits, draft_size=2 * self.input_size)
         return photo, resize_image(photo, self.input_size)
 
     def check_request_pixels(self, images: Sequence[bytes]) -> None:
@@ -249,14 +235,15 @@ class Predictor:
             InvalidImage: ``too_large``, for the request as a whole (no single
                 image is at fault, so a batch does not answer per image).
         """
-        if self.max_request_pixels is None or len(images) < 2:
+        budget = self.limits.max_request_pixels
+        if budget is None or len(images) < 2:
             return
         total = sum(declared_pixels(data) for data in images)
-        if total > self.max_request_pixels:
+        if total > budget:
             raise InvalidImage(
                 "too_large",
                 f"the {len(images)} images declare {total:,} pixels together, "
-                f"more than the limit of {self.max_request_pixels:,} for one request",
+                f"more than the limit of {budget:,} for one request",
             )
 
     def predict_bytes(self, images: Sequence[bytes], *, explain: bool = False) -> list[Prediction]:
@@ -292,7 +279,7 @@ class Predictor:
             del photo
         probabilities = self.predict_arrays(np.stack(arrays))
         results = []
-        for shown, array, probs in zip(shown_photos, arrays, probabilities):
+        for shown, array, probs in zip(shown_photos, arrays, probabilities, strict=True):
             best = int(np.argmax(probs))
             heatmap_png = None
             if explain:
@@ -301,7 +288,7 @@ class Predictor:
                 Prediction(
                     label=self.classes[best],
                     confidence=float(probs[best]),
-                    probabilities={name: float(p) for name, p in zip(self.classes, probs)},
+                    probabilities={name: float(p) for name, p in zip(self.classes, probs, strict=True)},
                     heatmap_png=heatmap_png,
                     photo=shown,
                 )
@@ -391,19 +378,16 @@ def _check_file(path: Path) -> str:
     """Check that ``path`` is a readable HDF5 file and return its sha256."""
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} was not found", "the model file was not found")
-    digest = hashlib.sha256()
     try:
         with path.open("rb") as stream:
             if stream.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
                 raise ModelError(
                     f"model file {str(path)!r} is not an HDF5 (.h5) file", "the model file is not an HDF5 (.h5) file"
                 )
-            stream.seek(0)
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
+        digest = file_sha256(path)
     except OSError as exc:
         raise ModelError(f"cannot read model file {str(path)!r}: {exc.strerror or exc}") from exc
-    return digest.hexdigest()
+    return digest
 
 
 def _read_metrics(path: Path) -> dict[str, Any] | None:

@@ -41,14 +41,15 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO
 
 import requests
 from tqdm import tqdm
 
 from catdog.cli import make_parser, run, settings_from_args
-from catdog.dirs import ensure_dirs, file_sha256, write_text_atomic
+from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_text_atomic
 from catdog.errors import DatasetError, DownloadError, UnsafeArchiveError
 
 log = logging.getLogger("catdog.ingest")  # not __name__: that is "__main__" under -m
@@ -198,21 +199,18 @@ def extract(
 
     try:
         with _open_archive(archive) as (members, opener):
-            total = _check_members(members, max_bytes, archive.name, max_members)
-            entries = tuple(sorted({m.parts[0] for m in members}))
-            if not entries:
-                raise DatasetError(f"{archive.name} is empty")
-            _check_no_foreign_entries(target, entries, marker.get("entries", []))
-            target.mkdir(parents=True, exist_ok=True)
-            free = shutil.disk_usage(target).free
-            if total > free:
-                raise DatasetError(f"{archive.name} needs {total:,} bytes but {target} has only {free:,} free")
+            total, entries = _plan(members, archive.name, target, marker, max_bytes, max_members)
             staging = Path(tempfile.mkdtemp(dir=target, prefix=f"{_TMP_PREFIX}extracting-"))
             try:
                 _unpack(members, opener, staging, total, archive.name, progress)
                 files = sum(1 for m in members if not m.is_dir)
-                record = {"archive": archive.name, "sha256": digest, "entries": list(entries), "files": files,
-                          "size": total}
+                record = {
+                    "archive": archive.name,
+                    "sha256": digest,
+                    "entries": list(entries),
+                    "files": files,
+                    "size": total,
+                }
                 _swap_into_place(staging, target, entries, marker.get("entries", []), record)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -257,8 +255,10 @@ def _plain_name(name: str, source_url: str) -> str:
     if name in ("", ".", ".."):
         raise DownloadError(f"cannot tell the archive's file name from {source_url!r}; end the URL with it")
     if (
-        any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name)
-        or name.startswith(".") or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
+        any(c in name for c in "/\\")
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        or name.startswith(".")
+        or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
     ):
         raise DownloadError(
             f"the archive's file name {name!r} (from {source_url!r}) is not a plain file name; "
@@ -329,7 +329,7 @@ def _http_chunks(url: str) -> Iterator[tuple[Iterator[bytes], int | None]]:
 def _file_chunks(path: str) -> Iterator[tuple[Iterator[bytes], int | None]]:
     """Read a local file; yields its chunks and its size."""
     try:
-        stream = open(path, "rb")
+        stream = open(path, "rb")  # noqa: SIM115 - opened here to turn its error into DownloadError, closed below
     except OSError as exc:
         raise DownloadError(f"cannot read the archive {path!r}: {exc.strerror or exc}") from exc
     with stream:
@@ -346,15 +346,16 @@ def _save_stream(
     max_bytes: int | None = None,
 ) -> tuple[str, int]:
     """Write ``chunks`` to ``dest`` via a temporary file; return (sha256, size)."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        size = 0
+    digest = hashlib.sha256()
+    size = 0
+    with atomic_write(dest) as tmp:
         try:
-            with os.fdopen(fd, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress
-            ) as bar:
+            with (
+                tmp.open("wb") as out,
+                tqdm(
+                    total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress
+                ) as bar,
+            ):
                 for chunk in chunks:
                     size += len(chunk)
                     if max_bytes is not None and size > max_bytes:
@@ -379,11 +380,6 @@ def _save_stream(
                 f"checksum mismatch for {label}: expected sha256 {expected}, got {hexdigest}; the file was discarded"
             )
         _sidecar(dest).unlink(missing_ok=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _write_sidecar(dest, hexdigest)
     return hexdigest, size
 
@@ -461,6 +457,26 @@ def _check_members(members: Sequence[_Member], max_bytes: int, label: str, max_m
     return total
 
 
+def _plan(
+    members: Sequence[_Member], label: str, target: Path, marker: dict, max_bytes: int, max_members: int | None
+) -> tuple[int, tuple[str, ...]]:
+    """Check an archive's members against the limits, ``target`` and its free space before writing anything.
+
+    Returns:
+        The bytes the members unpack to and their top-level entries.
+    """
+    total = _check_members(members, max_bytes, label, max_members)
+    entries = tuple(sorted({m.parts[0] for m in members}))
+    if not entries:
+        raise DatasetError(f"{label} is empty")
+    _check_no_foreign_entries(target, entries, marker.get("entries", []))
+    target.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(target).free
+    if total > free:
+        raise DatasetError(f"{label} needs {total:,} bytes but {target} has only {free:,} free")
+    return total, entries
+
+
 def _check_no_foreign_entries(target: Path, entries: Sequence[str], ours: Sequence[str]) -> None:
     """Refuse to replace top-level entries that an earlier extraction did not create."""
     for entry in entries:
@@ -481,7 +497,9 @@ def _unpack(
     label: str,
     progress: bool,
 ) -> None:
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"extract {label}", disable=not progress) as bar:
+    with tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"extract {label}", disable=not progress
+    ) as bar:
         for member in members:
             path = staging.joinpath(*member.parts)
             if member.is_dir:
@@ -570,10 +588,10 @@ def _is_plain_entry(entry: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m catdog.ingest``: fetch and unpack every configured archive."""
     parser = make_parser("python -m catdog.ingest", "Fetch the dataset archives and unpack them safely.")
-    parser.add_argument("--only", metavar="NAME", action="append",
-                        help="ingest only this archive of data.archives (repeatable)")
+    parser.add_argument(
+        "--only", metavar="NAME", action="append", help="ingest only this archive of data.archives (repeatable)"
+    )
     args = parser.parse_args(argv)
-    logging.getLogger("catdog").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     settings = settings_from_args(args)
     data = settings.data
     unknown = sorted(set(args.only or ()) - set(data.archives))
@@ -584,10 +602,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, archive in data.archives.items():
         if args.only and name not in args.only:
             continue
-        fetched = fetch(archive.source_url, data.download_dir, sha256=archive.sha256,
-                        max_bytes=data.max_download_bytes, progress=True)
-        unpacked = extract(fetched.path, data.archive_dir(name), max_bytes=data.max_extract_bytes,
-                           max_members=data.max_members, archive_sha256=fetched.sha256, progress=True)
+        fetched = fetch(
+            archive.source_url,
+            data.download_dir,
+            sha256=archive.sha256,
+            max_bytes=data.max_download_bytes,
+            progress=True,
+        )
+        unpacked = extract(
+            fetched.path,
+            data.archive_dir(name),
+            max_bytes=data.max_extract_bytes,
+            max_members=data.max_members,
+            archive_sha256=fetched.sha256,
+            progress=True,
+        )
         how = "fetched from " + archive.source_url if fetched.downloaded else "already there, not fetched again"
         checked = f"  (matches data.archives.{name}.sha256)" if archive.sha256 else "  (no sha256 configured to check)"
         done = "extracted" if unpacked.extracted else "already extracted, skipped"

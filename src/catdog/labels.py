@@ -9,7 +9,7 @@ kind of animal.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 OTHER = "Other"
 

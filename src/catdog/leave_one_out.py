@@ -22,35 +22,47 @@ import logging
 import random
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from catdog import cli
+from catdog import cli, paths
 from catdog.config import Settings
-from catdog.dataset import Split, cached_arrays, source_of
+from catdog.dataset import Split, source_of
 from catdog.dirs import write_json_atomic
 
 log = logging.getLogger("catdog.leave_one_out")
-RESULT_FILE = "leave_one_source_out.json"
 
 
 def held_out_sources(split: Split, other: str = "Other") -> list[str]:
     """The sources of the ``other`` class, in name order."""
     index = split.classes.index(other)
-    return sorted({source_of(f) for part in split.files for f, y in zip(split.files[part], split.labels[part])
-                   if y == index})
+    return sorted(
+        {
+            source_of(f)
+            for part in split.files
+            for f, y in zip(split.files[part], split.labels[part], strict=True)
+            if y == index
+        }
+    )
 
 
 def subset(split: Split, arrays: dict, part: str, keep) -> tuple[np.ndarray, list[int], list[str]]:
     """The images, labels and files of ``part`` for which ``keep(file, label)`` is true."""
-    chosen = [i for i, (f, y) in enumerate(zip(split.files[part], split.labels[part])) if keep(f, y)]
+    chosen = [i for i, (f, y) in enumerate(zip(split.files[part], split.labels[part], strict=True)) if keep(f, y)]
     return arrays[part][chosen], [split.labels[part][i] for i in chosen], [split.files[part][i] for i in chosen]
 
 
-def run_one(settings: Settings, split: Split, arrays: dict, held_out: str | None, pets_per_class: int,
-            init_from: Path, runs: Path) -> dict:
+def run_one(
+    settings: Settings,
+    split: Split,
+    arrays: dict,
+    held_out: str | None,
+    pets_per_class: int,
+    init_from: Path,
+    runs: Path,
+) -> dict:
     """Train without ``held_out`` (or with every source, for None) and score the result.
 
     Returns:
@@ -62,17 +74,22 @@ def run_one(settings: Settings, split: Split, arrays: dict, held_out: str | None
 
     other = split.classes.index("Other")
     rng = random.Random(f"{settings.training.seed}:leave-one-out")
-    pets = {label: [f for f, y in zip(split.files["train"], split.labels["train"]) if y == label]
-            for label in range(len(split.classes)) if label != other}
+    pets = {
+        label: [f for f, y in zip(split.files["train"], split.labels["train"], strict=True) if y == label]
+        for label in range(len(split.classes))
+        if label != other
+    }
     sampled = {f for files in pets.values() for f in rng.sample(files, min(pets_per_class, len(files)))}
 
     def trainable(f: str, y: int) -> bool:
         return (source_of(f) != held_out) if y == other else f in sampled
 
     parts, sub_arrays = {}, {}
-    for part, keep in (("train", trainable),
-                       ("validation", lambda f, y: source_of(f) != held_out),
-                       ("test", lambda f, y: True)):
+    for part, keep in (
+        ("train", trainable),
+        ("validation", lambda f, y: source_of(f) != held_out),
+        ("test", lambda f, y: True),
+    ):
         sub_arrays[part], labels, files = subset(split, arrays, part, keep)
         parts[part] = (files, labels)
     sub = Split(split.classes, {p: v[0] for p, v in parts.items()}, {p: v[1] for p, v in parts.items()})
@@ -83,7 +100,9 @@ def run_one(settings: Settings, split: Split, arrays: dict, held_out: str | None
     model, run = fit(settings, sub, sub_arrays, runs / name, resume=False, init_from=init_from)
 
     def answered_other(images: np.ndarray) -> float:
-        return float((predict_in_batches(model, images).argmax(axis=1) == other).mean()) if len(images) else float("nan")
+        return (
+            float((predict_in_batches(model, images).argmax(axis=1) == other).mean()) if len(images) else float("nan")
+        )
 
     test_pets, _, _ = subset(split, arrays, "test", lambda f, y: y != other)
     seen_other, _, _ = subset(split, arrays, "test", lambda f, y: y == other and source_of(f) != held_out)
@@ -95,8 +114,12 @@ def run_one(settings: Settings, split: Split, arrays: dict, held_out: str | None
         "seen_other_test_flagged": answered_other(seen_other),
     }
     if held_out:
-        unseen = np.concatenate([subset(split, arrays, part, lambda f, y: y == other and source_of(f) == held_out)[0]
-                                 for part in split.files])
+        unseen = np.concatenate(
+            [
+                subset(split, arrays, part, lambda f, y: y == other and source_of(f) == held_out)[0]
+                for part in split.files
+            ]
+        )
         result["held_out_images"] = int(len(unseen))
         result["held_out_flagged"] = answered_other(unseen)
     else:
@@ -107,24 +130,30 @@ def run_one(settings: Settings, split: Split, arrays: dict, held_out: str | None
     return result
 
 
-def leave_one_source_out(settings: Settings, init_from: Path, pets_per_class: int = 3000,
-                         sources: Sequence[str] | None = None) -> dict:
+def leave_one_source_out(
+    settings: Settings, init_from: Path, pets_per_class: int = 3000, sources: Sequence[str] | None = None
+) -> dict:
     """Run the control and one run per held-out Other source; write and return the table."""
-    from catdog.train import prepare_split, run_dir
+    from catdog.train import load_arrays, prepare_split
 
     split, root, _ = prepare_split(settings)
     t = settings.training
-    cache = Path(settings.data.artifacts_dir) / "cache"
-    arrays = {part: cached_arrays([str(root / f) for f in split.files[part]], t.image_size, cache, part)
-              for part in split.files}
-    runs = run_dir(settings).with_name("leave-one-out")
-    table = {"protocol": {"init_from": str(init_from), "pets_per_class": pets_per_class, "epochs": t.epochs,
-                          "image_size": t.image_size, "architecture": t.architecture},
-             "control": run_one(settings, split, arrays, None, pets_per_class, init_from, runs),
-             "held_out": {}}
+    arrays = load_arrays(settings, split, root)
+    runs = paths.run_dir(settings.data.artifacts_dir, "leave-one-out")
+    table = {
+        "protocol": {
+            "init_from": str(init_from),
+            "pets_per_class": pets_per_class,
+            "epochs": t.epochs,
+            "image_size": t.image_size,
+            "architecture": t.architecture,
+        },
+        "control": run_one(settings, split, arrays, None, pets_per_class, init_from, runs),
+        "held_out": {},
+    }
     for source in sources or held_out_sources(split):
         table["held_out"][source] = run_one(settings, split, arrays, source, pets_per_class, init_from, runs)
-    write_json_atomic(Path(settings.model.dir) / RESULT_FILE, table)
+    write_json_atomic(paths.leave_one_out(settings.model.dir), table)
     print(format_table(table))
     return table
 
@@ -132,18 +161,27 @@ def leave_one_source_out(settings: Settings, init_from: Path, pets_per_class: in
 def format_table(table: dict) -> str:
     """Markdown table: flagged rate of each source when held out against when seen."""
     seen = table["control"].get("test_flagged_by_source", {})
-    lines = ["| Other source | flagged when held out | flagged when trained on (control) | test pets called Other |",
-             "|---|---:|---:|---:|"]
+    lines = [
+        "| Other source | flagged when held out | flagged when trained on (control) | test pets called Other |",
+        "|---|---:|---:|---:|",
+    ]
     for source, row in table["held_out"].items():
-        lines.append(f"| {source} | {row['held_out_flagged']:.1%} ({row['held_out_images']:,} photos) | "
-                     f"{seen.get(source, float('nan')):.1%} | {row['test_pets_answered_other']:.1%} |")
+        lines.append(
+            f"| {source} | {row['held_out_flagged']:.1%} ({row['held_out_images']:,} photos) | "
+            f"{seen.get(source, float('nan')):.1%} | {row['test_pets_answered_other']:.1%} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.make_parser("catdog leave_one_out", "Estimate Other-flagging on kinds of photo never trained on.")
-    parser.add_argument("--init-from", type=Path, required=True, metavar="MODEL_H5",
-                        help="the model every run starts from (a Cat/Dog model that never saw Other photos)")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        required=True,
+        metavar="MODEL_H5",
+        help="the model every run starts from (a Cat/Dog model that never saw Other photos)",
+    )
     parser.add_argument("--pets-per-class", type=int, default=3000, help="cats and dogs sampled per run (default 3000)")
     parser.add_argument("--source", action="append", help="hold out only this source (repeatable; default: all)")
     args = parser.parse_args(argv)

@@ -27,14 +27,15 @@ import io
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from catdog.dirs import file_sha256, write_text_atomic
+from catdog import paths
+from catdog.dirs import atomic_write, file_sha256, write_text_atomic
 from catdog.errors import DatasetError, InvalidImage, ModelError
+from catdog.paths import litert_paths
 from catdog.runtime import (
     FEATURES_LAYER,
     FEATURES_OUTPUT,
@@ -42,7 +43,6 @@ from catdog.runtime import (
     LITERT_FORMAT,
     PREDICTIONS_LAYER,
     PROBABILITIES_OUTPUT,
-    litert_paths,
 )
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,6 @@ def convert(
         ModelError: The model cannot be loaded or breaks the contract.
         ConversionError: Too few check images, or the twin disagrees with the model.
     """
-    import keras
-    import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
 
     from catdog.runtime import check_contract, load_keras_model
 
@@ -116,59 +113,107 @@ def convert(
     if len(images) < min_images:
         raise ConversionError(f"the conversion check needs at least {min_images} images, got {len(images)}")
 
-    # The signature's input takes the name of the Keras input; name it here whatever the model called it.
-    inputs = keras.Input(shape=(size, size, 3), name=INPUT_NAME)
-    twin = keras.Model(model.input, {PROBABILITIES_OUTPUT: model.output,
-                                     FEATURES_OUTPUT: model.get_layer(FEATURES_LAYER).output})
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, twin(inputs), name=model.name))
-    chatter = io.StringIO()
-    try:
-        # Keras prints the summary of the SavedModel it exports for the converter; keep it for debugging only.
-        with contextlib.redirect_stdout(chatter):
-            tflite = converter.convert()
-    except Exception as exc:  # the converter reports failures with many exception types
-        raise ConversionError(f"cannot convert {str(path)!r} for LiteRT: {exc}") from exc
-    finally:
-        log.debug("converter output: %s", chatter.getvalue())
-
-    interpreter = Interpreter(model_content=tflite)
-    runner = interpreter.get_signature_runner()
-    expected = np.concatenate([twin(images[i:i + _BATCH].astype(np.float32), training=False)[PROBABILITIES_OUTPUT]
-                               for i in range(0, len(images), _BATCH)])
-    outputs = [runner(**{INPUT_NAME: images[i:i + _BATCH].astype(np.float32)}) for i in range(0, len(images), _BATCH)]
-    got = np.concatenate([out[PROBABILITIES_OUTPUT] for out in outputs])
-    features = np.concatenate([out[FEATURES_OUTPUT] for out in outputs])
+    twin, tflite = _to_tflite(model, path, size)
+    expected, got, features = _run_both(twin, tflite, images)
 
     head = model.get_layer(PREDICTIONS_LAYER)
     kernel = np.asarray(head.kernel, dtype=np.float32)
     bias = np.asarray(head.bias, dtype=np.float32) if head.bias is not None else np.zeros(num_classes, np.float32)
     difference = float(np.abs(got - expected).max())
     head_difference = float(np.abs(_pooled_head(features, kernel, bias) - got).max())
-    log.info("LiteRT twin of %s: max |p_litert - p_keras| = %.2e, head rebuilt from features %.2e, on %d images (%s)",
-             path.name, difference, head_difference, len(images), source)
-    if not difference <= tolerance:
-        raise ConversionError(f"the LiteRT twin of {path.name} differs from it by {difference:.2e} in probability "
-                              f"(more than {tolerance:g}) on {len(images)} images; model.tflite not written")
-    if not head_difference <= tolerance:
-        raise ConversionError(f"{path.name}'s head is not global average pooling then Dense (rebuilding it from "
-                              f"{FEATURES_LAYER!r} is off by {head_difference:.2e}), so LiteRT cannot draw its "
-                              f"Grad-CAM; model.tflite not written")
-    record = {
+    log.info(
+        "LiteRT twin of %s: max |p_litert - p_keras| = %.2e, head rebuilt from features %.2e, on %d images (%s)",
+        path.name,
+        difference,
+        head_difference,
+        len(images),
+        source,
+    )
+    _check_agreement(path.name, difference, head_difference, tolerance, len(images))
+    check = {
+        "images": len(images),
+        "source": source,
+        "tolerance": tolerance,
+        "max_abs_difference": difference,
+        "head_max_abs_difference": head_difference,
+    }
+    return Conversion(tflite, _record(model, path, size, features.shape[1:], check, kernel, bias))
+
+
+def _record(
+    model, path: Path, size: int, features_shape: tuple, check: dict, kernel: np.ndarray, bias: np.ndarray
+) -> dict[str, Any]:
+    """What ``model.tflite.json`` says of the twin (all but the sha256 of the ``.tflite`` itself)."""
+    import keras
+    import tensorflow as tf
+
+    num_classes = int(model.output_shape[-1])
+    return {
         "format": LITERT_FORMAT,
-        "source": path.name,
-        "source_sha256": file_sha256(path),
         "architecture": model.name,
         "parameters": int(model.count_params()),
+        "source": path.name,
+        "source_sha256": file_sha256(path),
         "input_size": size,
         "num_classes": num_classes,
-        "outputs": {PROBABILITIES_OUTPUT: [None, num_classes], FEATURES_OUTPUT: [None, *features.shape[1:]]},
-        "check": {"images": len(images), "source": source, "tolerance": tolerance,
-                  "max_abs_difference": difference, "head_max_abs_difference": head_difference},
+        "outputs": {PROBABILITIES_OUTPUT: [None, num_classes], FEATURES_OUTPUT: [None, *features_shape]},
+        "check": check,
         "converted_with": {"tensorflow": tf.__version__, "keras": keras.__version__},
         # float32 -> Python float -> JSON text round-trips exactly.
         "head": {"kernel": kernel.tolist(), "bias": bias.tolist()},
     }
-    return Conversion(tflite, record)
+
+
+def _check_agreement(name: str, difference: float, head_difference: float, tolerance: float, count: int) -> None:
+    """Refuse a twin whose probabilities, or whose head rebuilt from its features, differ by more than ``tolerance``."""
+    if not difference <= tolerance:
+        raise ConversionError(
+            f"the LiteRT twin of {name} differs from it by {difference:.2e} in probability "
+            f"(more than {tolerance:g}) on {count} images; model.tflite not written"
+        )
+    if not head_difference <= tolerance:
+        raise ConversionError(
+            f"{name}'s head is not global average pooling then Dense (rebuilding it from "
+            f"{FEATURES_LAYER!r} is off by {head_difference:.2e}), so LiteRT cannot draw its "
+            f"Grad-CAM; model.tflite not written"
+        )
+
+
+def _to_tflite(model, path: Path, size: int):
+    """The Keras twin (probabilities and features as named outputs) and its LiteRT flatbuffer."""
+    import keras
+    import tensorflow as tf
+
+    # The signature's input takes the name of the Keras input; name it here whatever the model called it.
+    inputs = keras.Input(shape=(size, size, 3), name=INPUT_NAME)
+    twin = keras.Model(
+        model.input, {PROBABILITIES_OUTPUT: model.output, FEATURES_OUTPUT: model.get_layer(FEATURES_LAYER).output}
+    )
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, twin(inputs), name=model.name))
+    chatter = io.StringIO()
+    try:
+        # Keras prints the summary of the SavedModel it exports for the converter; keep it for debugging only.
+        with contextlib.redirect_stdout(chatter):
+            return twin, converter.convert()
+    except Exception as exc:  # the converter reports failures with many exception types
+        raise ConversionError(f"cannot convert {str(path)!r} for LiteRT: {exc}") from exc
+    finally:
+        log.debug("converter output: %s", chatter.getvalue())
+
+
+def _run_both(twin, tflite: bytes, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keras's probabilities, LiteRT's probabilities and LiteRT's features for ``images``."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=tflite).get_signature_runner()
+    batches = [images[i : i + _BATCH].astype(np.float32) for i in range(0, len(images), _BATCH)]
+    expected = np.concatenate([twin(batch, training=False)[PROBABILITIES_OUTPUT] for batch in batches])
+    outputs = [runner(**{INPUT_NAME: batch}) for batch in batches]
+    return (
+        expected,
+        np.concatenate([out[PROBABILITIES_OUTPUT] for out in outputs]),
+        np.concatenate([out[FEATURES_OUTPUT] for out in outputs]),
+    )
 
 
 def write(conversion: Conversion, model_path: str | os.PathLike) -> Path:
@@ -181,15 +226,8 @@ def write(conversion: Conversion, model_path: str | os.PathLike) -> Path:
         The ``.tflite`` path.
     """
     tflite_path, record_path = litert_paths(model_path)
-    fd, tmp_name = tempfile.mkstemp(dir=tflite_path.parent, prefix=f".{tflite_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(conversion.tflite)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, tflite_path)
-    except OSError:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(tflite_path) as tmp:
+        tmp.write_bytes(conversion.tflite)
     record = {**conversion.record, "sha256": file_sha256(tflite_path)}
     write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
     return tflite_path
@@ -228,7 +266,7 @@ def check_images(
     real: list[np.ndarray] = []
     split_file = manifest_file = None
     if artifacts_dir is not None:
-        split_file, manifest_file = Path(artifacts_dir) / "split.json", Path(artifacts_dir) / "manifest.json"
+        split_file, manifest_file = paths.split(artifacts_dir), paths.manifest(artifacts_dir)
     if split_file is not None and split_file.exists() and manifest_file.exists():
         try:
             files = load_split(split_file).files["validation"]
@@ -260,8 +298,9 @@ def generated_images(count: int, size: int, seed: int = 0) -> np.ndarray:
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     images = np.empty((count, size, size, 3), np.uint8)
     for n in range(count):
-        waves = [np.sin(rng.uniform(2, 20) * x + rng.uniform(0, 6.3)) * np.cos(rng.uniform(2, 20) * y)
-                 for _ in range(3)]
+        waves = [
+            np.sin(rng.uniform(2, 20) * x + rng.uniform(0, 6.3)) * np.cos(rng.uniform(2, 20) * y) for _ in range(3)
+        ]
         amplitude = rng.uniform(20, 110)
         pixels = rng.uniform(60, 200, 3) + amplitude * np.stack(waves, axis=-1)
         cx, cy, radius = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.3)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def roc_auc(y_true: Sequence[int], scores: Sequence[float]) -> float:
         j = i
         while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
@@ -91,16 +91,23 @@ def format_report(name: str, report: dict) -> str:
         f"  {'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
     ]
     for cls, row in report["per_class"].items():
-        lines.append(f"  {cls:<10}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10}")
+        lines.append(
+            f"  {cls:<10}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10}"
+        )
     labels = report["confusion_matrix"]["labels"]
     lines.append("  confusion (rows true, columns predicted): " + "  ".join(labels))
-    for label, row in zip(labels, report["confusion_matrix"]["rows_true_columns_predicted"]):
+    for label, row in zip(labels, report["confusion_matrix"]["rows_true_columns_predicted"], strict=True):
         lines.append(f"    {label:<8}" + "".join(f"{v:>8}" for v in row))
     return "\n".join(lines)
 
 
-def source_report(y_true: Sequence[int], probabilities: np.ndarray, sources: Sequence[str],
-                  classes: Sequence[str], other: str | None = "Other") -> dict:
+def source_report(
+    y_true: Sequence[int],
+    probabilities: np.ndarray,
+    sources: Sequence[str],
+    classes: Sequence[str],
+    other: str | None = "Other",
+) -> dict:
     """Figures per source (collection) of a labelled part.
 
     Args:
@@ -125,7 +132,8 @@ def source_report(y_true: Sequence[int], probabilities: np.ndarray, sources: Seq
         row = {"images": int(mask.sum()), "accuracy": float((y_pred[mask] == y_true[mask]).mean())}
         row["recall"] = {
             name: float((y_pred[mask & (y_true == i)] == i).mean())
-            for i, name in enumerate(classes) if (mask & (y_true == i)).any()
+            for i, name in enumerate(classes)
+            if (mask & (y_true == i)).any()
         }
         if other_index is not None:
             row["answered_other"] = float((y_pred[mask] == other_index).mean())

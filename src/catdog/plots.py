@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def _pyplot():
@@ -20,11 +20,16 @@ def plot_history(history: dict[str, Sequence[float]], path: Path, title: str) ->
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = range(1, len(history.get("loss", [])) + 1)
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, style in (("", "-o"), ("val_", "-s")):
             values = history.get(prefix + metric)
             if values:
-                ax.plot(list(epochs)[: len(values)], values, style, label=("validation " if prefix else "training ") + metric)
+                ax.plot(
+                    list(epochs)[: len(values)],
+                    values,
+                    style,
+                    label=("validation " if prefix else "training ") + metric,
+                )
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)

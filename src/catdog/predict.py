@@ -9,8 +9,8 @@ exit status is 1 when any file failed. A photo of neither class reads
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from catdog import cli
 from catdog.errors import InvalidImage

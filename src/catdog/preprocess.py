@@ -9,10 +9,10 @@ rescaling to [0, 1] happens inside the model.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image
@@ -44,12 +44,59 @@ _TRANSPOSE_BY_ORIENTATION = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageLimits:
+    """What an image must be to be decoded at all (the ``serving`` section of config.yaml).
+
+    Attributes:
+        max_pixels: Largest declared width x height; checked from the header,
+            before any pixel is decoded.
+        min_side: Smallest accepted width or height.
+        accepted_formats: Pillow format names (``JPEG``, ``PNG``...), upper
+            case; ``None`` accepts every format Pillow reads.
+        max_request_pixels: Most declared pixels of all images of one request
+            together; ``None``: no limit beyond ``max_pixels`` each.
+    """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_side: int = 1
+    accepted_formats: tuple[str, ...] | None = None
+    max_request_pixels: int | None = None
+
+    def check(self, fmt: str | None, width: int, height: int) -> None:
+        """Refuse an image of format ``fmt`` declaring ``width`` x ``height`` outside the limits.
+
+        Raises:
+            InvalidImage: ``unsupported_format``, ``too_large`` or ``too_small``.
+        """
+        if self.accepted_formats is not None and fmt not in self.accepted_formats:
+            raise InvalidImage("unsupported_format", f"image format {fmt} is not accepted")
+        if width * height > self.max_pixels:
+            raise InvalidImage(
+                "too_large", f"the image is {width}x{height} pixels, more than the limit of {self.max_pixels:,}"
+            )
+        if min(width, height) < self.min_side:
+            raise InvalidImage(
+                "too_small",
+                f"the image is {width}x{height} pixels; each side must be at least {self.min_side} pixels, "
+                "as smaller photos are too small to tell a cat from a dog reliably",
+            )
+
+    @classmethod
+    def from_serving(cls, serving) -> ImageLimits:
+        """The limits of a :class:`catdog.config.ServingSettings`."""
+        return cls(
+            serving.max_pixels,
+            serving.min_side,
+            tuple(f.upper() for f in serving.accepted_formats),
+            serving.max_request_pixels,
+        )
+
+
 def open_image(
     source: bytes | str | Path,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    min_side: int = 1,
-    accepted_formats: Iterable[str] | None = None,
+    limits: ImageLimits = ImageLimits(),
     draft_size: int | None = None,
     max_scans: int = MAX_JPEG_SCANS,
 ) -> Image.Image:
@@ -57,11 +104,7 @@ def open_image(
 
     Args:
         source: Encoded bytes or a file path.
-        max_pixels: Largest declared width x height accepted; checked from the
-            header, before any pixel is decoded.
-        min_side: Smallest accepted width or height.
-        accepted_formats: Pillow format names (``JPEG``, ``PNG``...) accepted;
-            ``None`` accepts every format Pillow reads.
+        limits: The sizes and formats accepted.
         draft_size: If given, a large image is reduced while it is decoded
             (a JPEG) or right after (any format), by a whole factor, as long
             as both sides stay at least this large; the full-size pixels are
@@ -87,30 +130,18 @@ def open_image(
         except Image.DecompressionBombError as exc:
             # Pillow refuses sizes far past its own limit inside open(), before
             # the declared-size check below can answer.
-            raise InvalidImage("too_large", f"the image declares more pixels than the limit of {max_pixels:,}") from exc
+            raise InvalidImage(
+                "too_large", f"the image declares more pixels than the limit of {limits.max_pixels:,}"
+            ) from exc
         except Image.UnidentifiedImageError as exc:
             raise InvalidImage("not_image", "the file is not an image we can read") from exc
         except (OSError, ValueError, SyntaxError) as exc:
             raise InvalidImage("corrupt", f"the image header is damaged ({exc})") from exc
-        if accepted_formats is not None and image.format not in {f.upper() for f in accepted_formats}:
-            raise InvalidImage("unsupported_format", f"image format {image.format} is not accepted")
-        width, height = image.size
-        if width * height > max_pixels:
+        limits.check(image.format, *image.size)
+        if image.format in _JPEG_FORMATS and jpeg_scan_count(data, stop_after=max_scans + 1) > max_scans:
             raise InvalidImage(
-                "too_large", f"the image is {width}x{height} pixels, more than the limit of {max_pixels:,}"
+                "too_complex", f"the JPEG holds more than {max_scans} scans; decoding it would take too long"
             )
-        if min(width, height) < min_side:
-            raise InvalidImage(
-                "too_small",
-                f"the image is {width}x{height} pixels; each side must be at least {min_side} pixels, "
-                "as smaller photos are too small to tell a cat from a dog reliably",
-            )
-        if image.format in _JPEG_FORMATS:
-            scans = jpeg_scan_count(data, stop_after=max_scans + 1)
-            if scans > max_scans:
-                raise InvalidImage(
-                    "too_complex", f"the JPEG holds more than {max_scans} scans; decoding it would take too long"
-                )
         try:
             if draft_size and image.format in _JPEG_FORMATS:
                 image.draft("RGB", (draft_size, draft_size))
@@ -259,34 +290,12 @@ def load_image(
     source: bytes | str | Path,
     size: int,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    min_side: int = 1,
-    accepted_formats: Iterable[str] | None = None,
+    limits: ImageLimits = ImageLimits(),
 ) -> np.ndarray:
-    """Decode an image into the model's input: a ``(size, size, 3)`` uint8 array.
+    """Decode an image (:func:`open_image`) into the model's input: ``(size, size, 3)`` uint8 RGB pixels.
 
     This is the single preprocessing path for training, evaluation and
     serving. Large JPEGs are decoded at a reduced scale (never below twice
     the target side) to save time without changing what the model sees.
-
-    Args:
-        source: Encoded bytes or a file path.
-        size: Side of the square output.
-        max_pixels: See :func:`open_image`.
-        min_side: See :func:`open_image`.
-        accepted_formats: See :func:`open_image`.
-
-    Returns:
-        The image as uint8 RGB pixels.
-
-    Raises:
-        InvalidImage: See :func:`open_image`.
     """
-    image = open_image(
-        source,
-        max_pixels=max_pixels,
-        min_side=min_side,
-        accepted_formats=accepted_formats,
-        draft_size=2 * size,
-    )
-    return resize_image(image, size)
+    return resize_image(open_image(source, limits=limits, draft_size=2 * size), size)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 
 from catdog.dirs import file_sha256
 from catdog.errors import ModelError
+from catdog.paths import litert_paths
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,6 @@ LITERT_FORMAT = 1
 INPUT_NAME = "image"
 PROBABILITIES_OUTPUT = "probabilities"
 FEATURES_OUTPUT = "features"
-
-
-def litert_paths(model_path: str | os.PathLike) -> tuple[Path, Path]:
-    """The ``.tflite`` twin of a ``.h5`` model and its record: ``model.tflite`` and ``model.tflite.json``."""
-    tflite = Path(model_path).with_suffix(".tflite")
-    return tflite, tflite.with_name(tflite.name + ".json")
 
 
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -187,8 +181,9 @@ class LiteRTRuntime:
             raise ModelError(f"cannot load {where}: {exc}") from exc
         (io,) = signature.values()
         if io["inputs"] != [INPUT_NAME] or sorted(io["outputs"]) != sorted([PROBABILITIES_OUTPUT, FEATURES_OUTPUT]):
-            raise ModelError(f"{where} must map {INPUT_NAME!r} to {PROBABILITIES_OUTPUT!r} and {FEATURES_OUTPUT!r}, "
-                             f"got {io!r}")
+            raise ModelError(
+                f"{where} must map {INPUT_NAME!r} to {PROBABILITIES_OUTPUT!r} and {FEATURES_OUTPUT!r}, got {io!r}"
+            )
         try:
             self.input_size = int(record["input_size"])
             self._kernel = np.asarray(record["head"]["kernel"], dtype=np.float32)
@@ -300,8 +295,10 @@ def load_keras_model(path: Path) -> Any:
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # h5py and Keras report damage with many exception types
-        raise ModelError(f"cannot load model file {str(path)!r} (truncated or not a Keras model): {exc}",
-                         "the model file is truncated or not a Keras model") from exc
+        raise ModelError(
+            f"cannot load model file {str(path)!r} (truncated or not a Keras model): {exc}",
+            "the model file is truncated or not a Keras model",
+        ) from exc
 
 
 def check_contract(model: Any, path: Path, num_classes: int) -> int:
@@ -315,9 +312,11 @@ def check_contract(model: Any, path: Path, num_classes: int) -> int:
     if not (isinstance(shape, tuple) and len(shape) == 4 and shape[3] == 3 and shape[1] and shape[1] == shape[2]):
         raise ModelError(f"{where} must take one (None, S, S, 3) input, got {shape!r}")
     if model.output_shape != (None, num_classes):
-        raise ModelError(f"{where} must output (None, {num_classes}) probabilities, got {model.output_shape!r}",
-                         f"the model must output (None, {num_classes}) probabilities, one per configured class, "
-                         f"got {model.output_shape!r}")
+        raise ModelError(
+            f"{where} must output (None, {num_classes}) probabilities, got {model.output_shape!r}",
+            f"the model must output (None, {num_classes}) probabilities, one per configured class, "
+            f"got {model.output_shape!r}",
+        )
     names = {layer.name for layer in model.layers}
     for name in (FEATURES_LAYER, PREDICTIONS_LAYER):
         if name not in names:

@@ -17,22 +17,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from catdog import cli
+from catdog import cli, paths
 from catdog.config import Settings
+from catdog.dirs import atomic_write
 from catdog.errors import ModelError
 
-log = logging.getLogger(__name__)
-
-
-def metrics_file(model_file: Path) -> Path:
-    """The metrics written beside a trained model (``inception.h5`` -> ``inception.metrics.json``)."""
-    return model_file.with_suffix(".metrics.json")
+log = logging.getLogger("catdog.ship")  # not __name__: that is "__main__" under -m
 
 
 def best_by_validation(model_dir: Path) -> Path:
@@ -42,11 +37,9 @@ def best_by_validation(model_dir: Path) -> Path:
         ModelError: No trained model with metrics is there.
     """
     scored = []
-    for path in sorted(Path(model_dir).glob("*.metrics.json")):
-        model_file = path.with_name(path.name.replace(".metrics.json", ".h5"))
-        if model_file.exists():
-            accuracy = json.loads(path.read_text(encoding="utf-8"))["validation"]["accuracy"]
-            scored.append((accuracy, model_file))
+    for model_file in paths.trained_models_with_metrics(model_dir):
+        metrics = json.loads(paths.trained_metrics(model_file).read_text(encoding="utf-8"))
+        scored.append((metrics["validation"]["accuracy"], model_file))
     if not scored:
         raise ModelError(f"no trained model with metrics in {str(model_dir)!r}; run catdog.train first")
     for accuracy, model_file in scored:
@@ -76,31 +69,41 @@ def ship(model_file: Path, settings: Settings, *, litert: bool = True) -> Path:
     from catdog import litert as lite
 
     target = Path(settings.model.path)
-    metrics_src = metrics_file(model_file)
+    metrics_src = paths.trained_metrics(model_file)
     if not model_file.exists() or not metrics_src.exists():
         raise ModelError(f"{model_file} or its metrics file {metrics_src.name} is missing; train it first")
     conversion = lite.convert(model_file, artifacts_dir=settings.data.artifacts_dir) if litert else None
     target.parent.mkdir(parents=True, exist_ok=True)
-    for src, dst in ((model_file, target), (metrics_src, target.with_name("metrics.json"))):
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+    for src, dst in ((model_file, target), (metrics_src, paths.shipped_metrics(target))):
+        with atomic_write(dst) as tmp:
+            shutil.copyfile(src, tmp)
     if conversion is None:
         lite.remove(target)
     else:
         check = conversion.record["check"]
-        log.info("wrote %s: max probability difference %.1e on %s", lite.write(conversion, target).name,
-                 check["max_abs_difference"], check["source"])
+        log.info(
+            "wrote %s: max probability difference %.1e on %s",
+            lite.write(conversion, target).name,
+            check["max_abs_difference"],
+            check["source"],
+        )
     log.info("shipped %s as %s", model_file, target)
     return target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.make_parser("catdog ship", "Install a trained model as the one the app serves.")
-    parser.add_argument("model", nargs="?", type=Path,
-                        help="trained .h5 to install (default: the best on the validation part in model.dir)")
-    parser.add_argument("--no-litert", action="store_true",
-                        help="ship the .h5 alone, without its model.tflite twin (the app then serves with TensorFlow)")
+    parser.add_argument(
+        "model",
+        nargs="?",
+        type=Path,
+        help="trained .h5 to install (default: the best on the validation part in model.dir)",
+    )
+    parser.add_argument(
+        "--no-litert",
+        action="store_true",
+        help="ship the .h5 alone, without its model.tflite twin (the app then serves with TensorFlow)",
+    )
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
     chosen = args.model or best_by_validation(Path(settings.model.dir))

@@ -15,7 +15,6 @@ also copies the model and its metrics to ``model.path`` (model/model.h5) and
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -24,28 +23,26 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from catdog import cli
+from catdog import cli, paths
 from catdog.config import Settings
-from catdog.dataset import (Split, cached_arrays, class_weights, load_split, make_split, save_split, source_of,
-                             tf_dataset)
-from catdog.dirs import ensure_dirs, file_sha256, write_json_atomic
+from catdog.dataset import (
+    Split,
+    cached_arrays,
+    class_weights,
+    load_split,
+    make_split,
+    save_split,
+    source_of,
+    tf_dataset,
+)
+from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_json_atomic
 from catdog.errors import ModelError
 from catdog.metrics import classification_report, format_report, format_source_report, source_report
 
-log = logging.getLogger(__name__)
-
-
-def run_dir(settings: Settings) -> Path:
-    """Where one architecture's checkpoints, backup and logs live."""
-    return Path(settings.data.artifacts_dir) / "runs" / settings.training.architecture
-
-
-def manifest_path(settings: Settings) -> Path:
-    """The manifest written by ``catdog.validate``."""
-    return Path(settings.data.artifacts_dir) / "manifest.json"
+log = logging.getLogger("catdog.train")  # not __name__: that is "__main__" under -m
 
 
 def prepare_split(settings: Settings) -> tuple[Split, Path, str]:
@@ -59,13 +56,13 @@ def prepare_split(settings: Settings) -> tuple[Split, Path, str]:
     """
     from catdog.validate import read_manifest
 
-    manifest = manifest_path(settings)
+    manifest = paths.manifest(settings.data.artifacts_dir)
     root, files_by_class = read_manifest(manifest)
     relative = {name: [Path(p).relative_to(root).as_posix() for p in paths] for name, paths in files_by_class.items()}
-    manifest_hash = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    manifest_hash = file_sha256(manifest)
     t = settings.training
     split = make_split(relative, settings.data.classes, t.validation_fraction, t.test_fraction, t.seed)
-    split_file = Path(settings.data.artifacts_dir) / "split.json"
+    split_file = paths.split(settings.data.artifacts_dir)
     if split_file.exists():
         saved = load_split(split_file)
         if saved.files["test"] != split.files["test"]:
@@ -121,8 +118,15 @@ def epoch_logger(epochs: int, images_per_epoch: int):
             self.durations.append(seconds)
             left = (epochs - epoch - 1) * (sum(self.durations) / len(self.durations))
             values = "  ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()) if k != "learning_rate")
-            log.info("epoch %d/%d: %.0f s, %.0f images/s, %s; ETA %.1f min",
-                     epoch + 1, epochs, seconds, images_per_epoch / seconds, values, left / 60)
+            log.info(
+                "epoch %d/%d: %.0f s, %.0f images/s, %s; ETA %.1f min",
+                epoch + 1,
+                epochs,
+                seconds,
+                images_per_epoch / seconds,
+                values,
+                left / 60,
+            )
 
     return EpochLogger()
 
@@ -139,6 +143,7 @@ def predict_in_batches(model, images, batch_size: int = 128):
 
     forward = getattr(model, "_catdog_forward", None)
     if forward is None:
+
         @tf.function(reduce_retracing=True)
         def forward(x):
             return model(tf.cast(x, tf.float32), training=False)
@@ -152,10 +157,9 @@ def save_h5_atomic(model, path: Path) -> None:
     import keras
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.h5")
-    # Serving needs the weights only; the optimizer's state would triple the file.
-    keras.saving.save_model(model, tmp, include_optimizer=False)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        # Serving needs the weights only; the optimizer's state would triple the file.
+        keras.saving.save_model(model, tmp, include_optimizer=False)
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -178,12 +182,16 @@ def versions() -> dict[str, str]:
     import PIL
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": numpy.__version__, "pillow": PIL.__version__}
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+    }
 
 
-def train(settings: Settings, resume: bool = False, output: Path | None = None,
-          init_from: Path | None = None) -> dict:
+def train(settings: Settings, resume: bool = False, output: Path | None = None, init_from: Path | None = None) -> dict:
     """Train, calibrate, evaluate on validation and test parts, and save model, metrics and plots.
 
     Args:
@@ -199,8 +207,8 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None,
     """
     ensure_dirs(settings)
     t = settings.training
-    output = Path(output or Path(settings.model.dir) / f"{t.architecture}.h5")
-    runs = run_dir(settings)
+    output = Path(output or paths.trained_model(settings.model.dir, t.architecture))
+    runs = paths.run_dir(settings.data.artifacts_dir, t.architecture)
     if not resume and runs.exists():
         log.info("starting over: removing the previous run in %s (use --resume to continue it)", runs)
         shutil.rmtree(runs)
@@ -208,12 +216,27 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None,
 
     split, root, manifest_hash = prepare_split(settings)
     log.info("split: %s", json.dumps(split.counts()))
-    cache = Path(settings.data.artifacts_dir) / "cache"
-    arrays = {part: cached_arrays([str(root / f) for f in split.files[part]], t.image_size, cache, part)
-              for part in split.files}
+    arrays = load_arrays(settings, split, root)
     model, run = fit(settings, split, arrays, runs, resume, init_from)
-    return write_results(settings, model, run, split, arrays, root, output,
-                         {"manifest_sha256": manifest_hash, "initialised_from": init_from})
+    return write_results(
+        settings,
+        model,
+        run,
+        split,
+        arrays,
+        root,
+        output,
+        {"manifest_sha256": manifest_hash, "initialised_from": init_from},
+    )
+
+
+def load_arrays(settings: Settings, split: Split, root: Path) -> dict:
+    """Each part of the split decoded at ``training.image_size``, through the array cache."""
+    cache = paths.cache_dir(settings.data.artifacts_dir)
+    return {
+        part: cached_arrays([str(root / f) for f in files], settings.training.image_size, cache, part)
+        for part, files in split.files.items()
+    }
 
 
 def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool, init_from: Path | None):
@@ -226,9 +249,12 @@ def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool
     keras.utils.set_random_seed(t.seed)
     num_classes = len(settings.data.classes)
     weights = class_weights(split.labels["train"], num_classes, t.class_weight_power)
-    log.info("class weights: %s", ", ".join(f"{c} {w:.3f}" for c, w in zip(settings.data.classes, weights)))
-    train_ds = tf_dataset(arrays["train"], split.labels["train"], num_classes, t.batch_size, True, t.augmentation,
-                          t.seed, weights)
+    log.info(
+        "class weights: %s", ", ".join(f"{c} {w:.3f}" for c, w in zip(settings.data.classes, weights, strict=True))
+    )
+    train_ds = tf_dataset(
+        arrays["train"], split.labels["train"], num_classes, t.batch_size, True, t.augmentation, t.seed, weights
+    )
     val_ds = tf_dataset(arrays["validation"], split.labels["validation"], num_classes, t.batch_size, False)
     steps = math.ceil(len(arrays["train"]) / t.batch_size)
 
@@ -241,25 +267,44 @@ def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool
             copied = transfer_weights(keras.models.load_model(init_from, compile=False), model)
             log.info("starting from %s (%d layers copied)", init_from, copied)
         compile_model(model, settings, steps)
-        log.info("%s: %s parameters, input %dx%d, %d training images, %d epochs, %s",
-                 t.architecture, f"{model.count_params():,}", t.image_size, t.image_size, len(arrays["train"]),
-                 t.epochs, keras.mixed_precision.global_policy().name)
+        log.info(
+            "%s: %s parameters, input %dx%d, %d training images, %d epochs, %s",
+            t.architecture,
+            f"{model.count_params():,}",
+            t.image_size,
+            t.image_size,
+            len(arrays["train"]),
+            t.epochs,
+            keras.mixed_precision.global_policy().name,
+        )
         best_weights = runs / "best.weights.h5"
         progress = epoch_logger(t.epochs, len(arrays["train"]))
         callbacks = [
             keras.callbacks.BackupAndRestore(str(runs / "backup")),
             keras.callbacks.ModelCheckpoint(
-                str(best_weights), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
-                initial_value_threshold=_best_so_far(runs / "history.csv") if resume else None),
-            keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                          patience=t.early_stopping_patience or t.epochs),
+                str(best_weights),
+                monitor="val_accuracy",
+                mode="max",
+                save_best_only=True,
+                save_weights_only=True,
+                initial_value_threshold=_best_so_far(runs / "history.csv") if resume else None,
+            ),
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", mode="max", patience=t.early_stopping_patience or t.epochs
+            ),
             keras.callbacks.CSVLogger(str(runs / "history.csv"), append=resume),
             progress,
         ]
         started = time.perf_counter()
         # shuffle=False: the tf.data pipeline already reshuffles every epoch.
-        model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks, shuffle=False,
-                  verbose=1 if sys.stdout.isatty() else 2)
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=t.epochs,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
         fit_seconds = time.perf_counter() - started
         if best_weights.exists():
             model.load_weights(str(best_weights))
@@ -272,7 +317,7 @@ def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool
         # Counted for this process only: a resumed run reports the epochs it ran itself.
         "train_images_per_second": round(len(arrays["train"]) * len(progress.durations) / fit_seconds, 1),
         "epoch_seconds": [round(d, 1) for d in progress.durations],
-        "class_weights": dict(zip(settings.data.classes, weights)),
+        "class_weights": dict(zip(settings.data.classes, weights, strict=True)),
         "history": read_history(runs / "history.csv"),
     }
     return final, run
@@ -301,12 +346,13 @@ def transfer_weights(source, target) -> int:
         new = layer.get_weights()
         if not old or len(old) != len(new):
             continue
-        if all(a.shape == b.shape for a, b in zip(old, new)):
+        if all(a.shape == b.shape for a, b in zip(old, new, strict=True)):
             layer.set_weights(old)
-        elif layer.name == "predictions" and all(a.shape[:-1] == b.shape[:-1] and a.shape[-1] <= b.shape[-1]
-                                                 for a, b in zip(old, new)):
-            for a, b in zip(old, new):
-                b[..., :a.shape[-1]] = a
+        elif layer.name == "predictions" and all(
+            a.shape[:-1] == b.shape[:-1] and a.shape[-1] <= b.shape[-1] for a, b in zip(old, new, strict=True)
+        ):
+            for a, b in zip(old, new, strict=True):
+                b[..., : a.shape[-1]] = a
             layer.set_weights(new)
         else:
             continue
@@ -316,17 +362,16 @@ def transfer_weights(source, target) -> int:
     return copied
 
 
-def write_results(settings: Settings, model, run: dict, split: Split, arrays: dict, root: Path, output: Path,
-                  provenance: dict) -> dict:
-    """Calibrate on the validation part, score every part and source, save the model, metrics and plots."""
-    import tensorflow as tf
+def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> tuple[dict, dict, dict]:
+    """Fit the temperature on the validation part; score the validation and test parts, by source and in low resolution.
 
+    Returns:
+        The reports by part, the calibration (temperature, test reliability before and after) and the
+        low-resolution report.
+    """
     from catdog.calibration import apply_temperature, fit_temperature, reliability
     from catdog.evaluate import low_resolution_report
-    from catdog.plots import plot_confusion, plot_history, plot_reliability
 
-    t = settings.training
-    arch = t.architecture
     classes = settings.data.classes
     raw = {part: predict_in_batches(model, arrays[part]) for part in ("validation", "test")}
     temperature = fit_temperature(raw["validation"], split.labels["validation"])
@@ -334,9 +379,10 @@ def write_results(settings: Settings, model, run: dict, split: Split, arrays: di
     reports = {}
     for part in ("validation", "test"):
         reports[part] = classification_report(split.labels[part], calibrated[part], classes)
-        reports[part]["by_source"] = source_report(split.labels[part], calibrated[part],
-                                                   [source_of(f) for f in split.files[part]], classes)
-        print(format_report(f"{arch} on the {part} part", reports[part]))
+        reports[part]["by_source"] = source_report(
+            split.labels[part], calibrated[part], [source_of(f) for f in split.files[part]], classes
+        )
+        print(format_report(f"{settings.training.architecture} on the {part} part", reports[part]))
         print(format_source_report(reports[part]["by_source"]))
     calibration = {
         "method": "temperature scaling, fitted on the validation part",
@@ -344,12 +390,35 @@ def write_results(settings: Settings, model, run: dict, split: Split, arrays: di
         "test_before": reliability(raw["test"], split.labels["test"]),
         "test_after": reliability(calibrated["test"], split.labels["test"]),
     }
-    log.info("temperature %.3f: test ECE %.4f -> %.4f", temperature, calibration["test_before"]["ece"],
-             calibration["test_after"]["ece"])
-    low_res = low_resolution_report(lambda x: apply_temperature(predict_in_batches(model, x), temperature),
-                                    [str(root / f) for f in split.files["test"]], split.labels["test"],
-                                    t.image_size, classes)
+    log.info(
+        "temperature %.3f: test ECE %.4f -> %.4f",
+        temperature,
+        calibration["test_before"]["ece"],
+        calibration["test_after"]["ece"],
+    )
+    low_res = low_resolution_report(
+        lambda x: apply_temperature(predict_in_batches(model, x), temperature),
+        [str(root / f) for f in split.files["test"]],
+        split.labels["test"],
+        settings.training.image_size,
+        classes,
+    )
+    return reports, calibration, low_res
 
+
+def write_results(
+    settings: Settings, model, run: dict, split: Split, arrays: dict, root: Path, output: Path, provenance: dict
+) -> dict:
+    """Score the model (:func:`score`), then save it with its metrics and plots."""
+    import tensorflow as tf
+
+    from catdog.plots import plot_confusion, plot_history, plot_reliability
+
+    t = settings.training
+    arch = t.architecture
+    classes = settings.data.classes
+    reports, calibration, low_res = score(settings, model, split, arrays, root)
+    temperature = calibration["temperature"]
     save_h5_atomic(model, output)
     history = run.pop("history")
     epochs_run = len(history.get("loss", []))
@@ -368,7 +437,7 @@ def write_results(settings: Settings, model, run: dict, split: Split, arrays: di
         **run,
         "initialised_from": {"file": str(init_from), "sha256": file_sha256(init_from)} if init_from else None,
         "manifest_sha256": provenance.get("manifest_sha256"),
-        "settings": _training_settings(settings),
+        "settings": settings.training.model_dump(),
         "versions": versions(),
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
         "calibration": calibration,
@@ -377,14 +446,19 @@ def write_results(settings: Settings, model, run: dict, split: Split, arrays: di
         "test_low_resolution": low_res,
         "history": history,
     }
-    metrics_path = output.with_suffix(".metrics.json")
+    metrics_path = paths.trained_metrics(output)
     write_json_atomic(metrics_path, metrics)
-    plot_history(history, output.with_name(f"{arch}_curves.png"), f"{arch}: training curves")
+    plot_history(history, paths.plot(output, "curves"), f"{arch}: training curves")
     matrix = reports["test"]["confusion_matrix"]["rows_true_columns_predicted"]
-    plot_confusion(matrix, classes, output.with_name(f"{arch}_confusion.png"),
-                   f"{arch}: test part ({reports['test']['accuracy']:.1%})")
-    plot_reliability(calibration["test_before"], calibration["test_after"],
-                     output.with_name(f"{arch}_reliability.png"), f"{arch}: test part, T = {temperature:.2f}")
+    plot_confusion(
+        matrix, classes, paths.plot(output, "confusion"), f"{arch}: test part ({reports['test']['accuracy']:.1%})"
+    )
+    plot_reliability(
+        calibration["test_before"],
+        calibration["test_after"],
+        paths.plot(output, "reliability"),
+        f"{arch}: test part, T = {temperature:.2f}",
+    )
     log.info("wrote %s, %s and plots", output, metrics_path)
     return metrics
 
@@ -396,28 +470,30 @@ def _best_so_far(history_csv: Path) -> float | None:
     return max(values) if values else None
 
 
-def _training_settings(settings: Settings) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(settings.training)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.make_parser("catdog train", "Train the configured architecture on the validated manifest.")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     parser.add_argument("--output", type=Path, help="model file to write (default: model/<architecture>.h5)")
-    parser.add_argument("--init-from", type=Path, metavar="MODEL_H5",
-                        help="start from this trained model's weights (same architecture and size) to fine-tune it")
-    parser.add_argument("--ship", action="store_true", help="also install the result as model.path (what the app loads)")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="MODEL_H5",
+        help="start from this trained model's weights (same architecture and size) to fine-tune it",
+    )
+    parser.add_argument(
+        "--ship", action="store_true", help="also install the result as model.path (what the app loads)"
+    )
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
     metrics = train(settings, resume=args.resume, output=args.output, init_from=args.init_from)
     if args.ship:
         from catdog.ship import ship
 
-        ship(Path(args.output or Path(settings.model.dir) / f"{settings.training.architecture}.h5"), settings)
-    print(f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['architecture']}, "
-          f"{metrics['epochs_run']} epochs, {metrics['wall_time_seconds'] / 60:.1f} min)")
+        ship(Path(args.output or paths.trained_model(settings.model.dir, settings.training.architecture)), settings)
+    print(
+        f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['architecture']}, "
+        f"{metrics['epochs_run']} epochs, {metrics['wall_time_seconds'] / 60:.1f} min)"
+    )
     return 0
 
 

@@ -32,23 +32,22 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
 
 from PIL import Image
 from tqdm import tqdm
 
+from catdog import paths
 from catdog.cli import make_parser, run, settings_from_args
 from catdog.dirs import ensure_dir, write_text_atomic
 from catdog.errors import DatasetError, InvalidImage
-from catdog.preprocess import DEFAULT_MAX_PIXELS, open_image
+from catdog.preprocess import ImageLimits, open_image
 
 log = logging.getLogger("catdog.validate")  # not __name__: that is "__main__" under -m
 
 CATEGORIES = ("valid", "valid_mislabelled", "empty", "not_image", "corrupt", "unsupported")
 USABLE = ("valid", "valid_mislabelled")
-MANIFEST_NAME = "manifest.json"
-REPORT_NAME = "validation_report.json"
 
 # open_image's refusal reasons -> our categories.
 _REASON_CATEGORY = {
@@ -121,18 +120,13 @@ def natural_key(path: str) -> tuple:
 
 def check_file(
     path: str | os.PathLike,
-    *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    min_side: int = 1,
-    accepted_formats: Iterable[str] | None = None,
+    limits: ImageLimits = ImageLimits(),
 ) -> tuple[str, str]:
     """Decode one file and say which category it belongs to.
 
     Args:
         path: The file.
-        max_pixels: Passed to :func:`open_image`.
-        min_side: Passed to :func:`open_image`.
-        accepted_formats: Passed to :func:`open_image`.
+        limits: The sizes and formats accepted (see :func:`open_image`).
 
     Returns:
         ``(category, reason)``; the reason is empty for a valid file.
@@ -143,7 +137,7 @@ def check_file(
     except OSError as exc:
         return "corrupt", f"cannot read the file ({exc.strerror or exc})"
     try:
-        open_image(data, max_pixels=max_pixels, min_side=min_side, accepted_formats=accepted_formats)
+        open_image(data, limits=limits)
     except InvalidImage as exc:
         return _REASON_CATEGORY.get(exc.reason, "corrupt"), exc.message
     with Image.open(io.BytesIO(data)) as image:
@@ -158,7 +152,7 @@ def check_file(
     return "valid", ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _format_for_suffix(suffix: str) -> str | None:
     return Image.registered_extensions().get(suffix)
 
@@ -191,8 +185,9 @@ def list_class_files(
         folders = [root / collection / label for collection in collections]
         present = [folder for folder in folders if folder.exists()]
         if not present:
-            raise DatasetError(f"no class folder for {label!r} in {', '.join(str(f) for f in folders)}; "
-                               "check data.classes")
+            raise DatasetError(
+                f"no class folder for {label!r} in {', '.join(str(f) for f in folders)}; check data.classes"
+            )
         found = []
         for folder in present:
             _require_folder(folder, f"class folder for {label!r}", "check data.classes")
@@ -215,40 +210,24 @@ def validate_dataset(
     classes: Sequence[str],
     *,
     collections: Sequence[str] = ("",),
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    min_side: int = 1,
-    accepted_formats: Iterable[str] | None = None,
+    limits: ImageLimits = ImageLimits(),
     workers: int = 1,
     progress: bool = False,
 ) -> ValidationResult:
-    """Check every file of every class.
+    """Check every file of every class with :func:`check_file`.
 
-    Args:
-        dataset_dir: Folder holding one sub-folder per class.
-        classes: The class folder names.
-        collections: See :func:`list_class_files`.
-        max_pixels: See :func:`check_file`.
-        min_side: See :func:`check_file`.
-        accepted_formats: See :func:`check_file`.
-        workers: Processes decoding in parallel (1: none).
-        progress: Show a progress bar on stderr.
+    ``dataset_dir``, ``classes`` and ``collections`` find the files as in
+    :func:`list_class_files` (which raises :class:`DatasetError`); ``workers``
+    processes decode in parallel (1: none); ``progress`` shows a bar on stderr.
 
     Returns:
         Every file's verdict.
-
-    Raises:
-        DatasetError: See :func:`list_class_files`.
     """
     root = Path(dataset_dir).resolve()
     per_class = list_class_files(root, classes, collections)
     paths = [p for label in classes for p in per_class[label]]
     labels = [label for label in classes for _ in per_class[label]]
-    check = functools.partial(
-        check_file,
-        max_pixels=max_pixels,
-        min_side=min_side,
-        accepted_formats=tuple(accepted_formats) if accepted_formats is not None else None,
-    )
+    check = functools.partial(check_file, limits=limits)
     bar = functools.partial(tqdm, total=len(paths), unit="file", desc="validate", disable=not progress)
     if workers > 1 and len(paths) >= _PARALLEL_MIN_FILES:
         with multiprocessing.Pool(workers) as pool:
@@ -257,7 +236,7 @@ def validate_dataset(
         verdicts = list(bar(map(check, paths)))
     checks = tuple(
         FileCheck(path.relative_to(root).as_posix(), label, category, reason)
-        for path, label, (category, reason) in zip(paths, labels, verdicts)
+        for path, label, (category, reason) in zip(paths, labels, verdicts, strict=True)
     )
     for item in checks:
         if not item.usable:
@@ -284,7 +263,9 @@ def quarantine(result: ValidationResult, folder: str | os.PathLike) -> dict[str,
     moves = {c.path: target / PurePosixPath(c.path) for c in result.checks if not c.usable}
     taken = [str(dest) for dest in moves.values() if dest.exists()]
     if taken:
-        raise DatasetError(f"{len(taken)} quarantine destination(s) already exist, e.g. {taken[0]!r}; nothing was moved")
+        raise DatasetError(
+            f"{len(taken)} quarantine destination(s) already exist, e.g. {taken[0]!r}; nothing was moved"
+        )
     for relative, dest in moves.items():
         try:
             ensure_dir(dest.parent)
@@ -371,7 +352,9 @@ def read_manifest(path: str | os.PathLike) -> tuple[Path, dict[str, list[Path]]]
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise bad(f"classes must be a list of names, got {classes!r}")
     if not isinstance(files, dict) or list(files) != classes:
-        raise bad(f"files must map each class in order {classes!r}, got {list(files) if isinstance(files, dict) else files!r}")
+        raise bad(
+            f"files must map each class in order {classes!r}, got {list(files) if isinstance(files, dict) else files!r}"
+        )
     dataset_dir = Path(root)
     result = {}
     for label, names in files.items():
@@ -394,10 +377,10 @@ def format_table(result: ValidationResult) -> str:
     rows.append(("in manifest", *(sum(counts[c][u] for u in USABLE) for c in columns)))
     first = max(len(r[0]) for r in rows)
     widths = [max(len(c), *(len(f"{r[i + 1]:,}") for r in rows)) for i, c in enumerate(columns)]
-    lines = ["category".ljust(first) + "".join(f"  {c:>{w}}" for c, w in zip(columns, widths))]
+    lines = ["category".ljust(first) + "".join(f"  {c:>{w}}" for c, w in zip(columns, widths, strict=True))]
     lines.append("-" * len(lines[0]))
     for name, *values in rows:
-        lines.append(name.ljust(first) + "".join(f"  {v:>{w},}" for v, w in zip(values, widths)))
+        lines.append(name.ljust(first) + "".join(f"  {v:>{w},}" for v, w in zip(values, widths, strict=True)))
     return "\n".join(lines)
 
 
@@ -409,11 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers", type=int, default=os.cpu_count() or 1, help="processes decoding in parallel (default: one per CPU)"
     )
     args = parser.parse_args(argv)
-    logging.getLogger("catdog").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     settings = settings_from_args(args)
-    serving = settings.serving
     if args.quarantine:
         _quarantine_folder(settings.data.dataset_dir, args.quarantine)  # fail before the long part
 
@@ -421,16 +402,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.data.dataset_dir,
         settings.data.classes,
         collections=settings.data.collections,
-        max_pixels=serving.max_pixels,
-        min_side=serving.min_side,
-        accepted_formats=serving.accepted_formats,
+        limits=ImageLimits.from_serving(settings.serving),
         workers=args.workers,
         progress=True,
     )
     moved = quarantine(result, args.quarantine) if args.quarantine else {}
     artifacts = ensure_dir(settings.data.artifacts_dir)
-    manifest = write_manifest(result, artifacts / MANIFEST_NAME)
-    report = write_report(result, artifacts / REPORT_NAME, moved)
+    manifest = write_manifest(result, paths.manifest(artifacts))
+    report = write_report(result, paths.validation_report(artifacts), moved)
 
     print(f"dataset   {result.dataset_dir}")
     print(format_table(result))

@@ -25,7 +25,12 @@ def build_model(training: TrainingSettings, num_classes: int = 2):
 
         cfg = training.resnet
         return build_resnet(
-            training.image_size, cfg.stage_filters, cfg.blocks_per_stage, cfg.stem_filters,
-            cfg.activation, num_classes, cfg.dropout,
+            training.image_size,
+            cfg.stage_filters,
+            cfg.blocks_per_stage,
+            cfg.stem_filters,
+            cfg.activation,
+            num_classes,
+            cfg.dropout,
         )
     raise ValueError(f"unknown architecture {training.architecture!r}")

@@ -11,7 +11,7 @@ for comparison.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers
@@ -32,7 +32,7 @@ def inception_module(x, widths: Sequence[int], name: str):
     Returns:
         Tensor (batch, H, W, w1x1 + w3x3 + w5x5 + pool_proj).
     """
-    w1, r3, w3, r5, w5, wp = _check_widths(widths, name)
+    w1, r3, w3, r5, w5, wp = widths
     b1 = conv_bn_act(x, w1, 1, f"{name}_b1_1x1")
     b2 = conv_bn_act(x, r3, 1, f"{name}_b2_3x3_reduce")
     b2 = conv_bn_act(b2, w3, 3, f"{name}_b2_3x3")
@@ -91,10 +91,8 @@ def build_inception(
     Returns:
         An uncompiled Keras model following the contract in :mod:`catdog.models`.
     """
-    if not stages or any(len(stage) == 0 for stage in stages):
-        raise ValueError(f"stages must hold at least one non-empty stage, got {stages!r}")
     inputs, x = inputs_and_rescale(image_size)
-    x = conv_bn_act(x, stem_filters, 3, "stem_1", stride=2)                  # S/2
+    x = conv_bn_act(x, stem_filters, 3, "stem_1", stride=2)  # S/2
     x = conv_bn_act(x, stem_filters, 3, "stem_2")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)  # S/4
     for s, stage in enumerate(stages, start=1):
@@ -105,10 +103,3 @@ def build_inception(
     features = layers.Activation("linear", name="features")(x)
     outputs = classifier_head(features, num_classes, dropout)
     return keras.Model(inputs, outputs, name=name)
-
-
-def _check_widths(widths: Sequence[int], name: str) -> tuple[int, ...]:
-    widths = tuple(int(w) for w in widths)
-    if len(widths) != 6 or any(w <= 0 for w in widths):
-        raise ValueError(f"{name}: an Inception module needs six positive widths {BRANCH_WIDTHS}, got {list(widths)!r}")
-    return widths

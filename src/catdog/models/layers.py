@@ -21,8 +21,13 @@ def conv_bn_act(x, filters: int, kernel: int, name: str, stride: int = 1, activa
         The output tensor.
     """
     x = layers.Conv2D(
-        filters, kernel, strides=stride, padding="same", use_bias=False,
-        kernel_initializer="he_normal", name=f"{name}_conv",
+        filters,
+        kernel,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{name}_conv",
     )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return activate(x, activation, f"{name}_act") if activation else x
@@ -38,14 +43,7 @@ def activate(x, activation: str, name: str):
 
 
 def inputs_and_rescale(image_size: int):
-    """Model input of raw 0..255 pixels and its rescaling to [-1, 1].
-
-    Raises:
-        ValueError: ``image_size`` is below 32, too small for the strided stem
-            and the pooling stages that follow it.
-    """
-    if image_size < 32:
-        raise ValueError(f"image_size must be at least 32, got {image_size}")
+    """Model input of raw 0..255 pixels and its rescaling to [-1, 1] (``training.image_size`` >= 32 by config)."""
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
     return inputs, x

@@ -9,7 +9,7 @@ identity, and gradients reach early layers through the shortcuts.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers
@@ -42,24 +42,29 @@ def residual_block(
         Tensor (batch, H / stride, W / stride, filters).
     """
     in_channels = x.shape[-1]
-    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=not batch_norm,
-                      kernel_initializer="he_normal", name=f"{name}_conv1")(x)
-    if batch_norm:
-        y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = _conv_bn(x, filters, 3, stride, "same", batch_norm, f"{name}_conv1", f"{name}_bn1")
     y = activate(y, activation, f"{name}_act1")
-    y = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm,
-                      kernel_initializer="he_normal", name=f"{name}_conv2")(y)
-    if batch_norm:
-        y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = _conv_bn(y, filters, 3, 1, "same", batch_norm, f"{name}_conv2", f"{name}_bn2")
     if skip:
         shortcut = x
         if stride != 1 or in_channels != filters:
-            shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=not batch_norm,
-                                     kernel_initializer="he_normal", name=f"{name}_proj_conv")(x)
-            if batch_norm:
-                shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+            shortcut = _conv_bn(x, filters, 1, stride, "valid", batch_norm, f"{name}_proj_conv", f"{name}_proj_bn")
         y = layers.Add(name=f"{name}_add")([y, shortcut])
     return activate(y, activation, f"{name}_out")
+
+
+def _conv_bn(x, filters: int, kernel: int, stride: int, padding: str, batch_norm: bool, conv_name: str, bn_name: str):
+    """Conv2D, then BatchNorm if ``batch_norm`` (the convolution has a bias only without it)."""
+    x = layers.Conv2D(
+        filters,
+        kernel,
+        strides=stride,
+        padding=padding,
+        use_bias=not batch_norm,
+        kernel_initializer="he_normal",
+        name=conv_name,
+    )(x)
+    return layers.BatchNormalization(name=bn_name)(x) if batch_norm else x
 
 
 def build_resnet(
@@ -78,28 +83,20 @@ def build_resnet(
     With a 96 pixel input: stem 96 -> 48 -> 24, then 24, 12, 6, 3.
 
     Args:
-        image_size: Input side in pixels.
         stage_filters: Width of each stage.
         blocks_per_stage: Number of residual blocks in each stage.
-        stem_filters: Width of the stem convolutions.
         activation: 'relu' or 'leaky_relu' (negative slope 0.01).
-        num_classes: Size of the softmax output.
-        dropout: Dropout rate before the classifier.
-        name: Model name (also the architecture name reported by the app).
+        image_size, stem_filters, num_classes, dropout, name: As for
+            :func:`catdog.models.inception.build_inception`.
 
     Returns:
         An uncompiled Keras model following the contract in :mod:`catdog.models`.
     """
-    if not stage_filters or len(stage_filters) != len(blocks_per_stage):
-        raise ValueError(
-            "stage_filters and blocks_per_stage must be non-empty and the same length, "
-            f"got {list(stage_filters)!r} and {list(blocks_per_stage)!r}"
-        )
     inputs, x = inputs_and_rescale(image_size)
-    x = conv_bn_act(x, stem_filters, 3, "stem_1", stride=2, activation=activation)   # S/2
+    x = conv_bn_act(x, stem_filters, 3, "stem_1", stride=2, activation=activation)  # S/2
     x = conv_bn_act(x, stem_filters, 3, "stem_2", activation=activation)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)          # S/4
-    for s, (filters, blocks) in enumerate(zip(stage_filters, blocks_per_stage), start=1):
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)  # S/4
+    for s, (filters, blocks) in enumerate(zip(stage_filters, blocks_per_stage, strict=True), start=1):
         for b in range(1, blocks + 1):
             stride = 2 if (s > 1 and b == 1) else 1
             x = residual_block(x, filters, f"stage{s}_block{b}", stride=stride, activation=activation)

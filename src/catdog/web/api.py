@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 

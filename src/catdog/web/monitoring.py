@@ -25,11 +25,18 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from flask import Flask, current_app, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from catdog.inference import Prediction
 
@@ -53,7 +60,9 @@ class Monitor:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "catdog_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"],
+            "catdog_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
             registry=r,
         )
         self.latency = Histogram(
@@ -67,9 +76,7 @@ class Monitor:
         self.images = Histogram(
             "catdog_images_per_request", "Images sent in one /predict request", buckets=batch_buckets, registry=r
         )
-        self.image_errors = Counter(
-            "catdog_image_errors", "Images refused, by error code", ["code"], registry=r
-        )
+        self.image_errors = Counter("catdog_image_errors", "Images refused, by error code", ["code"], registry=r)
         self.model_load = Gauge(
             "catdog_model_load_seconds",
             "Seconds this worker took to load and warm up its model",

@@ -29,8 +29,16 @@ HTML = "text/html"
 
 # Codes of the errors raised by the web layer itself; the image refusals come from STATUS_BY_REASON.
 REQUEST_ERROR_CODES = {
-    400: ["no_file", "bad_body", "bad_multipart", "too_many_files", "bad_json", "bad_base64", "unknown_parameter",
-          "bad_request"],
+    400: [
+        "no_file",
+        "bad_body",
+        "bad_multipart",
+        "too_many_files",
+        "bad_json",
+        "bad_base64",
+        "unknown_parameter",
+        "bad_request",
+    ],
     413: ["payload_too_large", "too_many_parts", "field_too_large"],
     415: ["unsupported_media_type"],
     503: ["model_unavailable"],
@@ -65,14 +73,6 @@ def document(settings: Settings) -> dict[str, Any]:
     serving = settings.serving
     classes = list(settings.data.classes)
     codes = error_codes()
-    explain = {
-        "name": "explain",
-        "in": "query",
-        "required": False,
-        "description": "Also return a Grad-CAM heatmap of each image: 1, true, yes or on.",
-        "schema": {"type": "string"},
-    }
-    predict_errors = {str(status): _error_response(STATUS_TEXT[status], codes[status]) for status in PREDICT_STATUSES}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -80,36 +80,13 @@ def document(settings: Settings) -> dict[str, Any]:
             "version": catdog.__version__,
             "summary": f"Tell whether a photo shows {_classes_text(classes)}.",
             "description": (
-                "Every error answers `{\"error\": {\"code\", \"message\"}}`; the code is stable, the message is for "
+                'Every error answers `{"error": {"code", "message"}}`; the code is stable, the message is for '
                 "people. A query parameter a route does not know answers 400 `unknown_parameter`."
             ),
         },
         "servers": [{"url": "/"}],
         "paths": {
-            "/predict": {
-                "post": {
-                    "operationId": "predict",
-                    "summary": "Classify one image, or a batch of images in one forward pass.",
-                    "description": (
-                        f"Send one image, or up to {serving.max_batch} (a batch), at most "
-                        f"{format_bytes(serving.max_upload_bytes)} of images in all, in any of the forms below. "
-                        "Several `file` fields, or JSON `images`, make a batch: its answer lists one item per "
-                        "image, in order, each a prediction or `{\"error\": {\"code\", \"message\"}}` for an "
-                        "image that was refused. A batch is refused as a whole only when none of its images "
-                        "can be read (then with the first image's status and code) or the request itself is bad."
-                    ),
-                    "parameters": [explain],
-                    "requestBody": _predict_body(serving.max_batch, list(serving.accepted_formats)),
-                    "responses": {
-                        "200": {
-                            "description": "One answer for one image, or a list for a batch.",
-                            "content": {JSON: {"schema": {"oneOf": [_ref("Answer"), _ref("BatchAnswer")]}}},
-                        },
-                        **predict_errors,
-                        "default": _generic_error(codes),
-                    },
-                }
-            },
+            "/predict": _predict_path(serving, codes),
             "/health": _get(
                 "health", "The process is alive (says nothing about the model).", _json_ok("It is.", _ref("Health"))
             ),
@@ -141,59 +118,84 @@ def document(settings: Settings) -> dict[str, Any]:
                 "This document.",
                 _json_ok("The OpenAPI 3.1 document.", {"type": "object", "required": ["openapi", "paths"]}),
             ),
-            "/": {
-                "get": {
-                    "operationId": "page",
-                    "summary": "The upload page.",
-                    "responses": {"200": _html("The page.")},
-                },
-                "post": {
-                    "operationId": "pageClassify",
-                    "summary": "The page's form without JavaScript: the page again, with the result or the error.",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"multipart/form-data": {"schema": _form_schema(1)}},
-                    },
-                    "responses": {
-                        "200": _html("The page with the result."),
-                        **{str(status): _html(STATUS_TEXT[status]) for status in PREDICT_STATUSES},
-                    },
-                },
-            },
-            "/static/{filename}": {
-                "get": {
-                    "operationId": "static",
-                    "summary": "The page's script, style sheet and icon.",
-                    "parameters": [
-                        {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
-                    ],
-                    "responses": {"200": {"description": "The file."}, "404": {"description": "No such file."}},
-                }
-            },
+            **_page_paths(),
         },
         "components": {"schemas": _schemas(classes, serving.max_batch, codes)},
     }
 
 
-def _schemas(classes: list[str], max_batch: int, codes: dict[int, list[str]]) -> dict[str, Any]:
-    every_code = sorted({code for names in codes.values() for code in names})
-    prediction = {
-        "label": {"type": "string", "enum": classes, "description": "The most probable class."},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1, "description": "Its probability."},
-        "probabilities": {
-            "type": "object",
-            "description": "The probability of every class; they add up to 1.",
-            "properties": {name: {"type": "number", "minimum": 0, "maximum": 1} for name in classes},
-            "required": classes,
-            "additionalProperties": False,
+def _predict_path(serving, codes: dict[int, list[str]]) -> dict[str, Any]:
+    """``/predict``: one image or a batch, in any of the accepted forms."""
+    explain = {
+        "name": "explain",
+        "in": "query",
+        "required": False,
+        "description": "Also return a Grad-CAM heatmap of each image: 1, true, yes or on.",
+        "schema": {"type": "string"},
+    }
+    predict_errors = {str(status): _error_response(STATUS_TEXT[status], codes[status]) for status in PREDICT_STATUSES}
+    return {
+        "post": {
+            "operationId": "predict",
+            "summary": "Classify one image, or a batch of images in one forward pass.",
+            "description": (
+                f"Send one image, or up to {serving.max_batch} (a batch), at most "
+                f"{format_bytes(serving.max_upload_bytes)} of images in all, in any of the forms below. "
+                "Several `file` fields, or JSON `images`, make a batch: its answer lists one item per "
+                'image, in order, each a prediction or `{"error": {"code", "message"}}` for an '
+                "image that was refused. A batch is refused as a whole only when none of its images "
+                "can be read (then with the first image's status and code) or the request itself is bad."
+            ),
+            "parameters": [explain],
+            "requestBody": _predict_body(serving.max_batch, list(serving.accepted_formats)),
+            "responses": {
+                "200": {
+                    "description": "One answer for one image, or a list for a batch.",
+                    "content": {JSON: {"schema": {"oneOf": [_ref("Answer"), _ref("BatchAnswer")]}}},
+                },
+                **predict_errors,
+                "default": _generic_error(codes),
+            },
+        }
+    }
+
+
+def _page_paths() -> dict[str, Any]:
+    """The upload page and its static files."""
+    return {
+        "/": {
+            "get": {
+                "operationId": "page",
+                "summary": "The upload page.",
+                "responses": {"200": _html("The page.")},
+            },
+            "post": {
+                "operationId": "pageClassify",
+                "summary": "The page's form without JavaScript: the page again, with the result or the error.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": _form_schema(1)}},
+                },
+                "responses": {
+                    "200": _html("The page with the result."),
+                    **{str(status): _html(STATUS_TEXT[status]) for status in PREDICT_STATUSES},
+                },
+            },
         },
-        "heatmap_png_base64": {
-            "type": "string",
-            "contentEncoding": "base64",
-            "contentMediaType": "image/png",
-            "description": "With `explain`: where the model looked, over the photo, as a base64 PNG.",
+        "/static/{filename}": {
+            "get": {
+                "operationId": "static",
+                "summary": "The page's script, style sheet and icon.",
+                "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The file."}, "404": {"description": "No such file."}},
+            }
         },
     }
+
+
+def _schemas(classes: list[str], max_batch: int, codes: dict[int, list[str]]) -> dict[str, Any]:
+    every_code = sorted({code for names in codes.values() for code in names})
+    prediction = _prediction_fields(classes)
     answer_fields = {"model": _ref("ModelSummary"), "time_ms": {"type": "number", "minimum": 0}}
     return {
         "ErrorDetail": {
@@ -255,6 +257,27 @@ def _schemas(classes: list[str], max_batch: int, codes: dict[int, list[str]]) ->
     }
 
 
+def _prediction_fields(classes: list[str]) -> dict[str, Any]:
+    """The fields of one prediction."""
+    return {
+        "label": {"type": "string", "enum": classes, "description": "The most probable class."},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1, "description": "Its probability."},
+        "probabilities": {
+            "type": "object",
+            "description": "The probability of every class; they add up to 1.",
+            "properties": {name: {"type": "number", "minimum": 0, "maximum": 1} for name in classes},
+            "required": classes,
+            "additionalProperties": False,
+        },
+        "heatmap_png_base64": {
+            "type": "string",
+            "contentEncoding": "base64",
+            "contentMediaType": "image/png",
+            "description": "With `explain`: where the model looked, over the photo, as a base64 PNG.",
+        },
+    }
+
+
 def _predict_body(max_batch: int, formats: list[str]) -> dict[str, Any]:
     image = {"type": "string", "contentMediaType": "image/*"}
     base64_image = {
@@ -279,7 +302,10 @@ def _predict_body(max_batch: int, formats: list[str]) -> dict[str, Any]:
                         _object(
                             {
                                 "images": {
-                                    "type": "array", "items": base64_image, "minItems": 1, "maxItems": max_batch
+                                    "type": "array",
+                                    "items": base64_image,
+                                    "minItems": 1,
+                                    "maxItems": max_batch,
                                 },
                                 "explain": flag,
                             },

@@ -15,8 +15,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO
 
 from catdog.config import PROJECT_ROOT
 
@@ -73,7 +74,7 @@ class GunicornServer:
         }
         self.process: subprocess.Popen | None = None
 
-    def start(self, ready_timeout: float = 180.0, *, ready_path: str = "/ready") -> "GunicornServer":
+    def start(self, ready_timeout: float = 180.0, *, ready_path: str = "/ready") -> GunicornServer:
         """Start gunicorn and wait until ``ready_path`` answers 200.
 
         ``ready_path="/health"`` waits only for a worker to answer, with or without a model.
@@ -99,21 +100,14 @@ class GunicornServer:
 
     def worker_pids(self) -> list[int]:
         """Process ids of the workers (the master's children)."""
+        import psutil  # tests and benchmarks only; not in the serving-only install
+
         if self.process is None:
             return []
-        children = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # Fields after the command name, which is in parentheses: state, ppid, ...
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == self.process.pid:
-                children.append(int(entry.name))
-        return sorted(children)
+        try:
+            return sorted(child.pid for child in psutil.Process(self.process.pid).children())
+        except psutil.NoSuchProcess:
+            return []
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Ask gunicorn to shut down gracefully (SIGTERM) and return its exit status.
@@ -131,7 +125,7 @@ class GunicornServer:
                 self.process.wait()
         return self.process.returncode
 
-    def __enter__(self) -> "GunicornServer":
+    def __enter__(self) -> GunicornServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -140,7 +140,8 @@ def _read_body(request: Request) -> bytes:
     data = request.get_data(cache=True)
     if request.content_length is not None and len(data) < request.content_length:
         raise ApiError(
-            400, "bad_body",
+            400,
+            "bad_body",
             f"the request body ended after {len(data):,} of the {request.content_length:,} bytes "
             "its Content-Length announced",
         )
@@ -168,7 +169,8 @@ def _parse_form(request: Request) -> tuple[MultiDict, MultiDict]:
         if request.max_form_parts is not None and body.count(b"--" + boundary) > request.max_form_parts:
             raise ApiError(413, "too_many_parts", f"the form has more than {request.max_form_parts:,} parts") from exc
         raise ApiError(
-            413, "field_too_large",
+            413,
+            "field_too_large",
             f"a text field of the form is larger than {format_bytes(request.max_form_memory_size or 0)}; "
             "send the image as a file part (with a filename)",
         ) from exc

@@ -31,6 +31,7 @@ Settings come from the environment (``gunicorn.conf.py`` checks them):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import time
@@ -179,10 +180,8 @@ class BufferingWorker(ThreadWorker):
     def _forget(self, incoming: _Incoming) -> None:
         sock = incoming.conn.sock
         self.incoming.pop(sock.fileno(), None)
-        try:
+        with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(sock)
-        except (KeyError, ValueError, OSError):
-            pass
 
 
 def _framing(head: bytes) -> tuple[int | None, bool, bool]:
@@ -236,10 +235,9 @@ def _scan_chunks(buffer: bytearray, at: int) -> tuple[int, bool]:
 
 def _send_quietly(sock, data: bytes) -> None:
     """Send a short answer if the socket takes it now; a client that is gone is no error."""
-    try:
+    # A full send buffer or a client that left: the answer was a courtesy.
+    with contextlib.suppress(OSError):
         sock.send(data)
-    except OSError:  # a full send buffer or a client that left: the answer was a courtesy
-        pass
 
 
 def _float_from_env(name: str, default: float) -> float:

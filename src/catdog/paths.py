@@ -1,0 +1,86 @@
+"""Where every artifact lives, named once.
+
+Folders come from the settings (``data.artifacts_dir``, ``model.dir``,
+``model.path``); the file names inside them are spelled here and nowhere else::
+
+    <artifacts_dir>/manifest.json            catdog validate: the usable files per class
+    <artifacts_dir>/validation_report.json   catdog validate: counts and every bad file
+    <artifacts_dir>/split.json               catdog train: the seeded train/validation/test split
+    <artifacts_dir>/cache/                   decoded image arrays
+    <artifacts_dir>/runs/<arch>/             checkpoints, epoch backup, history.csv
+    <artifacts_dir>/evaluation.json          catdog evaluate
+    <model.dir>/<arch>.h5                    catdog train, with <arch>.metrics.json and <arch>_*.png plots
+    <model.dir>/leave_one_source_out.json    catdog leave_one_out
+    <model.path> (model.h5)                  catdog ship: what the app serves, with metrics.json,
+                                             model.tflite and its record model.tflite.json beside it
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PathLike = str | os.PathLike
+
+
+def manifest(artifacts_dir: PathLike) -> Path:
+    return Path(artifacts_dir) / "manifest.json"
+
+
+def validation_report(artifacts_dir: PathLike) -> Path:
+    return Path(artifacts_dir) / "validation_report.json"
+
+
+def split(artifacts_dir: PathLike) -> Path:
+    return Path(artifacts_dir) / "split.json"
+
+
+def cache_dir(artifacts_dir: PathLike) -> Path:
+    return Path(artifacts_dir) / "cache"
+
+
+def run_dir(artifacts_dir: PathLike, architecture: str) -> Path:
+    return Path(artifacts_dir) / "runs" / architecture
+
+
+def evaluation(artifacts_dir: PathLike) -> Path:
+    return Path(artifacts_dir) / "evaluation.json"
+
+
+def trained_model(model_dir: PathLike, architecture: str) -> Path:
+    return Path(model_dir) / f"{architecture}.h5"
+
+
+def trained_metrics(model_file: PathLike) -> Path:
+    """``inception.h5`` -> ``inception.metrics.json``."""
+    return Path(model_file).with_suffix(".metrics.json")
+
+
+def trained_models_with_metrics(model_dir: PathLike) -> list[Path]:
+    """The ``.h5`` files in ``model_dir`` that have a metrics file beside them, sorted."""
+    found = (
+        path.with_name(path.name.removesuffix(".metrics.json") + ".h5")
+        for path in sorted(Path(model_dir).glob("*.metrics.json"))
+    )
+    return [path for path in found if path.exists()]
+
+
+def plot(model_file: PathLike, kind: str) -> Path:
+    """A training plot beside the model: ``kind`` is ``curves``, ``confusion`` or ``reliability``."""
+    model_file = Path(model_file)
+    return model_file.with_name(f"{model_file.stem}_{kind}.png")
+
+
+def shipped_metrics(model_path: PathLike) -> Path:
+    """The metrics the app reads, beside ``model.path``."""
+    return Path(model_path).with_name("metrics.json")
+
+
+def litert_paths(model_path: PathLike) -> tuple[Path, Path]:
+    """The ``.tflite`` twin of a ``.h5`` model and its record: ``model.tflite`` and ``model.tflite.json``."""
+    tflite = Path(model_path).with_suffix(".tflite")
+    return tflite, tflite.with_name(tflite.name + ".json")
+
+
+def leave_one_out(model_dir: PathLike) -> Path:
+    return Path(model_dir) / "leave_one_source_out.json"

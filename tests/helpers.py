@@ -1,0 +1,172 @@
+"""Helpers the tests share: generated images, tiny models, damaged files.
+
+Plain functions, imported with ``from helpers import ...``; the fixtures built
+on them live in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import tarfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # how every Thumbs.db starts
+
+
+def encode_image(fmt: str = "JPEG", size: tuple[int, int] = (24, 20), seed: int = 0) -> bytes:
+    """Encode a small random RGB picture in ``fmt`` (any format Pillow writes)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def tar_bytes(name: str, content: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def build_tiny_model(
+    size: int = 32,
+    *,
+    channels: int = 3,
+    classes: int = 2,
+    features_name: str = "features",
+    name: str = "tinynet",
+):
+    """A small Keras model shaped like ours: rescaling inside, a ``features``
+    layer after the last convolution, ``Dense(classes, softmax)`` named ``predictions``."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(1234)
+    inputs = keras.Input(shape=(size, size, channels), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)  # S/2
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.Activation("linear", name=features_name)(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = layers.Dense(classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def save_model(model, path: Path) -> Path:
+    """Save ``model`` as legacy HDF5 (``.h5``), the format the app loads."""
+    import warnings
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save(path)
+    return path
+
+
+# The classes the app serves: the model's outcomes are a cat, a dog, or neither.
+CLASSES = ("Cat", "Dog", "Other")
+CLASSES_OVERRIDE = {"data.classes": list(CLASSES)}
+CLASSES_ENV = {"CATDOG__DATA__CLASSES": "[" + ", ".join(CLASSES) + "]"}
+
+
+def build_colour_model(size: int = 32):
+    """A three-class model that answers by the image's main colour: red Cat, green Dog, blue Other.
+
+    Its weights are set by hand, so a test can choose the answer (an "Other"
+    among them) by the colour of the photo it sends.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(size, size, 3), name="image")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = layers.Conv2D(3, 1, activation="relu", name="conv1")(x)
+    x = layers.Activation("linear", name="features")(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = layers.Dense(3, activation="softmax", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name="colournet")
+    model.get_layer("conv1").set_weights([np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3), np.zeros(3, np.float32)])
+    model.get_layer("predictions").set_weights([10 * np.eye(3, dtype=np.float32), np.zeros(3, np.float32)])
+    return model
+
+
+def solid_photo(colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), fmt: str = "PNG") -> bytes:
+    """A photo of one colour, with a little texture so that it is not a flat square."""
+    pixels = np.empty((size[1], size[0], 3), dtype=np.uint8)
+    pixels[...] = colour
+    pixels[::4, ::4] = np.clip(np.array(colour, dtype=np.int16) - 40, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def make_photo(size: tuple[int, int] = (160, 120), fmt: str = "JPEG", seed: int = 0) -> bytes:
+    """A smooth, photo-like picture: a colour gradient with a bright disc."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    pixels = np.stack([255 * x / width, 255 * y / height, np.full_like(x, 120.0)], axis=-1)
+    cx, cy, radius = rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.7) * height, min(size) / 4
+    pixels[(x - cx) ** 2 + (y - cy) ** 2 < radius**2] = (250, 220, 90)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` pixels, with almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def damage(data: bytes, rng: random.Random) -> bytes:
+    """Damage ``data`` the ways files get damaged: cut short, bits flipped, bytes overwritten, lost or added."""
+    buffer = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.choice(["truncate", "flip", "overwrite", "delete", "insert"])
+        at = rng.randrange(len(buffer)) if buffer else 0
+        if kind == "truncate":
+            del buffer[at:]
+        elif kind == "flip" and buffer:
+            buffer[at] ^= 1 << rng.randrange(8)
+        elif kind == "overwrite":
+            chunk = rng.randbytes(rng.randint(1, 16))
+            buffer[at : at + len(chunk)] = chunk
+        elif kind == "delete":
+            del buffer[at : at + rng.randint(1, 64)]
+        else:
+            buffer[at:at] = rng.randbytes(rng.randint(1, 64))
+    return bytes(buffer)
+
+
+def answers_from_threads(answer: Callable[[int], Any], count: int, repeats: int) -> dict[int, list]:
+    """Call ``answer(i)`` ``repeats`` times in each of ``count`` threads running at once; the answers by ``i``."""
+    answers: dict[int, list] = {}
+
+    def work(index: int) -> None:
+        answers[index] = [answer(index) for _ in range(repeats)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers

@@ -1,0 +1,67 @@
+"""The command line: one entry point listing the steps, logging set up once, -v for every step."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from catdog import cli
+
+
+def test_help_lists_every_step(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for step, summary in cli.STEPS.items():
+        assert step in out and summary in out
+
+
+@pytest.mark.parametrize("step", list(cli.STEPS))
+def test_each_step_answers_its_own_help(step, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([step, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"catdog {step}" in out or f"catdog.{step}" in out
+    assert "--config" in out and "--verbose" in out
+
+
+def test_an_unknown_step_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bogus"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "level"), [([], logging.INFO), (["-v"], logging.DEBUG), (["--verbose"], logging.DEBUG)]
+)
+def test_verbose_sets_the_level_of_every_catdog_logger(argv, level, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("catdog"), "level", logging.NOTSET)
+    cli.make_parser("catdog test", "test").parse_args(argv)
+    assert logging.getLogger("catdog.train").getEffectiveLevel() == level
+
+
+@pytest.mark.parametrize("step", ["ingest", "validate", "train", "evaluate", "ship", "leave_one_out"])
+def test_step_loggers_are_named_after_the_step(step):
+    assert importlib.import_module(f"catdog.{step}").log.name == f"catdog.{step}"
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+def test_debug_messages_show_with_v_under_python_m(config_file, sample_zip, verbose):
+    """``python -m catdog.ingest`` logs as catdog.ingest, and its debug messages only with ``-v``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "catdog.ingest", "--config", str(config_file)] + ["-v"] * verbose,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "INFO catdog.ingest:" in result.stderr
+    assert ("DEBUG catdog.dirs: folder ready" in result.stderr) is verbose
+    assert "__main__" not in result.stderr
