@@ -38,10 +38,11 @@ import numpy as np
 from PIL import Image
 
 from catdog import paths
+from catdog.calibration import apply_temperature
 from catdog.dirs import file_sha256
 from catdog.errors import InvalidImage, ModelError
 from catdog.preprocess import ImageLimits, declared_pixels, open_image, resize_image
-from catdog.runtime import apply_temperature, open_runtime
+from catdog.runtime import open_runtime
 
 log = logging.getLogger(__name__)
 

@@ -42,27 +42,6 @@ PROBABILITIES_OUTPUT = "probabilities"
 FEATURES_OUTPUT = "features"
 
 
-def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrate probabilities with a temperature: ``softmax(log(p) / T)``.
-
-    ``log(p)`` equals the logits up to a constant per row, so this is the
-    usual temperature scaling of the logits, applied after the softmax.
-
-    Args:
-        probabilities: ``(N, K)`` probabilities.
-        temperature: ``T > 0``; 1 leaves the probabilities unchanged.
-
-    Returns:
-        ``(N, K)`` float32 calibrated probabilities.
-    """
-    if temperature == 1.0:
-        return probabilities
-    scaled = np.log(np.clip(probabilities.astype(np.float64), 1e-12, None)) / temperature
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    exp = np.exp(scaled)
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
 def class_activation_map(
     features: np.ndarray, kernel: np.ndarray, bias: np.ndarray, class_index: int | None = None
 ) -> np.ndarray:
