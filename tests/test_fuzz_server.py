@@ -136,7 +136,7 @@ def bmp_declaring(width: int, height: int) -> bytes:
 
 
 def gif_with_frames(count: int) -> bytes:
-    frames = [Image.new("P", (16, 16), i % 256) for i in range(count)]
+    frames = [Image.new("P", (40, 40), i % 256) for i in range(count)]
     return encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=10)
 
 
