@@ -8,6 +8,7 @@ import pytest
 from catdog.calibration import (
     apply_temperature,
     expected_calibration_error,
+    fit_class_bias,
     fit_temperature,
     negative_log_likelihood,
     reliability,
@@ -73,3 +74,31 @@ def test_ece_on_a_hand_made_case() -> None:
 def test_a_perfectly_calibrated_model_has_zero_ece() -> None:
     probs = np.array([[1.0, 0.0]] * 5)
     assert expected_calibration_error(probs, [0] * 5) == 0.0
+
+
+def test_class_bias_evens_the_recall_of_two_classes() -> None:
+    """A model that leans to class 1 gets an offset on class 0 that evens their recall."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 6000)
+    logits = rng.normal(0, 1, (6000, 3))
+    logits[np.arange(6000), labels] += 2.0
+    logits[:, 1] += 0.8  # the lean: class 0 photos are often called class 1
+    probs = _softmax(logits)
+
+    def recall(p: np.ndarray, c: int) -> float:
+        return float((p.argmax(axis=1)[labels == c] == c).mean())
+
+    assert recall(probs, 1) - recall(probs, 0) > 0.1
+    bias = fit_class_bias(probs, labels, [0, 1])
+    assert bias[1] == bias[2] == 0.0 and 0.4 < bias[0] < 1.2
+    evened = apply_temperature(probs, 1.0, bias)
+    assert abs(recall(evened, 0) - recall(evened, 1)) < 0.02
+    assert fit_class_bias(probs, labels, []) == [0.0, 0.0, 0.0]
+
+
+def test_temperature_and_bias_together() -> None:
+    probs = np.array([[0.6, 0.3, 0.1]])
+    bias = [0.5, 0.0, -0.5]
+    z = np.log(probs) / 2.0 + np.array(bias)
+    expected = np.exp(z) / np.exp(z).sum()
+    assert np.allclose(apply_temperature(probs, 2.0, bias), expected, atol=1e-6)

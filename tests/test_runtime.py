@@ -267,3 +267,30 @@ def test_a_bad_temperature_is_a_model_error(served_dir, value):
     classes = classes_of(served_dir)
     with pytest.raises(ModelError, match="calibration.temperature must be a positive number"):
         Predictor(served_dir, classes)
+
+
+@pytest.mark.parametrize("runtime", ["litert", "tensorflow"])
+def test_both_runtimes_apply_the_class_bias(served_dir, runtime):
+    """softmax(log p / T + b): a bias on the first class raises its probability in every row."""
+    classes = classes_of(served_dir)
+    batch = np.concatenate([photos(3), litert.generated_images(5, 32, seed=2)])
+    raw = Predictor(served_dir, classes, runtime=runtime).predict_arrays(batch)
+    bias = [0.7] + [0.0] * (len(classes) - 1)
+    with_metrics(served_dir, {"calibration": {"temperature": 1.5, "class_bias": bias}})
+    predictor = Predictor(served_dir, classes, runtime=runtime)
+    assert predictor.class_bias == tuple(bias) and predictor.info()["calibration_class_bias"] == bias
+    served = predictor.predict_arrays(batch)
+    logits = np.log(raw) / 1.5 + np.array(bias)
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(served, expected / expected.sum(axis=1, keepdims=True), atol=1e-5)
+    assert (served[:, 0] > apply_temperature(raw, 1.5)[:, 0]).all()
+
+
+@pytest.mark.parametrize("bias", [[1.0], [0.0, "x", 0.0], [float("nan"), 0.0, 0.0], "0.5"], ids=str)
+def test_a_bad_class_bias_is_a_model_error(served_dir, bias):
+    classes = classes_of(served_dir)
+    if isinstance(bias, list) and len(bias) == 3 and len(classes) != 3:
+        bias = bias[: len(classes)]
+    with_metrics(served_dir, {"calibration": {"temperature": 1.0, "class_bias": bias}})
+    with pytest.raises(ModelError, match="calibration.class_bias must be"):
+        Predictor(served_dir, classes)

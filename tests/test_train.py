@@ -298,3 +298,21 @@ def test_low_resolution_images_go_through_the_app_preprocessing(tmp_path: Path):
     )
     assert set(report) == {"16", "24"}
     assert report["16"]["accuracy"] == 0.5 and report["16"]["pets_answered_other"] == 0.0
+
+
+def test_recalibrate_refits_the_calibration_without_training(trained, capsys):
+    config_file, model_file = trained
+    before = json.loads(model_file.with_suffix(".metrics.json").read_text())
+    weights = model_file.read_bytes()
+    assert train.main(["--config", str(config_file), "--recalibrate", str(model_file)]) == 0
+    after = json.loads(model_file.with_suffix(".metrics.json").read_text())
+    assert model_file.read_bytes() == weights
+    assert after["model_sha256"] == before["model_sha256"] and after["history"] == before["history"]
+    assert len(after["calibration"]["class_bias"]) == 3 and after["calibration"]["class_bias"][1:] == [0.0, 0.0]
+    assert after["test"]["images"] == before["test"]["images"]
+    assert "calibration" in capsys.readouterr().out
+    other = model_file.with_name("other.h5")
+    other.write_bytes(weights + b"x")
+    other.with_suffix(".metrics.json").write_text(json.dumps(before))
+    with pytest.raises(train.ModelError, match="another model file"):
+        train.recalibrate(_settings(config_file), other)

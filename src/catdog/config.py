@@ -187,6 +187,7 @@ class TrainingSettings(_Section):
     weight_decay: Annotated[StrictFloat, Field(ge=0)]
     label_smoothing: Fraction
     class_weight_power: Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
+    balance_recall: tuple[StrictStr, ...]
     mixed_precision: StrictBool
     early_stopping_patience: NonNegativeInt
     seed: StrictInt

@@ -127,7 +127,7 @@ class Predictor:
         self._sha256 = _check_file(self.path)
         metrics_file = paths.shipped_metrics(self.path)
         self._metrics = _read_metrics(metrics_file)
-        self.temperature = _temperature(self._metrics, self._sha256, metrics_file)
+        self.temperature, self.class_bias = _calibration(self._metrics, self._sha256, metrics_file, len(self.classes))
         self._runtime = open_runtime(self.path, self._sha256, len(self.classes), runtime, num_threads=num_threads)
         self.input_size = self._runtime.input_size
         self._warm_up()
@@ -180,7 +180,7 @@ class Predictor:
                 f"batch must be uint8 of shape (N, {', '.join(map(str, expected))}), got {batch.dtype} {batch.shape}"
             )
         probabilities = self._runtime.probabilities(batch)
-        return apply_temperature(probabilities, self.temperature) if calibrated else probabilities
+        return apply_temperature(probabilities, self.temperature, self.class_bias) if calibrated else probabilities
 
     def gradcam(self, array: np.ndarray, class_index: int | None = None) -> np.ndarray:
         """Grad-CAM heatmap of one preprocessed image.
@@ -322,6 +322,7 @@ class Predictor:
             "tensorflow_version": described["tensorflow_version"],
             "keras_version": described["keras_version"],
             "calibration_temperature": self.temperature,
+            "calibration_class_bias": list(self.class_bias) if self.class_bias else None,
             "metrics": self._metrics,
         }
 
@@ -403,23 +404,35 @@ def _read_metrics(path: Path) -> dict[str, Any] | None:
     return metrics if isinstance(metrics, dict) else None
 
 
-def _temperature(metrics: dict[str, Any] | None, model_sha256: str, path: Path) -> float:
-    """The calibration temperature recorded for this model, or 1.
+def _calibration(
+    metrics: dict[str, Any] | None, model_sha256: str, path: Path, num_classes: int
+) -> tuple[float, tuple[float, ...] | None]:
+    """The calibration temperature and class bias recorded for this model, or ``(1, None)``.
 
     Metrics that name another model file (``model_sha256``) do not apply:
-    their temperature was fitted to other logits.
+    their calibration was fitted to other logits.
 
     Raises:
-        ModelError: The recorded temperature is not a positive finite number.
+        ModelError: The recorded temperature is not a positive finite number,
+            or the bias is not one finite number per class.
     """
     calibration = (metrics or {}).get("calibration")
     if not isinstance(calibration, dict) or "temperature" not in calibration:
-        return 1.0
+        return 1.0, None
     recorded_for = metrics.get("model_sha256")
     if recorded_for is not None and recorded_for != model_sha256:
-        log.warning("%s was written for another model file (sha256 differs); its temperature is not applied", path)
-        return 1.0
+        log.warning("%s was written for another model file (sha256 differs); its calibration is not applied", path)
+        return 1.0, None
     value = calibration["temperature"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ModelError(f"{path}: calibration.temperature must be a positive number, got {value!r}")
-    return float(value)
+    bias = calibration.get("class_bias")
+    if bias is None:
+        return float(value), None
+    if (
+        not isinstance(bias, list)
+        or len(bias) != num_classes
+        or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bias)
+    ):
+        raise ModelError(f"{path}: calibration.class_bias must be {num_classes} finite numbers, got {bias!r}")
+    return float(value), tuple(float(b) for b in bias)

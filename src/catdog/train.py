@@ -39,7 +39,7 @@ from catdog.dataset import (
     tf_dataset,
 )
 from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_json_atomic
-from catdog.errors import ModelError
+from catdog.errors import ConfigError, ModelError
 from catdog.metrics import classification_report, format_report, format_source_report, source_report
 
 log = logging.getLogger("catdog.train")  # not __name__: that is "__main__" under -m
@@ -362,6 +362,19 @@ def transfer_weights(source, target) -> int:
     return copied
 
 
+def balanced_indices(settings: Settings) -> list[int]:
+    """Indices of ``training.balance_recall`` in ``data.classes`` (two, or none).
+
+    Raises:
+        ConfigError: The names are not two of the configured classes.
+    """
+    names = settings.training.balance_recall
+    classes = list(settings.data.classes)
+    if names and (len(names) != 2 or any(name not in classes for name in names) or names[0] == names[1]):
+        raise ConfigError(f"training.balance_recall must name two of {classes} or none, got {list(names)!r}")
+    return [classes.index(name) for name in names]
+
+
 def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> tuple[dict, dict, dict]:
     """Fit the temperature on the validation part; score the validation and test parts, by source and in low resolution.
 
@@ -369,13 +382,15 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
         The reports by part, the calibration (temperature, test reliability before and after) and the
         low-resolution report.
     """
-    from catdog.calibration import apply_temperature, fit_temperature, reliability
+    from catdog.calibration import apply_temperature, fit_class_bias, fit_temperature, reliability
     from catdog.evaluate import low_resolution_report
 
     classes = settings.data.classes
     raw = {part: predict_in_batches(model, arrays[part]) for part in ("validation", "test")}
     temperature = fit_temperature(raw["validation"], split.labels["validation"])
-    calibrated = {part: apply_temperature(probs, temperature) for part, probs in raw.items()}
+    balanced = balanced_indices(settings)
+    bias = fit_class_bias(apply_temperature(raw["validation"], temperature), split.labels["validation"], balanced)
+    calibrated = {part: apply_temperature(probs, temperature, bias) for part, probs in raw.items()}
     reports = {}
     for part in ("validation", "test"):
         reports[part] = classification_report(split.labels[part], calibrated[part], classes)
@@ -385,19 +400,23 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
         print(format_report(f"{settings.training.architecture} on the {part} part", reports[part]))
         print(format_source_report(reports[part]["by_source"]))
     calibration = {
-        "method": "temperature scaling, fitted on the validation part",
+        "method": "temperature scaling, then a logit offset evening the recall of "
+        + (" and ".join(settings.training.balance_recall) or "no classes")
+        + ", both fitted on the validation part",
         "temperature": temperature,
+        "class_bias": bias,
         "test_before": reliability(raw["test"], split.labels["test"]),
         "test_after": reliability(calibrated["test"], split.labels["test"]),
     }
     log.info(
-        "temperature %.3f: test ECE %.4f -> %.4f",
+        "temperature %.3f, class bias %s: test ECE %.4f -> %.4f",
         temperature,
+        bias,
         calibration["test_before"]["ece"],
         calibration["test_after"]["ece"],
     )
     low_res = low_resolution_report(
-        lambda x: apply_temperature(predict_in_batches(model, x), temperature),
+        lambda x: apply_temperature(predict_in_batches(model, x), temperature, bias),
         [str(root / f) for f in split.files["test"]],
         split.labels["test"],
         settings.training.image_size,
@@ -463,6 +482,51 @@ def write_results(
     return metrics
 
 
+def recalibrate(settings: Settings, model_file: Path) -> dict:
+    """Refit the calibration of a trained model on the validation part and rescore it, without training.
+
+    Updates the calibration, the validation and test reports and the plots in
+    the model's metrics file; everything about its training stays as it was.
+
+    Raises:
+        ModelError: The metrics file is missing or belongs to another model file.
+    """
+    import keras
+
+    from catdog.plots import plot_confusion, plot_reliability
+
+    metrics_path = paths.trained_metrics(model_file)
+    try:
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the metrics of {model_file}: {exc}") from exc
+    if metrics.get("model_sha256") != file_sha256(model_file):
+        raise ModelError(f"{metrics_path} was written for another model file than {model_file}")
+    split, root, _ = prepare_split(settings)
+    arrays = load_arrays(settings, split, root)
+    model = keras.models.load_model(model_file, compile=False)
+    reports, calibration, low_res = score(settings, model, split, arrays, root)
+    metrics.update(
+        calibration=calibration, validation=reports["validation"], test=reports["test"], test_low_resolution=low_res
+    )
+    write_json_atomic(metrics_path, metrics)
+    arch = metrics["architecture"]
+    plot_confusion(
+        reports["test"]["confusion_matrix"]["rows_true_columns_predicted"],
+        settings.data.classes,
+        paths.plot(model_file, "confusion"),
+        f"{arch}: test part ({reports['test']['accuracy']:.1%})",
+    )
+    plot_reliability(
+        calibration["test_before"],
+        calibration["test_after"],
+        paths.plot(model_file, "reliability"),
+        f"{arch}: test part, T = {calibration['temperature']:.2f}",
+    )
+    log.info("recalibrated %s: %s", model_file, metrics_path)
+    return metrics
+
+
 def _best_so_far(history_csv: Path) -> float | None:
     """The best validation accuracy an interrupted run reached, so a resumed
     run only replaces the best checkpoint with a better one."""
@@ -483,8 +547,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--ship", action="store_true", help="also install the result as model.path (what the app loads)"
     )
+    parser.add_argument(
+        "--recalibrate",
+        type=Path,
+        metavar="MODEL_H5",
+        help="do not train: refit this trained model's calibration on the validation part and rescore it",
+    )
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
+    if args.recalibrate:
+        metrics = recalibrate(settings, args.recalibrate)
+        print(
+            f"test accuracy {metrics['test']['accuracy']:.4f}, calibration {metrics['calibration']['temperature']:.3f} "
+            f"{metrics['calibration']['class_bias']}"
+        )
+        return 0
     metrics = train(settings, resume=args.resume, output=args.output, init_from=args.init_from)
     if args.ship:
         from catdog.ship import ship
