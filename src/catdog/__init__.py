@@ -1,4 +1,4 @@
-"""catdog: tell whether a photo shows a cat or a dog.
+"""catdog: tell whether a photo shows a cat, a dog, or neither.
 
 The package is split into one module per pipeline step (config, ingest,
 validate, dataset, models, train, evaluate, predict) plus the inference and
