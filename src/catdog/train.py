@@ -431,13 +431,12 @@ def write_results(
     """Score the model (:func:`score`), then save it with its metrics and plots."""
     import tensorflow as tf
 
-    from catdog.plots import plot_confusion, plot_history, plot_reliability
+    from catdog.plots import plot_history
 
     t = settings.training
     arch = t.architecture
     classes = settings.data.classes
     reports, calibration, low_res = score(settings, model, split, arrays, root)
-    temperature = calibration["temperature"]
     save_h5_atomic(model, output)
     history = run.pop("history")
     epochs_run = len(history.get("loss", []))
@@ -468,18 +467,27 @@ def write_results(
     metrics_path = paths.trained_metrics(output)
     write_json_atomic(metrics_path, metrics)
     plot_history(history, paths.plot(output, "curves"), f"{arch}: training curves")
-    matrix = reports["test"]["confusion_matrix"]["rows_true_columns_predicted"]
+    plot_test_results(output, arch, classes, reports["test"], calibration)
+    log.info("wrote %s, %s and plots", output, metrics_path)
+    return metrics
+
+
+def plot_test_results(model_file: Path, arch: str, classes, test: dict, calibration: dict) -> None:
+    """The confusion matrix and reliability diagram of the test part, beside the model."""
+    from catdog.plots import plot_confusion, plot_reliability
+
     plot_confusion(
-        matrix, classes, paths.plot(output, "confusion"), f"{arch}: test part ({reports['test']['accuracy']:.1%})"
+        test["confusion_matrix"]["rows_true_columns_predicted"],
+        classes,
+        paths.plot(model_file, "confusion"),
+        f"{arch}: test part ({test['accuracy']:.1%})",
     )
     plot_reliability(
         calibration["test_before"],
         calibration["test_after"],
-        paths.plot(output, "reliability"),
-        f"{arch}: test part, T = {temperature:.2f}",
+        paths.plot(model_file, "reliability"),
+        f"{arch}: test part, T = {calibration['temperature']:.2f}",
     )
-    log.info("wrote %s, %s and plots", output, metrics_path)
-    return metrics
 
 
 def recalibrate(settings: Settings, model_file: Path) -> dict:
@@ -492,8 +500,6 @@ def recalibrate(settings: Settings, model_file: Path) -> dict:
         ModelError: The metrics file is missing or belongs to another model file.
     """
     import keras
-
-    from catdog.plots import plot_confusion, plot_reliability
 
     metrics_path = paths.trained_metrics(model_file)
     try:
@@ -510,19 +516,7 @@ def recalibrate(settings: Settings, model_file: Path) -> dict:
         calibration=calibration, validation=reports["validation"], test=reports["test"], test_low_resolution=low_res
     )
     write_json_atomic(metrics_path, metrics)
-    arch = metrics["architecture"]
-    plot_confusion(
-        reports["test"]["confusion_matrix"]["rows_true_columns_predicted"],
-        settings.data.classes,
-        paths.plot(model_file, "confusion"),
-        f"{arch}: test part ({reports['test']['accuracy']:.1%})",
-    )
-    plot_reliability(
-        calibration["test_before"],
-        calibration["test_after"],
-        paths.plot(model_file, "reliability"),
-        f"{arch}: test part, T = {calibration['temperature']:.2f}",
-    )
+    plot_test_results(model_file, metrics["architecture"], settings.data.classes, reports["test"], calibration)
     log.info("recalibrated %s: %s", model_file, metrics_path)
     return metrics
 
