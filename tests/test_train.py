@@ -316,3 +316,47 @@ def test_recalibrate_refits_the_calibration_without_training(trained, capsys):
     other.with_suffix(".metrics.json").write_text(json.dumps(before))
     with pytest.raises(train.ModelError, match="another model file"):
         train.recalibrate(_settings(config_file), other)
+
+
+def test_a_run_trained_from_a_pack_is_adopted_with_its_record(tiny_run: Path, tmp_path: Path):
+    from catdog import pack, train_pack
+
+    packed = tmp_path / "pack"
+    assert pack.main(["--config", str(tiny_run), str(packed), "--quality", "90", "--validation-images", "6"]) == 0
+    spec = json.loads((packed / "spec.json").read_text())
+    assert spec["image_size"] == SIZE and spec["parts"] == ["train", "validation"]
+    runs = tmp_path / "runs"
+    assert (
+        train_pack.main(
+            [str(packed), "--out", str(runs), "--architecture", "resnet", "--minutes", "5", "--max-epochs", "2"]
+        )
+        == 0
+    )
+    record = json.loads((runs / "resnet.run.json").read_text())
+    assert record["epochs_run"] == 2 and len(record["history"]["val_accuracy"]) == 2
+    assert record["settings"]["architecture"] == "resnet" and record["settings"]["mixed_precision"] is False
+    assert record["history"]["learning_rate"][0] == pytest.approx(record["settings"]["learning_rate"] / 10)
+
+    assert train.main(["--config", str(tiny_run), "--set", "training.architecture=resnet", "--adopt", str(runs)]) == 0
+    settings = _settings(tiny_run)
+    model_file = Path(settings.model.dir) / "resnet.h5"
+    metrics = json.loads(model_file.with_suffix(".metrics.json").read_text())
+    assert metrics["hardware"] == record["hardware"] and metrics["epochs_run"] == 2
+    assert metrics["trained_from_pack"]["pack"]["split_sha256"] == spec["split_sha256"]
+    assert metrics["test"]["images"] == 3 * round(PER_CLASS * 0.1)
+    # The adopted file holds the pack run's weights, not a fresh network.
+    import keras
+
+    from catdog.models import build_model
+
+    expected = build_model(settings.training.model_copy(update={"architecture": "resnet"}), 3)
+    expected.load_weights(str(runs / "resnet.weights.h5"))
+    adopted = keras.models.load_model(model_file, compile=False)
+    for a, b in zip(adopted.get_weights(), expected.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    # A run packed from another split is refused.
+    record["pack"]["split_sha256"] = "0" * 64
+    (runs / "resnet.run.json").write_text(json.dumps(record))
+    with pytest.raises(train.ModelError, match="another split"):
+        train.main(["--config", str(tiny_run), "--set", "training.architecture=resnet", "--adopt", str(runs)])

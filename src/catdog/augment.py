@@ -93,3 +93,87 @@ def random_low_resolution(images, share: float, sides: tuple[int, int], seed: in
     back = tf.image.resize(small, full, method="bilinear")
     chosen = tf.random.uniform([n, 1, 1, 1], seed=seed + 1) < share
     return tf.where(chosen, back, images)
+
+
+def augmentation_layer(aug, seed: int = 0):
+    """The same transforms as :func:`augment_batch`, as a Keras layer on any backend.
+
+    :mod:`catdog.train_pack` puts it in front of the network, so the whole
+    augmentation runs on the accelerator inside the compiled training step
+    (tf.data is not there on JAX). It takes uint8 or float pixels in 0..255
+    and returns float32; outside training it only casts.
+
+    The crop and the flip are one affine map per image; the low-resolution
+    side is one of a few fixed sides per batch (a compiled step needs static
+    shapes), spread over ``aug.low_res_sides``.
+
+    Args:
+        aug: The :class:`catdog.config.AugmentationSettings`.
+        seed: Seed of the layer's random stream.
+
+    Returns:
+        A ``keras.layers.Layer``.
+    """
+    import keras
+    from keras import ops
+
+    low, high = aug.low_res_sides
+    sides = sorted({int(round(low * (high / low) ** (i / 5))) for i in range(6)})
+
+    class BatchAugment(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def call(self, images, training=False):
+            x = ops.cast(images, "float32")
+            if not training:
+                return x
+            n, size = ops.shape(x)[0], x.shape[1]
+            x = self._crop_and_flip(x, n, size)
+            if aug.low_res_share:
+                x = self._low_resolution(x, n, size)
+            if aug.brightness:
+                x = x + self._uniform((n, 1, 1, 1), -aug.brightness, aug.brightness) * 255.0
+            if aug.contrast:
+                mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+                x = (x - mean) * self._uniform((n, 1, 1, 1), 1.0 - aug.contrast, 1.0 + aug.contrast) + mean
+            return ops.clip(x, 0.0, 255.0)
+
+        def _uniform(self, shape, low=0.0, high=1.0):
+            return keras.random.uniform(shape, low, high, seed=self.seed_generator)
+
+        def _crop_and_flip(self, x, n, size):
+            area = self._uniform((n,), *aug.crop_scale)
+            ratio = ops.exp(self._uniform((n,), math.log(aug.crop_aspect[0]), math.log(aug.crop_aspect[1])))
+            # Box sides as fractions of the image; a side that would pass 1 is cut to 1.
+            width = ops.minimum(1.0, ops.sqrt(area * ratio))
+            height = ops.minimum(1.0, ops.sqrt(area / ratio))
+            top = self._uniform((n,)) * (1.0 - height) * size
+            left = self._uniform((n,)) * (1.0 - width) * size
+            # Output pixel (col, row) reads input (left + col * width, top + row * height);
+            # a flipped image reads its box from the right edge leftwards.
+            flip = self._uniform((n,)) < (0.5 if aug.flip else 0.0)
+            x_scale = ops.where(flip, -width, width)
+            x_offset = ops.where(flip, left + (size - 1) * width, left)
+            zero = ops.zeros_like(width)
+            transform = ops.stack([x_scale, zero, x_offset, zero, height, top, zero, zero], axis=1)
+            return ops.image.affine_transform(x, transform, interpolation="bilinear", fill_mode="nearest")
+
+        def _low_resolution(self, x, n, size):
+            def shrunk(side):
+                def branch(images):
+                    small = ops.image.resize(images, (side, side), interpolation="bilinear", antialias=True)
+                    return ops.image.resize(small, (size, size), interpolation="bilinear")
+
+                return branch
+
+            index = keras.random.randint((), 0, len(sides), seed=self.seed_generator)
+            back = ops.switch(index, [shrunk(side) for side in sides], x)
+            chosen = self._uniform((n, 1, 1, 1)) < aug.low_res_share
+            return ops.where(chosen, back, x)
+
+    return BatchAugment(name="augment")

@@ -85,14 +85,26 @@ def compile_model(model, settings: Settings, steps_per_epoch: int) -> None:
         warmup_target=t.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
-    # Decay the convolution and dense kernels only, not BatchNorm or biases.
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     model.compile(
-        optimizer=optimizer,
+        optimizer=make_optimizer(t, schedule),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
         metrics=["accuracy"],
     )
+
+
+def make_optimizer(t, learning_rate):
+    """AdamW with ``training.weight_decay`` on the convolution and dense kernels only.
+
+    Args:
+        t: The training settings.
+        learning_rate: A float or a Keras learning-rate schedule.
+    """
+    import keras
+
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=t.weight_decay)
+    # Not BatchNorm's scale and shift, nor biases: decaying them only fights the normalisation.
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer
 
 
 def epoch_logger(epochs: int, images_per_epoch: int):
@@ -227,6 +239,54 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None, 
         root,
         output,
         {"manifest_sha256": manifest_hash, "initialised_from": init_from},
+    )
+
+
+def adopt(settings: Settings, run_dir: Path, architecture: str, output: Path | None = None) -> dict:
+    """Score and save a network trained elsewhere from a pack (:mod:`catdog.train_pack`).
+
+    The run's own training settings (in its record) build the network; the
+    scoring, calibration, metrics and plots are those of :func:`train`, on the
+    original image files of this checkout's split.
+
+    Args:
+        settings: This checkout's settings (data, model folder).
+        run_dir: The folder with ``<architecture>.run.json`` and its weights.
+        architecture: Which run in ``run_dir``.
+        output: Where to write the model (default ``<model.dir>/<arch>.h5``).
+
+    Returns:
+        The metrics written beside the model.
+
+    Raises:
+        ModelError: The run record is missing, or the run was packed from another split.
+    """
+    from catdog.config import TrainingSettings
+    from catdog.models import build_model
+
+    try:
+        record = json.loads((run_dir / f"{architecture}.run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the run record of {architecture!r} in {str(run_dir)!r}: {exc}") from exc
+    settings = settings.model_copy(update={"training": TrainingSettings.model_validate(record["settings"])})
+    split, root, manifest_hash = prepare_split(settings)
+    if record["pack"]["split_sha256"] != file_sha256(paths.split(settings.data.artifacts_dir)):
+        raise ModelError(f"{run_dir} was trained from a pack of another split than this checkout's")
+    ensure_dirs(settings)
+    arrays = load_arrays(settings, split, root)
+    model = build_model(settings.training, len(settings.data.classes))
+    model.load_weights(str(run_dir / record["weights_file"]))
+    kept = ("wall_time_seconds", "train_images_per_second", "epoch_seconds", "class_weights")
+    run = {key: record[key] for key in kept}
+    run.update(
+        history=record["history"],
+        hardware=record["hardware"],
+        trained_from_pack={key: record[key] for key in ("pack", "budget_seconds", "epochs_planned", "versions")},
+        steady_images_per_second=record["steady_images_per_second"],
+    )
+    output = Path(output or paths.trained_model(settings.model.dir, architecture))
+    return write_results(
+        settings, model, run, split, arrays, root, output, {"manifest_sha256": manifest_hash, "initialised_from": None}
     )
 
 
@@ -439,6 +499,9 @@ def write_results(
     reports, calibration, low_res = score(settings, model, split, arrays, root)
     save_h5_atomic(model, output)
     history = run.pop("history")
+    # A run adopted from a pack says where it trained; a run here, this machine.
+    here = f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
+    trained_on = run.pop("hardware", None) or here
     epochs_run = len(history.get("loss", []))
     init_from = provenance.get("initialised_from")
     metrics = {
@@ -457,7 +520,7 @@ def write_results(
         "manifest_sha256": provenance.get("manifest_sha256"),
         "settings": settings.training.model_dump(),
         "versions": versions(),
-        "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
+        "hardware": trained_on,
         "calibration": calibration,
         "validation": reports["validation"],
         "test": reports["test"],
@@ -542,6 +605,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ship", action="store_true", help="also install the result as model.path (what the app loads)"
     )
     parser.add_argument(
+        "--adopt",
+        type=Path,
+        metavar="RUN_DIR",
+        help="do not train: score and save the configured architecture's run trained from a pack (catdog.train_pack)",
+    )
+    parser.add_argument(
         "--recalibrate",
         type=Path,
         metavar="MODEL_H5",
@@ -556,7 +625,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{metrics['calibration']['class_bias']}"
         )
         return 0
-    metrics = train(settings, resume=args.resume, output=args.output, init_from=args.init_from)
+    if args.adopt:
+        metrics = adopt(settings, args.adopt, settings.training.architecture, args.output)
+    else:
+        metrics = train(settings, resume=args.resume, output=args.output, init_from=args.init_from)
     if args.ship:
         from catdog.ship import ship
 

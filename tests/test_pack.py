@@ -1,0 +1,129 @@
+"""The data pack, the Keras-layer augmentation and the time-budgeted schedule of catdog.train_pack."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catdog import pack, train_pack
+from catdog.errors import DatasetError
+
+
+def _images(n: int, size: int = 24, seed: int = 0) -> np.ndarray:
+    """Smooth random pictures (WebP, like JPEG, is kind to smooth images and harsh on noise)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    out = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        a, b, c = rng.uniform(0, 255, 3)
+        out[i] = np.stack([a * x, b * y, c * (1 - x) * y + 40], axis=-1).clip(0, 255).astype(np.uint8)
+    return out
+
+
+def test_webp_round_trip_is_close():
+    image = _images(1, size=48)[0]
+    data = pack.encode_webp(image, quality=90)
+    assert data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    back = pack.decode_webp(data)
+    assert back.shape == image.shape and back.dtype == np.uint8
+    assert np.abs(back.astype(float) - image).mean() < 4
+
+
+def test_write_and_read_pack_keep_order_labels_and_spec(tmp_path: Path):
+    train_images, val_images = _images(37, seed=1), _images(5, seed=2)
+    parts = {"train": (train_images, [i % 3 for i in range(37)]), "validation": (val_images, [2, 1, 0, 1, 2])}
+    pack.write_pack(tmp_path, parts, {"classes": ["Cat", "Dog", "Other"]}, quality=95)
+    spec, read = pack.read_pack(tmp_path)
+    assert spec["classes"] == ["Cat", "Dog", "Other"] and spec["quality"] == 95
+    assert spec["parts"] == ["train", "validation"]
+    for part, (images, labels) in parts.items():
+        decoded, decoded_labels = read[part]
+        assert decoded.shape == images.shape
+        assert decoded_labels.tolist() == list(labels)
+        # Each image comes back in its own place, not just some image.
+        errors = np.abs(decoded.astype(float) - images).mean(axis=(1, 2, 3))
+        assert errors.max() < 4
+        assert np.abs(decoded[0].astype(float) - images[1]).mean() > 10
+
+
+def test_read_pack_reports_a_missing_pack(tmp_path: Path):
+    with pytest.raises(DatasetError, match="cannot read the pack"):
+        pack.read_pack(tmp_path)
+
+
+def test_planned_epochs_fit_the_time_left():
+    # 10 s per epoch, 100 s budget, 30 s gone after 2 epochs: 7 more fit.
+    assert train_pack.planned_epochs(2, 30.0, 10.0, 100.0, 3, 200) == 9
+    assert train_pack.planned_epochs(2, 30.0, 10.0, 100.0, 3, 5) == 5  # capped
+    assert train_pack.planned_epochs(1, 99.0, 10.0, 100.0, 3, 200) == 3  # at least the minimum
+    assert train_pack.planned_epochs(6, 150.0, 10.0, 100.0, 3, 200) == 6  # over time: stop now, never go back
+
+
+def test_learning_rate_warms_up_then_decays_towards_zero():
+    rates = [train_pack.learning_rate(e, planned=20, peak=1.0, warmup=3) for e in range(20)]
+    assert rates[0] == pytest.approx(0.1) and rates[1] < rates[2] < rates[3]
+    assert rates[3] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5 / 17)))
+    assert all(a > b for a, b in zip(rates[3:], rates[4:], strict=False))
+    assert 0 < rates[-1] < 0.01
+
+
+def _augment(settings, images, **changes):
+    import keras
+
+    from catdog.augment import augmentation_layer
+
+    aug = settings.training.augmentation.model_copy(update=changes)
+    keras.utils.set_random_seed(7)
+    layer = augmentation_layer(aug, seed=3)
+    return np.asarray(layer(images, training=True)), np.asarray(layer(images, training=False))
+
+
+NONE = {
+    "flip": False,
+    "crop_scale": (1.0, 1.0),
+    "crop_aspect": (1.0, 1.0),
+    "low_res_share": 0.0,
+    "brightness": 0.0,
+    "contrast": 0.0,
+}
+
+
+def test_augmentation_layer_with_everything_off_returns_the_pixels(settings):
+    images = _images(4)
+    trained, served = _augment(settings, images, **NONE)
+    assert served.dtype == np.float32 and np.array_equal(served, images.astype(np.float32))
+    np.testing.assert_allclose(trained, images.astype(np.float32), atol=1e-3)
+
+
+def test_augmentation_layer_flips_about_half_the_images(settings):
+    images = _images(32)
+    trained, _ = _augment(settings, images, **{**NONE, "flip": True})
+    flipped = [np.allclose(t, i[:, ::-1], atol=1e-3) for t, i in zip(trained, images, strict=True)]
+    kept = [np.allclose(t, i, atol=1e-3) for t, i in zip(trained, images, strict=True)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    assert 4 <= sum(flipped) <= 28
+
+
+def test_augmentation_layer_crops_zoom_in(settings):
+    # A quarter of the area, square: every output is a 2x zoom of one quadrant-sized box.
+    images = _images(8, size=32)
+    trained, _ = _augment(settings, images, **{**NONE, "crop_scale": (0.25, 0.25)})
+    assert trained.shape == images.shape
+    assert not np.allclose(trained, images, atol=1)
+    # Zooming a linear ramp halves its slope.
+    slope_in = np.diff(images[..., 0].astype(float), axis=2).mean()
+    slope_out = np.diff(trained[..., 0], axis=2).mean()
+    assert slope_out == pytest.approx(slope_in / 2, rel=0.15)
+
+
+def test_augmentation_layer_low_resolution_blurs(settings):
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (6, 48, 48, 3)).astype(np.uint8)
+    trained, _ = _augment(settings, noise, **{**NONE, "low_res_share": 1.0, "low_res_sides": (16, 24)})
+    detail_in = np.abs(np.diff(noise.astype(float), axis=1)).mean()
+    detail_out = np.abs(np.diff(trained, axis=1)).mean()
+    assert detail_out < detail_in / 2
+    assert trained.mean() == pytest.approx(noise.mean(), rel=0.05)
