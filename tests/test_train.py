@@ -45,7 +45,9 @@ def tiny_run(tmp_path: Path, config_file: Path) -> Path:
         for i in range(PER_CLASS):
             _picture(label, seed=i + 1000 * ("Cat", "Dog", "Other").index(label)).save(dataset / label / f"{i}.jpg")
     training = config["training"]
-    training.update(image_size=SIZE, batch_size=8, epochs=2, warmup_epochs=1, early_stopping_patience=0)
+    training.update(
+        image_size=SIZE, batch_size=8, epochs=2, warmup_epochs=1, early_stopping_patience=0, synthetic_other=8
+    )
     training["inception"].update(stem_filters=8, stages=[[[4, 4, 8, 2, 4, 4]], [[8, 4, 8, 2, 4, 4]]])
     training["resnet"].update(stem_filters=8, stage_filters=[8, 16], blocks_per_stage=[1, 1])
     config_file.write_text(yaml.safe_dump(config))

@@ -193,6 +193,7 @@ class TrainingSettings(_Section):
     seed: StrictInt
     validation_fraction: Annotated[StrictFloat, Field(gt=0.0, lt=1.0)]
     test_fraction: Annotated[StrictFloat, Field(gt=0.0, lt=1.0)]
+    synthetic_other: NonNegativeInt
     augmentation: AugmentationSettings
     inception: InceptionSettings
     resnet: ResNetSettings

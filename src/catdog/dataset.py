@@ -225,3 +225,25 @@ def class_weights(labels: Sequence[int], num_classes: int, power: float) -> list
     weights = share**-power
     weights /= (weights * share).sum()
     return [float(w) for w in weights]
+
+
+def with_synthetic_other(
+    images: np.ndarray, labels: Sequence[int], classes: Sequence[str], count: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training images and labels plus ``count`` generated pictures labelled Other.
+
+    See :mod:`catdog.synthetic`. With ``count`` 0 the arrays come back as they were.
+
+    Raises:
+        DatasetError: ``count`` is positive but there is no Other class.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if not count:
+        return images, labels
+    if "Other" not in classes:
+        raise DatasetError("training.synthetic_other needs an 'Other' class in data.classes")
+    from catdog.synthetic import synthetic_images
+
+    drawn, _ = synthetic_images(count, int(images.shape[1]), seed)
+    other = np.full(count, list(classes).index("Other"), dtype=np.int64)
+    return np.concatenate([images, drawn]), np.concatenate([labels, other])

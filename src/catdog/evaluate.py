@@ -120,6 +120,35 @@ def low_resolution_report(
     return report
 
 
+def synthetic_report(predict, input_size: int, classes: Sequence[str], seed: int, count: int = 800) -> dict:
+    """The share of generated non-photos answered Other, overall and by kind.
+
+    The pictures are drawn from another seed than the training ones
+    (:mod:`catdog.synthetic`), so none of them was trained on.
+
+    Args:
+        predict: Uint8 ``(N, S, S, 3)`` images -> ``(N, C)`` probabilities.
+        input_size: The model's input side.
+        classes: Class names in index order (one of them ``Other``).
+        seed: The training seed; the pictures use ``seed + 1``.
+        count: How many pictures (the kinds take turns).
+    """
+    from catdog.synthetic import KINDS, synthetic_images
+
+    images, kinds = synthetic_images(count, input_size, seed + 1)
+    answers = np.asarray(predict(images)).argmax(axis=1)
+    flagged = answers == list(classes).index("Other")
+    kinds = np.asarray(kinds)
+    report = {
+        "images": count,
+        "flagged": float(flagged.mean()),
+        "by_kind": {kind: float(flagged[kinds == kind].mean()) for kind in KINDS},
+        "answers": {name: int((answers == i).sum()) for i, name in enumerate(classes)},
+    }
+    log.info("generated non-photos answered Other: %.4f %s", report["flagged"], report["answers"])
+    return report
+
+
 def evaluate_folder(predictor, dataset_dir: Path, classes: Sequence[str]) -> dict:
     """Validate a folder, then score the model on its valid images.
 

@@ -37,6 +37,7 @@ from catdog.dataset import (
     save_split,
     source_of,
     tf_dataset,
+    with_synthetic_other,
 )
 from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_json_atomic
 from catdog.errors import ConfigError, ModelError
@@ -268,7 +269,9 @@ def adopt(settings: Settings, run_dir: Path, architecture: str, output: Path | N
         record = json.loads((run_dir / f"{architecture}.run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read the run record of {architecture!r} in {str(run_dir)!r}: {exc}") from exc
-    settings = settings.model_copy(update={"training": TrainingSettings.model_validate(record["settings"])})
+    # Runs packed before generated Others existed trained without them.
+    trained = TrainingSettings.model_validate({"synthetic_other": 0, **record["settings"]})
+    settings = settings.model_copy(update={"training": trained})
     split, root, manifest_hash = prepare_split(settings)
     if record["pack"]["split_sha256"] != file_sha256(paths.split(settings.data.artifacts_dir)):
         raise ModelError(f"{run_dir} was trained from a pack of another split than this checkout's")
@@ -312,11 +315,13 @@ def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool
     log.info(
         "class weights: %s", ", ".join(f"{c} {w:.3f}" for c, w in zip(settings.data.classes, weights, strict=True))
     )
-    train_ds = tf_dataset(
-        arrays["train"], split.labels["train"], num_classes, t.batch_size, True, t.augmentation, t.seed, weights
+    # Class weights come from the real photos; the generated Others get the Other weight.
+    train_images, train_labels = with_synthetic_other(
+        arrays["train"], split.labels["train"], settings.data.classes, t.synthetic_other, t.seed
     )
+    train_ds = tf_dataset(train_images, train_labels, num_classes, t.batch_size, True, t.augmentation, t.seed, weights)
     val_ds = tf_dataset(arrays["validation"], split.labels["validation"], num_classes, t.batch_size, False)
-    steps = math.ceil(len(arrays["train"]) / t.batch_size)
+    steps = math.ceil(len(train_images) / t.batch_size)
 
     # bfloat16 activations roughly halve training time on CPUs with AVX-512
     # BF16; the weights stay float32, and the saved model is a float32 copy.
@@ -333,12 +338,12 @@ def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool
             f"{model.count_params():,}",
             t.image_size,
             t.image_size,
-            len(arrays["train"]),
+            len(train_images),
             t.epochs,
             keras.mixed_precision.global_policy().name,
         )
         best_weights = runs / "best.weights.h5"
-        progress = epoch_logger(t.epochs, len(arrays["train"]))
+        progress = epoch_logger(t.epochs, len(train_images))
         callbacks = [
             keras.callbacks.BackupAndRestore(str(runs / "backup")),
             keras.callbacks.ModelCheckpoint(
@@ -375,7 +380,7 @@ def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool
     run = {
         "wall_time_seconds": round(fit_seconds, 1),
         # Counted for this process only: a resumed run reports the epochs it ran itself.
-        "train_images_per_second": round(len(arrays["train"]) * len(progress.durations) / fit_seconds, 1),
+        "train_images_per_second": round(len(train_images) * len(progress.durations) / fit_seconds, 1),
         "epoch_seconds": [round(d, 1) for d in progress.durations],
         "class_weights": dict(zip(settings.data.classes, weights, strict=True)),
         "history": read_history(runs / "history.csv"),
@@ -443,7 +448,7 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
         low-resolution report.
     """
     from catdog.calibration import apply_temperature, fit_class_bias, fit_temperature, reliability
-    from catdog.evaluate import low_resolution_report
+    from catdog.evaluate import low_resolution_report, synthetic_report
 
     classes = settings.data.classes
     raw = {part: predict_in_batches(model, arrays[part]) for part in ("validation", "test")}
@@ -475,13 +480,21 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
         calibration["test_before"]["ece"],
         calibration["test_after"]["ece"],
     )
+
+    def calibrated_forward(x):
+        return apply_temperature(predict_in_batches(model, x), temperature, bias)
+
     low_res = low_resolution_report(
-        lambda x: apply_temperature(predict_in_batches(model, x), temperature, bias),
+        calibrated_forward,
         [str(root / f) for f in split.files["test"]],
         split.labels["test"],
         settings.training.image_size,
         classes,
     )
+    if "Other" in classes:
+        reports["synthetic_other"] = synthetic_report(
+            calibrated_forward, settings.training.image_size, classes, settings.training.seed
+        )
     return reports, calibration, low_res
 
 
@@ -525,6 +538,7 @@ def write_results(
         "validation": reports["validation"],
         "test": reports["test"],
         "test_low_resolution": low_res,
+        "test_synthetic_other": reports.get("synthetic_other"),
         "history": history,
     }
     metrics_path = paths.trained_metrics(output)
@@ -576,7 +590,11 @@ def recalibrate(settings: Settings, model_file: Path) -> dict:
     model = keras.models.load_model(model_file, compile=False)
     reports, calibration, low_res = score(settings, model, split, arrays, root)
     metrics.update(
-        calibration=calibration, validation=reports["validation"], test=reports["test"], test_low_resolution=low_res
+        calibration=calibration,
+        validation=reports["validation"],
+        test=reports["test"],
+        test_low_resolution=low_res,
+        test_synthetic_other=reports.get("synthetic_other"),
     )
     write_json_atomic(metrics_path, metrics)
     plot_test_results(model_file, metrics["architecture"], settings.data.classes, reports["test"], calibration)

@@ -171,6 +171,7 @@ def train_from_pack(
     import keras
 
     from catdog.augment import augmentation_layer
+    from catdog.dataset import with_synthetic_other
     from catdog.models import build_model
     from catdog.train import make_optimizer
 
@@ -183,6 +184,7 @@ def train_from_pack(
     eye = np.eye(len(classes), dtype=np.float32)
     weights = np.asarray(spec["class_weights"], dtype=np.float32)
 
+    x_train, y_train = with_synthetic_other(x_train, y_train, classes, training.synthetic_other, training.seed)
     model = build_model(training, len(classes))
     pixels = keras.Input(x_train.shape[1:], dtype="uint8", name="pixels")
     trainer = keras.Model(pixels, model(augmentation_layer(training.augmentation, training.seed)(pixels)))
