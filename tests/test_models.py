@@ -112,9 +112,9 @@ def test_configured_model_has_unique_predictable_names(configured_model):
 
 def test_configured_model_size_fits_this_machine(configured_model):
     arch, _, model = configured_model
-    # Bounds from the CPU budget: big enough to learn, small enough to train here.
-    low, high = {"inception": (200_000, 1_500_000), "resnet": (500_000, 3_000_000)}[arch]
-    assert low < model.count_params() < high
+    # Big enough to learn; small enough to answer in about 10 ms on a 2-core CPU
+    # and to keep the model file (4 bytes a parameter) well under 16 MB.
+    assert 1_000_000 < model.count_params() < 4_000_000
 
 
 def test_configured_model_outputs_probabilities(configured_model):

@@ -2,8 +2,8 @@
 
 The bars below are what the shipped models reached on their held-out test
 part (read from their metrics files; nothing is retrained here). Where the
-model issue asked for more (97% on PetImages, 95% on the Oxford pets, cat and
-dog recall within one point), the model card says by how much it falls short.
+model issue asked for more (97% on PetImages), the model card says by how
+much it falls short.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ MODEL_DIR = PROJECT_ROOT / "model"
 CLASSES = ["Cat", "Dog", "Other"]
 OTHER_SOURCES = ("Extra/animals", "Extra/clothing", "Extra/flowers", "Extra/lfw", "Extra/trashnet")
 # Accuracy on the PetImages photos of each model's test part (Other counted as wrong).
-PETIMAGES_BARS = {"model.h5": 0.95, "inception.h5": 0.95, "resnet.h5": 0.93}
+PETIMAGES_BARS = {"model.h5": 0.965, "inception.h5": 0.965, "resnet.h5": 0.965}
 
 
 def _metrics_for(name: str) -> dict:
@@ -44,6 +44,23 @@ def test_metrics_belong_to_the_file_and_meet_the_bar(name: str):
     # The test part was never used to choose the model: early stopping and the
     # checkpoint watched the validation part.
     assert metrics["best_epoch"] <= metrics["epochs_run"]
+
+
+def test_the_shipped_model_is_right_beyond_petimages_and_fair_to_cats():
+    """Oxford pets >= 95%; cat recall within one point of dog recall on both collections (the model issue)."""
+    by_source = _metrics_for("model.h5")["test"]["by_source"]
+    assert by_source["Extra/oxford"]["accuracy"] >= 0.95
+    for source in ("PetImages", "Extra/oxford"):
+        recall = by_source[source]["recall"]
+        assert abs(recall["Cat"] - recall["Dog"]) <= 0.01, source
+
+
+def test_the_shipped_model_answers_other_for_generated_non_photos():
+    """Plain colours, gradients, noise, stripes: pictures of nothing, never trained on (another seed)."""
+    report = _metrics_for("model.h5")["test_synthetic_other"]
+    assert report["images"] >= 800
+    assert report["flagged"] >= 0.95
+    assert min(report["by_kind"].values()) >= 0.85
 
 
 def test_the_shipped_model_knows_when_it_does_not_know():

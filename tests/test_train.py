@@ -362,3 +362,35 @@ def test_a_run_trained_from_a_pack_is_adopted_with_its_record(tiny_run: Path, tm
     (runs / "resnet.run.json").write_text(json.dumps(record))
     with pytest.raises(train.ModelError, match="another split"):
         train.main(["--config", str(tiny_run), "--set", "training.architecture=resnet", "--adopt", str(runs)])
+
+
+def test_average_interpolates_two_models_in_weight_space(trained, tmp_path: Path):
+    import keras
+
+    config_file, model_file = trained
+    settings = _settings(config_file)
+    other = keras.models.load_model(model_file, compile=False)
+    shifted = [w + 1.0 for w in other.get_weights()]
+    other.set_weights(shifted)
+    second = model_file.with_name("second.h5")
+    other.save(second)
+    out = tmp_path / "soup.h5"
+    metrics = train.average(settings, model_file, second, 0.25, out)
+    first_weights = keras.models.load_model(model_file, compile=False).get_weights()
+    soup = keras.models.load_model(out, compile=False).get_weights()
+    for a, b in zip(first_weights, soup, strict=True):
+        np.testing.assert_allclose(b, a + 0.25, rtol=1e-5, atol=1e-5)
+    assert metrics["averaged"]["share_of_second"] == 0.25
+    assert metrics["averaged"]["second"]["sha256"] == hashlib.sha256(second.read_bytes()).hexdigest()
+    first_metrics = json.loads(model_file.with_suffix(".metrics.json").read_text())
+    assert metrics["history"] == first_metrics["history"]
+    assert metrics["test"]["images"] == first_metrics["test"]["images"]
+
+    resnet = tmp_path / "resnet.h5"
+    from catdog.models import build_model
+
+    build_model(settings.training.model_copy(update={"architecture": "resnet"}), 3).save(resnet)
+    with pytest.raises(train.ModelError, match="do not share an architecture"):
+        train.average(settings, model_file, resnet, 0.5, out)
+    with pytest.raises(train.ModelError, match="between 0 and 1"):
+        train.average(settings, model_file, second, 1.5, out)

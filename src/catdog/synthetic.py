@@ -33,8 +33,9 @@ def _blend(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def _plain(rng, size):
-    # A third are greys, from black to white: a blank page or wall is the commonest "nothing".
-    colour = np.full(3, rng.uniform(0, 255)) if rng.random() < 1 / 3 else _colour(rng)
+    # Half are greys, most of them near black or white (a U-shaped draw): a blank
+    # page, a dark frame or an overexposed shot is the commonest "nothing".
+    colour = np.full(3, rng.beta(0.4, 0.4) * 255) if rng.random() < 0.5 else _colour(rng)
     return np.broadcast_to(colour, (size, size, 3)) + rng.normal(0, rng.uniform(0, 6), (size, size, 3))
 
 

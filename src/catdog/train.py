@@ -262,16 +262,13 @@ def adopt(settings: Settings, run_dir: Path, architecture: str, output: Path | N
     Raises:
         ModelError: The run record is missing, or the run was packed from another split.
     """
-    from catdog.config import TrainingSettings
     from catdog.models import build_model
 
     try:
         record = json.loads((run_dir / f"{architecture}.run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read the run record of {architecture!r} in {str(run_dir)!r}: {exc}") from exc
-    # Runs packed before generated Others existed trained without them.
-    trained = TrainingSettings.model_validate({"synthetic_other": 0, **record["settings"]})
-    settings = settings.model_copy(update={"training": trained})
+    settings = with_recorded_training(settings, record["settings"])
     split, root, manifest_hash = prepare_split(settings)
     if record["pack"]["split_sha256"] != file_sha256(paths.split(settings.data.artifacts_dir)):
         raise ModelError(f"{run_dir} was trained from a pack of another split than this checkout's")
@@ -288,6 +285,71 @@ def adopt(settings: Settings, run_dir: Path, architecture: str, output: Path | N
         steady_images_per_second=record["steady_images_per_second"],
     )
     output = Path(output or paths.trained_model(settings.model.dir, architecture))
+    return write_results(
+        settings, model, run, split, arrays, root, output, {"manifest_sha256": manifest_hash, "initialised_from": None}
+    )
+
+
+def with_recorded_training(settings: Settings, recorded: dict) -> Settings:
+    """``settings`` with the training settings a run recorded (in its run record or metrics)."""
+    from catdog.config import TrainingSettings
+
+    # Runs recorded before generated Others existed trained without them.
+    return settings.model_copy(update={"training": TrainingSettings.model_validate({"synthetic_other": 0, **recorded})})
+
+
+# What a model's metrics say about how it was trained (kept when models are averaged).
+RUN_FACTS = (
+    "wall_time_seconds",
+    "train_images_per_second",
+    "steady_images_per_second",
+    "epoch_seconds",
+    "class_weights",
+    "trained_from_pack",
+    "history",
+    "hardware",
+)
+
+
+def average(settings: Settings, first: Path, second: Path, share: float, output: Path | None = None) -> dict:
+    """Interpolate two trained models in weight space, then score and save the result like :func:`train`.
+
+    Every weight becomes ``(1 - share) * first + share * second``, BatchNorm's
+    moving statistics too. A model and its own fine-tune lie in one basin of
+    the loss, so the points between them are good models as well (Wortsman et
+    al., "Model soups", 2022): choosing ``share`` on the validation part trades
+    what the fine-tune learned against what it disturbed.
+
+    The metrics keep the first model's training facts (history, time,
+    hardware) and name both models under ``averaged``.
+
+    Raises:
+        ModelError: The models differ in architecture or shapes, or a metrics file is missing.
+    """
+    import keras
+
+    if not 0.0 <= share <= 1.0:
+        raise ModelError(f"the share of the second model must be between 0 and 1, got {share}")
+    models = [keras.models.load_model(path, compile=False) for path in (first, second)]
+    weights = [model.get_weights() for model in models]
+    if [w.shape for w in weights[0]] != [w.shape for w in weights[1]]:
+        raise ModelError(f"{first} and {second} do not share an architecture: their weights differ in shape")
+    try:
+        facts = json.loads(paths.trained_metrics(first).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the metrics of {first}: {exc}") from exc
+    model = models[0]
+    model.set_weights([(1.0 - share) * a + share * b for a, b in zip(*weights, strict=True)])
+    settings = with_recorded_training(settings, facts["settings"])
+    split, root, manifest_hash = prepare_split(settings)
+    arrays = load_arrays(settings, split, root)
+    run = {key: facts[key] for key in RUN_FACTS if key in facts}
+    run["averaged"] = {
+        "first": {"file": str(first), "sha256": file_sha256(first)},
+        "second": {"file": str(second), "sha256": file_sha256(second)},
+        "share_of_second": share,
+    }
+    output = Path(output or paths.trained_model(settings.model.dir, facts["architecture"]))
     return write_results(
         settings, model, run, split, arrays, root, output, {"manifest_sha256": manifest_hash, "initialised_from": None}
     )
@@ -629,6 +691,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="do not train: score and save the configured architecture's run trained from a pack (catdog.train_pack)",
     )
     parser.add_argument(
+        "--average",
+        type=Path,
+        nargs=2,
+        metavar=("FIRST_H5", "SECOND_H5"),
+        help="do not train: interpolate two models of one architecture in weight space (see --share), score and save",
+    )
+    parser.add_argument(
+        "--share", type=float, default=0.5, help="with --average: the second model's share, 0-1 (default 0.5)"
+    )
+    parser.add_argument(
         "--recalibrate",
         type=Path,
         metavar="MODEL_H5",
@@ -643,7 +715,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{metrics['calibration']['class_bias']}"
         )
         return 0
-    if args.adopt:
+    if args.average:
+        metrics = average(settings, *args.average, args.share, args.output)
+    elif args.adopt:
         metrics = adopt(settings, args.adopt, settings.training.architecture, args.output)
     else:
         metrics = train(settings, resume=args.resume, output=args.output, init_from=args.init_from)
