@@ -52,7 +52,7 @@ def test_the_shipped_model_is_right_beyond_petimages_and_fair_to_cats():
     assert by_source["Extra/oxford"]["accuracy"] >= 0.95
     for source in ("PetImages", "Extra/oxford"):
         recall = by_source[source]["recall"]
-        assert abs(recall["Cat"] - recall["Dog"]) <= 0.01, source
+        assert abs(recall["Cat"] - recall["Dog"]) <= 0.01 + 1e-9, source
 
 
 def test_the_shipped_model_answers_other_for_generated_non_photos():

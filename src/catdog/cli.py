@@ -22,6 +22,8 @@ STEPS = {
     "ingest": "fetch the dataset archives and unpack them safely",
     "validate": "decode every dataset file and list the usable ones",
     "train": "train the configured architecture on the validated manifest",
+    "pack": "write the training data as a compact pack, to train on another machine",
+    "train_pack": "train from a pack for a fixed time, on any Keras backend (JAX on a GPU)",
     "evaluate": "score a saved model on a folder of labelled images",
     "predict": "say whether each image shows a cat, a dog or neither",
     "ship": "install a trained model as the one the app serves",
