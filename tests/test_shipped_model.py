@@ -119,3 +119,21 @@ def test_shipped_model_is_stable_under_a_horizontal_flip(photo_bytes):
     image = load_image(photo_bytes(size=(400, 300), seed=3), predictor.input_size)
     probs = predictor.predict_arrays(np.stack([image, image[:, ::-1]]))
     assert np.abs(probs[0] - probs[1]).max() < 0.35
+
+
+def test_the_shipped_model_calls_blank_pictures_other():
+    """A grey or black upload shows no animal (a pure white one is a known limit: see the model card)."""
+    import io
+
+    from PIL import Image
+
+    from catdog.inference import Predictor
+
+    settings = load_config(environ={})
+    predictor = Predictor(Path(settings.model.path), settings.data.classes)
+    uploads = []
+    for level in (0, 128):
+        out = io.BytesIO()
+        Image.new("RGB", (400, 300), (level, level, level)).save(out, "PNG")
+        uploads.append(out.getvalue())
+    assert [p.label for p in predictor.predict_bytes(uploads)] == ["Other", "Other"]

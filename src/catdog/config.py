@@ -193,7 +193,8 @@ class TrainingSettings(_Section):
     seed: StrictInt
     validation_fraction: Annotated[StrictFloat, Field(gt=0.0, lt=1.0)]
     test_fraction: Annotated[StrictFloat, Field(gt=0.0, lt=1.0)]
-    synthetic_other: NonNegativeInt
+    # A default, unlike the rest: configs and run records from before it existed trained without them.
+    synthetic_other: NonNegativeInt = 0
     augmentation: AugmentationSettings
     inception: InceptionSettings
     resnet: ResNetSettings

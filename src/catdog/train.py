@@ -294,8 +294,7 @@ def with_recorded_training(settings: Settings, recorded: dict) -> Settings:
     """``settings`` with the training settings a run recorded (in its run record or metrics)."""
     from catdog.config import TrainingSettings
 
-    # Runs recorded before generated Others existed trained without them.
-    return settings.model_copy(update={"training": TrainingSettings.model_validate({"synthetic_other": 0, **recorded})})
+    return settings.model_copy(update={"training": TrainingSettings.model_validate(recorded)})
 
 
 # What a model's metrics say about how it was trained (kept when models are averaged).

@@ -230,6 +230,7 @@ def train_from_pack(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # No --config: the settings travel in the pack (catdog.pack reads config.yaml).
     parser = argparse.ArgumentParser(prog="catdog train_pack", description=__doc__.split("\n\n")[0])
     parser.add_argument("pack_dir", type=Path, help="folder with pack.npz and spec.json (catdog.pack)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the weights and run record")
@@ -237,8 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, required=True, help="time for the run, compilation included")
     parser.add_argument("--min-epochs", type=int, default=3)
     parser.add_argument("--max-epochs", type=int, default=200)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)
-    cli.configure_logging()
+    cli.configure_logging(args.verbose)
 
     from catdog.config import TrainingSettings
     from catdog.pack import read_pack
