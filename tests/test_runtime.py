@@ -294,3 +294,26 @@ def test_a_bad_class_bias_is_a_model_error(served_dir, bias):
     with_metrics(served_dir, {"calibration": {"temperature": 1.0, "class_bias": bias}})
     with pytest.raises(ModelError, match="calibration.class_bias must be"):
         Predictor(served_dir, classes)
+
+
+def test_the_app_gives_litert_the_configured_threads(twin_path, settings, monkeypatch: pytest.MonkeyPatch):
+    from ai_edge_litert import interpreter as litert_interpreter
+
+    threads = []
+    original = litert_interpreter.Interpreter
+
+    def recording(*args, **kwargs):
+        threads.append(kwargs.get("num_threads"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(litert_interpreter, "Interpreter", recording)
+    configured = settings.model_copy(
+        update={
+            "serving": settings.serving.model_copy(update={"litert_threads": 3}),
+            "data": settings.data.model_copy(update={"classes": classes_of(twin_path)}),
+        }
+    )
+    predictor = Predictor.from_settings(configured, twin_path)
+    assert predictor.runtime == "litert"
+    assert threads == [3]
+    assert settings.serving.litert_threads == 2  # config.yaml's choice (README, "Serving runtimes")

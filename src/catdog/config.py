@@ -220,6 +220,8 @@ class ServingSettings(_Section):
     max_request_pixels: PositiveInt
     min_side: PositiveInt
     max_batch: PositiveInt
+    # Default for configs written before it existed: one thread, LiteRT's own choice then.
+    litert_threads: PositiveInt = 1
 
     _room_for_one_image = field_validator("max_request_pixels")(
         _against("max_pixels", lambda one, request: request >= one, "must be at least max_pixels ({earlier})")

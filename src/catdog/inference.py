@@ -141,7 +141,10 @@ class Predictor:
             model_path: The model file; ``settings.model.path`` if ``None``.
         """
         return cls(
-            model_path or settings.model.path, settings.data.classes, limits=ImageLimits.from_serving(settings.serving)
+            model_path or settings.model.path,
+            settings.data.classes,
+            limits=ImageLimits.from_serving(settings.serving),
+            num_threads=settings.serving.litert_threads,
         )
 
     def _warm_up(self) -> None:
