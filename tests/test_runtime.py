@@ -317,3 +317,36 @@ def test_the_app_gives_litert_the_configured_threads(twin_path, settings, monkey
     assert predictor.runtime == "litert"
     assert threads == [3]
     assert settings.serving.litert_threads == 2  # config.yaml's choice (README, "Serving runtimes")
+
+
+def test_an_ensemble_is_served_like_one_model_and_averages_logits(tmp_path: Path):
+    """Two members with 16x16 and 32x32 feature maps, through both runtimes and the LiteRT check."""
+    from catdog.models.ensemble import build_ensemble
+    from catdog.runtime import check_contract
+    from helpers import build_colour_model
+
+    members = [build_tiny_model(classes=3), build_colour_model()]
+    combined = build_ensemble(members)
+    assert check_contract(combined, tmp_path / "model.h5", 3) == 32
+    assert tuple(combined.get_layer("features").output.shape[1:]) == (32, 32, 16 + 3)
+    batch = np.concatenate([photos(4), litert.generated_images(6, 32, seed=3)]).astype(np.float32)
+    logits = np.mean([np.log(m.predict(batch, verbose=0)) for m in members], axis=0)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(combined.predict(batch, verbose=0), expected, atol=1e-5)
+
+    path = save_model(combined, tmp_path / "model.h5")
+    litert.write(litert.convert(path, litert.generated_images(200, 32), source="generated"), path)
+    lite, tf = Predictor(path, CLASSES[3]), Predictor(path, CLASSES[3], runtime="tensorflow")
+    assert (lite.runtime, lite.architecture) == ("litert", "ensemble")
+    np.testing.assert_allclose(lite.predict_arrays(batch.astype(np.uint8)), expected, atol=1e-4)
+    for array in photos(3):
+        np.testing.assert_allclose(lite.gradcam(array), tf.gradcam(array), atol=1e-4)
+
+
+def test_an_ensemble_needs_two_members_that_fit():
+    from catdog.models.ensemble import build_ensemble
+
+    with pytest.raises(ValueError, match="at least two"):
+        build_ensemble([build_tiny_model(classes=3)])
+    with pytest.raises(ValueError, match="share input and classes"):
+        build_ensemble([build_tiny_model(classes=3), build_tiny_model(classes=2)])

@@ -394,3 +394,21 @@ def test_average_interpolates_two_models_in_weight_space(trained, tmp_path: Path
         train.average(settings, model_file, resnet, 0.5, out)
     with pytest.raises(train.ModelError, match="between 0 and 1"):
         train.average(settings, model_file, second, 1.5, out)
+
+
+def test_ensemble_of_a_model_with_itself_scores_like_the_model(trained, tmp_path: Path, capsys):
+    config_file, model_file = trained
+    out = tmp_path / "ensemble.h5"
+    args = ["--config", str(config_file), "--ensemble", str(model_file), str(model_file), "--output", str(out)]
+    assert train.main(args) == 0
+    assert "(ensemble)" in capsys.readouterr().out
+    metrics = json.loads(out.with_suffix(".metrics.json").read_text())
+    single = json.loads(model_file.with_suffix(".metrics.json").read_text())
+    assert metrics["architecture"] == "ensemble" and metrics["epochs_run"] == 0 and metrics["history"] == {}
+    assert [m["sha256"] for m in metrics["members"]] == [single["model_sha256"]] * 2
+    assert metrics["members"][0]["validation_accuracy"] == single["validation"]["accuracy"]
+    # The same network twice: logits averaged are its logits, so every answer is the same.
+    assert metrics["test"]["confusion_matrix"] == single["test"]["confusion_matrix"]
+    assert not out.with_name("ensemble_curves.png").exists() and out.with_name("ensemble_confusion.png").exists()
+    with pytest.raises(train.ModelError, match="cannot read the metrics"):
+        train.ensemble(_settings(config_file), [model_file, tmp_path / "missing.h5"], out)

@@ -354,6 +354,50 @@ def average(settings: Settings, first: Path, second: Path, share: float, output:
     )
 
 
+def ensemble(settings: Settings, members: Sequence[Path], output: Path | None = None) -> dict:
+    """Combine trained models into one that averages their logits; score and save it like :func:`train`.
+
+    See :mod:`catdog.models.ensemble`. The metrics name each member with its
+    own validation accuracy and training facts; the ensemble has no training
+    history of its own.
+
+    Raises:
+        ModelError: A member is missing its metrics, or the members do not fit together.
+    """
+    import keras
+
+    from catdog.models.ensemble import build_ensemble
+
+    loaded, described = [], []
+    for path in members:
+        try:
+            facts = json.loads(paths.trained_metrics(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot read the metrics of {path}: {exc}") from exc
+        loaded.append(keras.models.load_model(path, compile=False))
+        described.append(
+            {
+                "file": str(path),
+                "sha256": file_sha256(path),
+                "architecture": facts["architecture"],
+                "validation_accuracy": facts["validation"]["accuracy"],
+                "epochs_run": facts["epochs_run"],
+                **{key: facts[key] for key in RUN_FACTS if key in facts and key != "history"},
+            }
+        )
+    try:
+        model = build_ensemble(loaded)
+    except ValueError as exc:
+        raise ModelError(f"cannot combine {', '.join(map(str, members))}: {exc}") from exc
+    settings = with_recorded_training(settings, json.loads(paths.trained_metrics(members[0]).read_text())["settings"])
+    split, root, manifest_hash = prepare_split(settings)
+    arrays = load_arrays(settings, split, root)
+    run = {"history": {}, "hardware": described[0].get("hardware"), "members": described}
+    output = Path(output or paths.trained_model(settings.model.dir, "ensemble"))
+    provenance = {"manifest_sha256": manifest_hash, "initialised_from": None}
+    return write_results(settings, model, run, split, arrays, root, output, provenance, architecture="ensemble")
+
+
 def load_arrays(settings: Settings, split: Split, root: Path) -> dict:
     """Each part of the split decoded at ``training.image_size``, through the array cache."""
     cache = paths.cache_dir(settings.data.artifacts_dir)
@@ -560,15 +604,26 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
 
 
 def write_results(
-    settings: Settings, model, run: dict, split: Split, arrays: dict, root: Path, output: Path, provenance: dict
+    settings: Settings,
+    model,
+    run: dict,
+    split: Split,
+    arrays: dict,
+    root: Path,
+    output: Path,
+    provenance: dict,
+    architecture: str | None = None,
 ) -> dict:
-    """Score the model (:func:`score`), then save it with its metrics and plots."""
+    """Score the model (:func:`score`), then save it with its metrics and plots.
+
+    ``architecture`` names the model in its metrics (default ``training.architecture``).
+    """
     import tensorflow as tf
 
     from catdog.plots import plot_history
 
     t = settings.training
-    arch = t.architecture
+    arch = architecture or t.architecture
     classes = settings.data.classes
     reports, calibration, low_res = score(settings, model, split, arrays, root)
     save_h5_atomic(model, output)
@@ -604,7 +659,8 @@ def write_results(
     }
     metrics_path = paths.trained_metrics(output)
     write_json_atomic(metrics_path, metrics)
-    plot_history(history, paths.plot(output, "curves"), f"{arch}: training curves")
+    if history:  # an ensemble trained nothing itself: its members' metrics hold their curves
+        plot_history(history, paths.plot(output, "curves"), f"{arch}: training curves")
     plot_test_results(output, arch, classes, reports["test"], calibration)
     log.info("wrote %s, %s and plots", output, metrics_path)
     return metrics
@@ -697,6 +753,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="do not train: interpolate two models of one architecture in weight space (see --share), score and save",
     )
     parser.add_argument(
+        "--ensemble",
+        type=Path,
+        nargs="+",
+        metavar="MODEL_H5",
+        help="do not train: combine these models into one that averages their logits, score and save it",
+    )
+    parser.add_argument(
         "--share", type=float, default=0.5, help="with --average: the second model's share, 0-1 (default 0.5)"
     )
     parser.add_argument(
@@ -714,7 +777,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{metrics['calibration']['class_bias']}"
         )
         return 0
-    if args.average:
+    if args.ensemble:
+        metrics = ensemble(settings, args.ensemble, args.output)
+    elif args.average:
         metrics = average(settings, *args.average, args.share, args.output)
     elif args.adopt:
         metrics = adopt(settings, args.adopt, settings.training.architecture, args.output)
@@ -723,11 +788,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ship:
         from catdog.ship import ship
 
-        ship(Path(args.output or paths.trained_model(settings.model.dir, settings.training.architecture)), settings)
-    print(
-        f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['architecture']}, "
-        f"{metrics['epochs_run']} epochs, {metrics['wall_time_seconds'] / 60:.1f} min)"
-    )
+        ship(Path(args.output or paths.trained_model(settings.model.dir, metrics["architecture"])), settings)
+    took = metrics.get("wall_time_seconds")  # an ensemble trained nothing itself
+    trained = f", {metrics['epochs_run']} epochs, {took / 60:.1f} min" if took else ""
+    print(f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['architecture']}{trained})")
     return 0
 
 
