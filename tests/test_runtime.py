@@ -350,3 +350,20 @@ def test_an_ensemble_needs_two_members_that_fit():
         build_ensemble([build_tiny_model(classes=3)])
     with pytest.raises(ValueError, match="share input and classes"):
         build_ensemble([build_tiny_model(classes=3), build_tiny_model(classes=2)])
+
+
+def test_litert_runs_a_batch_one_image_at_a_time(pair, monkeypatch: pytest.MonkeyPatch):
+    """The interpreter keeps memory for the largest batch it saw, so it never sees more than one image."""
+    lite, tf = pair
+    runtime = lite._runtime
+    shapes = []
+    original = runtime._runner
+
+    def recording(**inputs):
+        shapes.append(next(iter(inputs.values())).shape)
+        return original(**inputs)
+
+    monkeypatch.setattr(runtime, "_runner", recording)
+    batch = photos(5)
+    np.testing.assert_allclose(lite.predict_arrays(batch), tf.predict_arrays(batch), atol=1e-5)
+    assert shapes == [(1, 32, 32, 3)] * 5

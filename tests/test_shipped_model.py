@@ -1,9 +1,8 @@
 """The models committed in model/: they load, answer, and carry their own honest metrics.
 
 The bars below are what the shipped models reached on their held-out test
-part (read from their metrics files; nothing is retrained here). Where the
-model issue asked for more (97% on PetImages), the model card says by how
-much it falls short.
+part (read from their metrics files; nothing is retrained here): the model
+issue's targets for the served ensemble, a little less for each network alone.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ MODEL_DIR = PROJECT_ROOT / "model"
 CLASSES = ["Cat", "Dog", "Other"]
 OTHER_SOURCES = ("Extra/animals", "Extra/clothing", "Extra/flowers", "Extra/lfw", "Extra/trashnet")
 # Accuracy on the PetImages photos of each model's test part (Other counted as wrong).
-PETIMAGES_BARS = {"model.h5": 0.965, "inception.h5": 0.965, "resnet.h5": 0.965}
+PETIMAGES_BARS = {"model.h5": 0.97, "ensemble.h5": 0.97, "inception.h5": 0.96, "resnet.h5": 0.965}
 
 
 def _metrics_for(name: str) -> dict:
@@ -42,8 +41,14 @@ def test_metrics_belong_to_the_file_and_meet_the_bar(name: str):
     assert by_source["PetImages"]["images"] == 2200
     assert by_source["PetImages"]["accuracy"] >= PETIMAGES_BARS[name]
     # The test part was never used to choose the model: early stopping and the
-    # checkpoint watched the validation part.
-    assert metrics["best_epoch"] <= metrics["epochs_run"]
+    # checkpoint watched the validation part. An ensemble trained nothing itself;
+    # its members are the files beside it.
+    if metrics["architecture"] == "ensemble":
+        for member in metrics["members"]:
+            assert hashlib.sha256((MODEL_DIR / Path(member["file"]).name).read_bytes()).hexdigest() == member["sha256"]
+            assert member["validation_accuracy"] < metrics["validation"]["accuracy"]
+    else:
+        assert metrics["best_epoch"] <= metrics["epochs_run"]
 
 
 def test_the_shipped_model_is_right_beyond_petimages_and_fair_to_cats():
@@ -122,7 +127,7 @@ def test_shipped_model_is_stable_under_a_horizontal_flip(photo_bytes):
 
 
 def test_the_shipped_model_calls_blank_pictures_other():
-    """A grey or black upload shows no animal (a pure white one is a known limit: see the model card)."""
+    """A black, grey or white upload shows no animal."""
     import io
 
     from PIL import Image
@@ -132,8 +137,8 @@ def test_the_shipped_model_calls_blank_pictures_other():
     settings = load_config(environ={})
     predictor = Predictor(Path(settings.model.path), settings.data.classes)
     uploads = []
-    for level in (0, 128):
+    for level in (0, 128, 255):
         out = io.BytesIO()
         Image.new("RGB", (400, 300), (level, level, level)).save(out, "PNG")
         uploads.append(out.getvalue())
-    assert [p.label for p in predictor.predict_bytes(uploads)] == ["Other", "Other"]
+    assert [p.label for p in predictor.predict_bytes(uploads)] == ["Other", "Other", "Other"]
