@@ -18,7 +18,8 @@ each with the status it must get.
 
 It reports requests/s, latency percentiles, answers by status, connection
 errors, answers with an unexpected status, and each worker's resident
-memory (VmRSS) when ready, before the soak and after it. Targets: zero 5xx,
+memory (VmRSS) when ready, before the soak and after it, with worker
+recycling (``max_requests``) off so that the same workers serve it all. Targets: zero 5xx,
 zero connection errors, zero unexpected statuses, no worker restarted, no
 request slower than gunicorn's timeout and worker memory growing less than
 5% over the soak. Prints markdown tables, writes JSON, and exits 1 when a
@@ -350,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     good, bad = build_payloads()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     log_path = args.json.with_suffix(".gunicorn.log")
-    env = {"GUNICORN_TIMEOUT": str(args.timeout)}
+    # No recycling (gunicorn.conf.py's max_requests): a restarted worker must mean a crash,
+    # and memory growth over the soak is only a leak test while the same workers serve it.
+    env = {"GUNICORN_TIMEOUT": str(args.timeout), "GUNICORN_MAX_REQUESTS": "0"}
     with (
         log_path.open("w") as log,
         GunicornServer(args.model, log, workers=args.workers, threads=args.threads, env=env) as server,
