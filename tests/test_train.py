@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from catdog import evaluate, paths, predict, ship, train, validate
+from catdog import compose, evaluate, paths, predict, ship, train, validate
 from catdog.config import load_config
 
 SIZE = 32
@@ -375,7 +375,7 @@ def test_average_interpolates_two_models_in_weight_space(trained, tmp_path: Path
     second = model_file.with_name("second.h5")
     other.save(second)
     out = tmp_path / "soup.h5"
-    metrics = train.average(settings, model_file, second, 0.25, out)
+    metrics = compose.average(settings, model_file, second, 0.25, out)
     first_weights = keras.models.load_model(model_file, compile=False).get_weights()
     soup = keras.models.load_model(out, compile=False).get_weights()
     for a, b in zip(first_weights, soup, strict=True):
@@ -391,9 +391,9 @@ def test_average_interpolates_two_models_in_weight_space(trained, tmp_path: Path
 
     build_model(settings.training.model_copy(update={"architecture": "resnet"}), 3).save(resnet)
     with pytest.raises(train.ModelError, match="do not share an architecture"):
-        train.average(settings, model_file, resnet, 0.5, out)
+        compose.average(settings, model_file, resnet, 0.5, out)
     with pytest.raises(train.ModelError, match="between 0 and 1"):
-        train.average(settings, model_file, second, 1.5, out)
+        compose.average(settings, model_file, second, 1.5, out)
 
 
 def test_ensemble_of_a_model_with_itself_scores_like_the_model(trained, tmp_path: Path, capsys):
@@ -411,4 +411,4 @@ def test_ensemble_of_a_model_with_itself_scores_like_the_model(trained, tmp_path
     assert metrics["test"]["confusion_matrix"] == single["test"]["confusion_matrix"]
     assert not out.with_name("ensemble_curves.png").exists() and out.with_name("ensemble_confusion.png").exists()
     with pytest.raises(train.ModelError, match="cannot read the metrics"):
-        train.ensemble(_settings(config_file), [model_file, tmp_path / "missing.h5"], out)
+        compose.ensemble(_settings(config_file), [model_file, tmp_path / "missing.h5"], out)
