@@ -367,3 +367,4 @@ def test_litert_runs_a_batch_one_image_at_a_time(pair, monkeypatch: pytest.Monke
     batch = photos(5)
     np.testing.assert_allclose(lite.predict_arrays(batch), tf.predict_arrays(batch), atol=1e-5)
     assert shapes == [(1, 32, 32, 3)] * 5
+    assert lite.predict_arrays(batch[:0]).shape == (0, len(lite.classes))

@@ -22,7 +22,7 @@ from catdog import paths
 from catdog.config import Settings
 from catdog.dirs import ensure_dirs, file_sha256
 from catdog.errors import ModelError
-from catdog.train import load_arrays, prepare_split, write_results
+from catdog.train import load_arrays, prepare_split, read_metrics, write_results
 
 
 def adopt(settings: Settings, run_dir: Path, architecture: str, output: Path | None = None) -> dict:
@@ -115,10 +115,7 @@ def average(settings: Settings, first: Path, second: Path, share: float, output:
     weights = [model.get_weights() for model in models]
     if [w.shape for w in weights[0]] != [w.shape for w in weights[1]]:
         raise ModelError(f"{first} and {second} do not share an architecture: their weights differ in shape")
-    try:
-        facts = json.loads(paths.trained_metrics(first).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read the metrics of {first}: {exc}") from exc
+    facts = read_metrics(first)
     model = models[0]
     model.set_weights([(1.0 - share) * a + share * b for a, b in zip(*weights, strict=True)])
     settings = with_recorded_training(settings, facts["settings"])
@@ -150,28 +147,23 @@ def ensemble(settings: Settings, members: Sequence[Path], output: Path | None = 
 
     from catdog.models.ensemble import build_ensemble
 
-    loaded, described = [], []
-    for path in members:
-        try:
-            facts = json.loads(paths.trained_metrics(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot read the metrics of {path}: {exc}") from exc
-        loaded.append(keras.models.load_model(path, compile=False))
-        described.append(
-            {
-                "file": str(path),
-                "sha256": file_sha256(path),
-                "architecture": facts["architecture"],
-                "validation_accuracy": facts["validation"]["accuracy"],
-                "epochs_run": facts["epochs_run"],
-                **{key: facts[key] for key in RUN_FACTS if key in facts and key != "history"},
-            }
-        )
+    facts_of = [read_metrics(path) for path in members]
+    described = [
+        {
+            "file": str(path),
+            "sha256": file_sha256(path),
+            "architecture": facts["architecture"],
+            "validation_accuracy": facts["validation"]["accuracy"],
+            "epochs_run": facts["epochs_run"],
+            **{key: facts[key] for key in RUN_FACTS if key in facts and key != "history"},
+        }
+        for path, facts in zip(members, facts_of, strict=True)
+    ]
     try:
-        model = build_ensemble(loaded)
+        model = build_ensemble([keras.models.load_model(path, compile=False) for path in members])
     except ValueError as exc:
         raise ModelError(f"cannot combine {', '.join(map(str, members))}: {exc}") from exc
-    settings = with_recorded_training(settings, json.loads(paths.trained_metrics(members[0]).read_text())["settings"])
+    settings = with_recorded_training(settings, facts_of[0]["settings"])
     split, root, manifest_hash = prepare_split(settings)
     arrays = load_arrays(settings, split, root)
     run = {"history": {}, "hardware": described[0].get("hardware"), "members": described}

@@ -182,10 +182,13 @@ class LiteRTRuntime:
         """``(N, K)`` float32 probabilities of a checked ``(N, S, S, 3)`` uint8 batch.
 
         One image at a time: the interpreter sizes its memory for the largest
-        batch it was ever given and keeps it, and for the shipped ensemble a
-        batch of 16 took a worker from 94 to 230 MiB for good. Batching saves
-        little on a CPU, and other requests get the interpreter between images.
+        batch it was ever given and keeps it, and for the shipped ensemble one
+        batch of 16 took a process running the interpreter from 94 to 230 MiB
+        for good. Batching saves little on a CPU, and other requests get the
+        interpreter between images.
         """
+        if not len(batch):
+            return np.zeros((0, self._kernel.shape[1]), dtype=np.float32)
         return np.concatenate([self._run(image[None])[PROBABILITIES_OUTPUT] for image in batch])
 
     def explain(self, array: np.ndarray, class_index: int | None) -> np.ndarray:

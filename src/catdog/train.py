@@ -531,6 +531,18 @@ def plot_test_results(model_file: Path, arch: str, classes, test: dict, calibrat
     )
 
 
+def read_metrics(model_file: Path) -> dict:
+    """The metrics written beside a trained model.
+
+    Raises:
+        ModelError: They are missing or unreadable.
+    """
+    try:
+        return json.loads(paths.trained_metrics(model_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the metrics of {model_file}: {exc}") from exc
+
+
 def recalibrate(settings: Settings, model_file: Path) -> dict:
     """Refit the calibration of a trained model on the validation part and rescore it, without training.
 
@@ -543,10 +555,7 @@ def recalibrate(settings: Settings, model_file: Path) -> dict:
     import keras
 
     metrics_path = paths.trained_metrics(model_file)
-    try:
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read the metrics of {model_file}: {exc}") from exc
+    metrics = read_metrics(model_file)
     if metrics.get("model_sha256") != file_sha256(model_file):
         raise ModelError(f"{metrics_path} was written for another model file than {model_file}")
     split, root, _ = prepare_split(settings)

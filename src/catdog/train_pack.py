@@ -193,6 +193,7 @@ def train_from_pack(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=training.label_smoothing),
         metrics=["accuracy"],
     )
+    device = hardware()
     log.info(
         "%s: %s parameters, %d px, %d training images, batch %d, %.1f min on %s",
         training.architecture,
@@ -201,7 +202,7 @@ def train_from_pack(
         len(x_train),
         training.batch_size,
         budget_seconds / 60,
-        hardware(),
+        device,
     )
     record = {
         "settings": training.model_dump(mode="json"),
@@ -210,7 +211,7 @@ def train_from_pack(
         "pack": {key: spec.get(key) for key in ("format", "quality", "split_sha256", "manifest_sha256", "counts")},
         "train_images": len(x_train),
         "budget_seconds": budget_seconds,
-        "hardware": hardware(),
+        "hardware": device,
         "versions": {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__},
         "history": {},
     }
