@@ -20,6 +20,8 @@ SPLITS = ("train", "validation", "test")
         ("extra/Extra/Cat/oxford_data_pet_Bengal_1_f65.jpg", "Extra/oxford"),
         ("Cat/1.jpg", "dataset"),
         ("x/Pets/Dog/12_3.jpg", "Pets"),  # a number before "_" is no source name
+        ("broad/Broad/Other/cal101_chair_0a1b.webp", "Broad/cal101"),  # letters then digits: a source name
+        ("x/Pets/Dog/2cats_3.jpg", "Pets"),
     ],
 )
 def test_source_of(path: str, source: str) -> None:

@@ -46,14 +46,15 @@ def source_of(path: str | Path) -> str:
     """The collection a file came from, for stratified splits and per-source figures.
 
     A path relative to the dataset folder is ``<archive>/<folder>/<class>/<file>``.
-    Files whose name starts with a word and an underscore (``flowers_0012.jpg``)
-    come from the source that word names within their folder (``Extra/flowers``);
+    Files whose name starts with a word and an underscore (``flowers_0012.jpg``,
+    ``cal101_chair_01.webp``: letters, then letters or digits) come from the
+    source that word names within their folder (``Extra/flowers``, ``Broad/cal101``);
     other files (``PetImages/Cat/12.jpg``) from the folder itself (``PetImages``).
     """
     parts = PurePosixPath(Path(path).as_posix()).parts
     folder = parts[-3] if len(parts) >= 3 else ""
     prefix, sep, _ = parts[-1].partition("_")
-    if sep and prefix.isalpha():
+    if sep and prefix[:1].isalpha() and prefix.isalnum():
         return f"{folder}/{prefix}" if folder else prefix
     return folder or "dataset"
 
