@@ -24,7 +24,7 @@ def test_shipped_config_loads() -> None:
     assert settings.training.validation_fraction + settings.training.test_fraction < 1
     assert settings.data.dataset_dir == Path(settings.data.extract_dir)
     assert settings.data.archive_dir("extra") == Path(settings.data.extract_dir) / "extra"
-    assert settings.data.collections == ("petimages/PetImages", "extra/Extra")
+    assert settings.data.collections == ("petimages/PetImages", "extra/Extra", "broad/Broad")
 
 
 def test_settings_are_read_only() -> None:
