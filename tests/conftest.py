@@ -14,14 +14,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from catdog import validate
 from catdog.config import DEFAULT_CONFIG, Settings, load_config
 from helpers import (
     CLASSES_OVERRIDE,
     OLE_MAGIC,
+    TINY_OTHER_SOURCES,
+    TINY_PER_CLASS,
+    TINY_SIZE,
     build_colour_model,
     build_tiny_model,
     encode_image,
     make_photo,
+    pattern_picture,
     png_declaring,
     save_model,
     tar_bytes,
@@ -214,3 +219,30 @@ def pair_server(live_server):
 def huge_png() -> bytes:
     """A 100000 x 100000 PNG header (a decompression bomb), a few hundred bytes long."""
     return png_declaring(100_000, 100_000)
+
+
+# --- Training: a tiny generated dataset and networks -------------------------
+
+
+@pytest.fixture
+def tiny_run(tmp_path: Path, config_file: Path) -> Path:
+    """A config for a 32x32 two-module Inception and a validated generated dataset.
+
+    The Other photos come from three sources (file name prefixes: ``TINY_OTHER_SOURCES``), as in the real archives.
+    """
+    config = yaml.safe_load(config_file.read_text())
+    dataset = Path(config["data"]["extract_dir"]) / "petimages" / "PetImages"
+    for label in ("Cat", "Dog", "Other"):
+        (dataset / label).mkdir(parents=True)
+        for i in range(TINY_PER_CLASS):
+            name = f"{TINY_OTHER_SOURCES[i % 3]}_{i}.jpg" if label == "Other" else f"{i}.jpg"
+            pattern_picture(label, seed=i + 1000 * ("Cat", "Dog", "Other").index(label)).save(dataset / label / name)
+    training = config["training"]
+    training.update(
+        image_size=TINY_SIZE, batch_size=8, epochs=2, warmup_epochs=1, early_stopping_patience=0, synthetic_other=8
+    )
+    training["inception"].update(stem_filters=8, stages=[[[4, 4, 8, 2, 4, 4]], [[8, 4, 8, 2, 4, 4]]])
+    training["resnet"].update(stem_filters=8, stage_filters=[8, 16], blocks_per_stage=[1, 1])
+    config_file.write_text(yaml.safe_dump(config))
+    assert validate.main(["--config", str(config_file)]) == 0
+    return config_file

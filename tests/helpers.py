@@ -18,6 +18,10 @@ import numpy as np
 from PIL import Image
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # how every Thumbs.db starts
+# The tiny training dataset of the ``tiny_run`` fixture: side, photos per class, Other sources.
+TINY_SIZE = 32
+TINY_PER_CLASS = 24
+TINY_OTHER_SOURCES = ("flowers", "lfw", "cars")
 
 
 def encode_image(fmt: str = "JPEG", size: tuple[int, int] = (24, 20), seed: int = 0) -> bytes:
@@ -170,3 +174,20 @@ def answers_from_threads(answer: Callable[[int], Any], count: int, repeats: int)
     for thread in threads:
         thread.join()
     return answers
+
+
+def pattern_picture(kind: str, seed: int) -> Image.Image:
+    """Cats are bright discs, dogs horizontal stripes, Others vertical stripes: easy to learn apart."""
+    rng = np.random.default_rng(seed)
+    side = int(rng.integers(40, 90))
+    y, x = np.mgrid[0:side, 0:side]
+    base = rng.integers(0, 60, (side, side, 3))
+    if kind == "Cat":
+        cx, cy = rng.uniform(0.3, 0.7, 2) * side
+        mask = (x - cx) ** 2 + (y - cy) ** 2 < (side / 4) ** 2
+    elif kind == "Dog":
+        mask = (y // max(2, side // 8)) % 2 == 0
+    else:
+        mask = (x // max(2, side // 8)) % 2 == 0
+    base[mask] = (230, 230, 230)
+    return Image.fromarray(base.astype(np.uint8))

@@ -8,51 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from catdog import compose, evaluate, paths, predict, ship, train, validate
+from catdog import compose, evaluate, paths, predict, ship, train
 from catdog.config import load_config
-
-SIZE = 32
-PER_CLASS = 24
-
-
-def _picture(kind: str, seed: int) -> Image.Image:
-    """Cats are bright discs, dogs horizontal stripes, Others vertical stripes: easy to learn apart."""
-    rng = np.random.default_rng(seed)
-    side = int(rng.integers(40, 90))
-    y, x = np.mgrid[0:side, 0:side]
-    base = rng.integers(0, 60, (side, side, 3))
-    if kind == "Cat":
-        cx, cy = rng.uniform(0.3, 0.7, 2) * side
-        mask = (x - cx) ** 2 + (y - cy) ** 2 < (side / 4) ** 2
-    elif kind == "Dog":
-        mask = (y // max(2, side // 8)) % 2 == 0
-    else:
-        mask = (x // max(2, side // 8)) % 2 == 0
-    base[mask] = (230, 230, 230)
-    return Image.fromarray(base.astype(np.uint8))
-
-
-@pytest.fixture
-def tiny_run(tmp_path: Path, config_file: Path) -> Path:
-    """A config for a 32x32 two-module Inception and a validated generated dataset."""
-    config = yaml.safe_load(config_file.read_text())
-    dataset = Path(config["data"]["extract_dir"]) / "petimages" / "PetImages"
-    for label in ("Cat", "Dog", "Other"):
-        (dataset / label).mkdir(parents=True)
-        for i in range(PER_CLASS):
-            _picture(label, seed=i + 1000 * ("Cat", "Dog", "Other").index(label)).save(dataset / label / f"{i}.jpg")
-    training = config["training"]
-    training.update(
-        image_size=SIZE, batch_size=8, epochs=2, warmup_epochs=1, early_stopping_patience=0, synthetic_other=8
-    )
-    training["inception"].update(stem_filters=8, stages=[[[4, 4, 8, 2, 4, 4]], [[8, 4, 8, 2, 4, 4]]])
-    training["resnet"].update(stem_filters=8, stage_filters=[8, 16], blocks_per_stage=[1, 1])
-    config_file.write_text(yaml.safe_dump(config))
-    assert validate.main(["--config", str(config_file)]) == 0
-    return config_file
+from helpers import TINY_OTHER_SOURCES, pattern_picture
+from helpers import TINY_PER_CLASS as PER_CLASS
+from helpers import TINY_SIZE as SIZE
 
 
 def _settings(config_file: Path, *overrides: str):
@@ -234,7 +196,7 @@ def test_evaluate_cli_fails_cleanly_on_a_missing_folder(trained, tmp_path: Path,
 def test_predict_cli_labels_good_files_and_reports_bad_ones(trained, tmp_path: Path, capsys):
     config_file, model_file = trained
     good = tmp_path / "cat.png"
-    _picture("Cat", 5).save(good)
+    pattern_picture("Cat", 5).save(good)
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
     missing = tmp_path / "missing.jpg"
@@ -281,7 +243,7 @@ def test_low_resolution_images_go_through_the_app_preprocessing(tmp_path: Path):
     from catdog.preprocess import load_image, resize_image
 
     path = tmp_path / "photo.png"
-    _picture("Cat", 3).save(path)
+    pattern_picture("Cat", 3).save(path)
     made = evaluate.low_resolution_images([path], 16, SIZE)
     small = load_image(str(path), 16)
     expected = resize_image(Image.fromarray(small), SIZE)
@@ -345,7 +307,11 @@ def test_a_run_trained_from_a_pack_is_adopted_with_its_record(tiny_run: Path, tm
     metrics = json.loads(model_file.with_suffix(".metrics.json").read_text())
     assert metrics["hardware"] == record["hardware"] and metrics["epochs_run"] == 2
     assert metrics["trained_from_pack"]["pack"]["split_sha256"] == spec["split_sha256"]
-    assert metrics["test"]["images"] == 3 * round(PER_CLASS * 0.1)
+    # Stratified by class and source: a tenth of each pet class, and one of each Other source's eight photos.
+    others_per_source = PER_CLASS // len(TINY_OTHER_SOURCES)
+    assert metrics["test"]["images"] == 2 * round(PER_CLASS * 0.1) + len(TINY_OTHER_SOURCES) * max(
+        1, round(others_per_source * 0.1)
+    )
     # The adopted file holds the pack run's weights, not a fresh network.
     import keras
 

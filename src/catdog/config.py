@@ -97,6 +97,8 @@ class DataSettings(_Section):
     artifacts_dir: StrictStr
     max_download_bytes: PositiveInt
     max_members: PositiveInt
+    # Group (kind of photo) of each source whose SOURCES.csv has no group column: see catdog.groups.
+    source_groups: dict[StrictStr, PlainName] = {}
 
     @field_validator("classes")
     @classmethod

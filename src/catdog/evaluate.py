@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from catdog import cli, paths
 from catdog.dataset import decode_images, load_split, source_of
 from catdog.dirs import write_json_atomic
+from catdog.groups import file_groups
 from catdog.metrics import classification_report, format_report, format_source_report, source_report
 
 log = logging.getLogger("catdog.evaluate")  # not __name__: that is "__main__" under -m
@@ -176,8 +177,51 @@ def evaluate_folder(predictor, dataset_dir: Path, classes: Sequence[str]) -> dic
     return report
 
 
-def evaluate_split(predictor, split_file: Path, part: str, dataset_dir: Path, low_resolution: bool = False) -> dict:
-    """Score the model on one part of a saved split, overall and per source.
+def breakdown(
+    labels: Sequence[int],
+    probabilities: np.ndarray,
+    files: Sequence[str],
+    classes: Sequence[str],
+    dataset_dir: Path,
+    source_groups: Mapping[str, str],
+) -> dict:
+    """The figures of one part per source and per group (kind of photo, see :mod:`catdog.groups`).
+
+    Args:
+        labels: True class indices.
+        probabilities: ``(N, num_classes)`` predicted probabilities.
+        files: The files, relative to ``dataset_dir``.
+        classes: Class names, in index order.
+        dataset_dir: The dataset folder (for the collections' ``SOURCES.csv``).
+        source_groups: ``data.source_groups`` of the config.
+
+    Returns:
+        ``{"by_source": ..., "by_group": ...}``, each as :func:`catdog.metrics.source_report` gives it.
+    """
+    return {
+        "by_source": source_report(labels, probabilities, [source_of(f) for f in files], classes),
+        "by_group": source_report(labels, probabilities, file_groups(files, dataset_dir, source_groups), classes),
+    }
+
+
+def format_breakdown(report: dict) -> str:
+    """The per-source and per-group tables of a report, for the console."""
+    return "\n".join(
+        f"per {key[3:]}:\n{format_source_report(report[key], key[3:])}"
+        for key in ("by_source", "by_group")
+        if key in report
+    )
+
+
+def evaluate_split(
+    predictor,
+    split_file: Path,
+    part: str,
+    dataset_dir: Path,
+    low_resolution: bool = False,
+    source_groups: Mapping[str, str] | None = None,
+) -> dict:
+    """Score the model on one part of a saved split, overall, per source and per group.
 
     With ``low_resolution``, also as thumbnails of :data:`LOW_RESOLUTION_SIDES` pixels.
     """
@@ -185,8 +229,8 @@ def evaluate_split(predictor, split_file: Path, part: str, dataset_dir: Path, lo
     paths = [dataset_dir / rel for rel in split.files[part]]
     probabilities = predict_files(predictor, paths)
     report = classification_report(split.labels[part], probabilities, split.classes)
-    report["by_source"] = source_report(
-        split.labels[part], probabilities, [source_of(f) for f in split.files[part]], split.classes
+    report.update(
+        breakdown(split.labels[part], probabilities, split.files[part], split.classes, dataset_dir, source_groups or {})
     )
     if low_resolution:
         report["low_resolution"] = low_resolution_report(
@@ -236,7 +280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = f"the {args.split} part"
         dataset_dir, _ = read_manifest(paths.manifest(settings.data.artifacts_dir))
         report = evaluate_split(
-            predictor, paths.split(settings.data.artifacts_dir), args.split, dataset_dir, args.low_resolution
+            predictor,
+            paths.split(settings.data.artifacts_dir),
+            args.split,
+            dataset_dir,
+            args.low_resolution,
+            settings.data.source_groups,
         )
     report["model"] = {
         "file": str(model_path),
@@ -245,8 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     print(format_report(f"{predictor.architecture} ({model_path.name}) on {name}", report))
     if "by_source" in report:
-        print("per source:")
-        print(format_source_report(report["by_source"]))
+        print(format_breakdown(report))
     if "low_resolution" in report:
         print("as small thumbnails (shrunk with the app's resize, then preprocessed as an upload):")
         print(format_low_resolution(report["low_resolution"]))

@@ -1,18 +1,22 @@
-"""Leave-one-source-out: how well "neither" carries to kinds of photo never trained on.
+"""Leave-one-group-out: how well "neither" carries to kinds of photo never trained on.
 
-``python -m catdog.leave_one_out --init-from model/inception.h5``
+``python -m catdog.leave_one_out --init-from model/resnet.h5``
 
-The Other photos come from a few sources only (flowers, clothing, faces,
-household objects, other animals); real uploads are far more varied. For each
-Other source, a short fine-tuning run trains without it, and the share of that
-source's photos answered "Other" is the forecast for a kind of photo nobody
-collected. A control run with every source measures the same protocol on
-photos of kinds it did see, so the two columns differ only by the held-out
-kind.
+However broad the Other photos, users will upload kinds nobody collected. For
+each group of Other photos (a kind: object, animal, scene, food, plant,
+person, wildcat; see :mod:`catdog.groups`), a short fine-tuning run trains
+without any photo of that group, and the share of the group's photos answered
+"Other" is the forecast for a kind of photo nobody collected. A control run
+with every group measures the same protocol on kinds it did see, so the two
+columns differ only by the held-out kind.
 
-Every run uses the same short protocol (start from the given Cat/Dog model,
-a seeded subsample of pets, every other Other photo, a few epochs), so the
-figures compare with each other, not with the shipped model's longer run.
+Every run uses the same short protocol (start from the given model, a seeded
+subsample of pets, every Other photo of the other groups, the configured
+epochs), so the figures compare with each other, not with the shipped model's
+longer run. Each run also keeps the pooled features and logits of the photos
+it scores (``scores.npz`` in its run folder), from which
+:func:`open_set_table` measures the open-set signals of :mod:`catdog.openset`
+on the held-out groups, and :func:`held_out_confidence` their calibration.
 """
 
 from __future__ import annotations
@@ -27,20 +31,26 @@ from pathlib import Path
 
 import numpy as np
 
-from catdog import cli, paths
+from catdog import cli, openset, paths
 from catdog.config import Settings
 from catdog.dataset import Split, source_of
-from catdog.dirs import write_json_atomic
+from catdog.dirs import atomic_write, write_json_atomic
+from catdog.groups import file_groups
+from catdog.labels import OTHER
 
 log = logging.getLogger("catdog.leave_one_out")
 
+# Shares of validation pets an open-set rule may set aside, at which the signals are compared.
+PET_LOSSES = (0.005, 0.01, 0.02)
+REFERENCE_PETS = 4000  # training pets whose features are the k-NN bank and the Mahalanobis fit
 
-def held_out_sources(split: Split, other: str = "Other") -> list[str]:
-    """The sources of the ``other`` class, in name order."""
-    index = split.classes.index(other)
+
+def held_out_groups(split: Split, group_of: dict[str, str]) -> list[str]:
+    """The groups of the Other class, in name order."""
+    index = split.classes.index(OTHER)
     return sorted(
         {
-            source_of(f)
+            group_of[f]
             for part in split.files
             for f, y in zip(split.files[part], split.labels[part], strict=True)
             if y == index
@@ -54,25 +64,44 @@ def subset(split: Split, arrays: dict, part: str, keep) -> tuple[np.ndarray, lis
     return arrays[part][chosen], [split.labels[part][i] for i in chosen], [split.files[part][i] for i in chosen]
 
 
+def features_and_logits(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled ``features`` and the head's logits of a uint8 image array, in float32."""
+    import keras
+
+    from catdog.evaluate import in_batches
+
+    extractor = getattr(model, "_catdog_features", None)
+    if extractor is None:
+        extractor = keras.Model(model.inputs, model.get_layer("features").output)
+        model._catdog_features = extractor
+    channels = extractor.output_shape[-1]
+    pooled = in_batches(
+        lambda batch: openset.pooled(extractor([batch.astype(np.float32)], training=False)), images, channels
+    )
+    kernel, bias = model.get_layer("predictions").get_weights()
+    return pooled, openset.logits(pooled, kernel, bias)
+
+
 def run_one(
     settings: Settings,
     split: Split,
     arrays: dict,
+    group_of: dict[str, str],
     held_out: str | None,
     pets_per_class: int,
     init_from: Path,
     runs: Path,
 ) -> dict:
-    """Train without ``held_out`` (or with every source, for None) and score the result.
+    """Train without ``held_out`` (or with every group, for None), score the result and keep its features.
 
     Returns:
-        The held-out source's images answered Other (every part: none was
-        trained on), the seen Other sources' test photos answered Other, and
-        the test cats and dogs answered Other.
+        The held-out group's images answered Other (every part: none was
+        trained on), overall and by source; the seen groups' test photos
+        answered Other; the test cats and dogs answered Other.
     """
-    from catdog.train import fit, predict_in_batches
+    from catdog.train import fit
 
-    other = split.classes.index("Other")
+    other = split.classes.index(OTHER)
     rng = random.Random(f"{settings.training.seed}:leave-one-out")
     pets = {
         label: [f for f, y in zip(split.files["train"], split.labels["train"], strict=True) if y == label]
@@ -81,112 +110,241 @@ def run_one(
     }
     sampled = {f for files in pets.values() for f in rng.sample(files, min(pets_per_class, len(files)))}
 
-    def trainable(f: str, y: int) -> bool:
-        return (source_of(f) != held_out) if y == other else f in sampled
+    def unseen(f: str, y: int) -> bool:
+        return y == other and group_of[f] == held_out
 
     parts, sub_arrays = {}, {}
     for part, keep in (
-        ("train", trainable),
-        ("validation", lambda f, y: source_of(f) != held_out),
+        ("train", lambda f, y: (y == other and not unseen(f, y)) or f in sampled),
+        ("validation", lambda f, y: not unseen(f, y)),
         ("test", lambda f, y: True),
     ):
         sub_arrays[part], labels, files = subset(split, arrays, part, keep)
         parts[part] = (files, labels)
     sub = Split(split.classes, {p: v[0] for p, v in parts.items()}, {p: v[1] for p, v in parts.items()})
-    name = held_out.replace("/", "-") if held_out else "control"
+    name = held_out or "control"
     if (runs / name).exists():
         shutil.rmtree(runs / name)
     (runs / name).mkdir(parents=True)
     model, run = fit(settings, sub, sub_arrays, runs / name, resume=False, init_from=init_from)
 
-    def answered_other(images: np.ndarray) -> float:
-        return (
-            float((predict_in_batches(model, images).argmax(axis=1) == other).mean()) if len(images) else float("nan")
+    # The photos each figure needs, scored once; their features and logits are kept for open_set_table.
+    reference = sorted(sampled)[:: max(1, len(sampled) // REFERENCE_PETS)]
+    sets = {
+        "reference_pets": subset(split, arrays, "train", lambda f, y: f in set(reference)),
+        "validation": subset(sub, sub_arrays, "validation", lambda f, y: True),
+        "test_pets": subset(split, arrays, "test", lambda f, y: y != other),
+        "seen_other_test": subset(split, arrays, "test", lambda f, y: y == other and not unseen(f, y)),
+    }
+    if held_out:
+        chosen = [subset(split, arrays, part, unseen) for part in split.files]
+        sets["held_out"] = (
+            np.concatenate([c[0] for c in chosen]),
+            [y for c in chosen for y in c[1]],
+            [f for c in chosen for f in c[2]],
         )
+    saved = {}
+    for key, (images, labels, files) in sets.items():
+        saved[f"{key}_features"], saved[f"{key}_logits"] = features_and_logits(model, images)
+        saved[f"{key}_labels"] = np.asarray(labels, dtype=np.int64)
+        saved[f"{key}_sources"] = np.asarray([source_of(f) for f in files])
+    with atomic_write(runs / name / "scores.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **saved)
 
-    test_pets, _, _ = subset(split, arrays, "test", lambda f, y: y != other)
-    seen_other, _, _ = subset(split, arrays, "test", lambda f, y: y == other and source_of(f) != held_out)
+    def answered_other(key: str, source: str | None = None) -> float:
+        mask = np.ones(len(saved[f"{key}_labels"]), dtype=bool)
+        if source is not None:
+            mask = saved[f"{key}_sources"] == source
+        answers = saved[f"{key}_logits"][mask].argmax(axis=1)
+        return float((answers == other).mean()) if mask.any() else float("nan")
+
     result = {
         "held_out": held_out,
         "train_images": len(sub_arrays["train"]),
         "train_seconds": run["wall_time_seconds"],
-        "test_pets_answered_other": answered_other(test_pets),
-        "seen_other_test_flagged": answered_other(seen_other),
+        "test_pets_answered_other": answered_other("test_pets"),
+        "seen_other_test_flagged": answered_other("seen_other_test"),
     }
     if held_out:
-        unseen = np.concatenate(
-            [
-                subset(split, arrays, part, lambda f, y: y == other and source_of(f) == held_out)[0]
-                for part in split.files
-            ]
-        )
-        result["held_out_images"] = int(len(unseen))
-        result["held_out_flagged"] = answered_other(unseen)
+        result["held_out_images"] = len(saved["held_out_labels"])
+        result["held_out_flagged"] = answered_other("held_out")
+        result["held_out_flagged_by_source"] = {
+            source: answered_other("held_out", source) for source in sorted(set(saved["held_out_sources"].tolist()))
+        }
     else:
-        for source in held_out_sources(split):
-            images, _, _ = subset(split, arrays, "test", lambda f, y, s=source: y == other and source_of(f) == s)
-            result.setdefault("test_flagged_by_source", {})[source] = answered_other(images)
+        tested = [f for f, y in zip(split.files["test"], split.labels["test"], strict=True) if y == other]
+        groups = np.asarray([group_of[f] for f in tested])
+        answers = saved["seen_other_test_logits"].argmax(axis=1) == other
+        result["test_flagged_by_group"] = {g: float(answers[groups == g].mean()) for g in sorted(set(groups.tolist()))}
     log.info("%s: %s", name, json.dumps(result))
     return result
 
 
-def leave_one_source_out(
-    settings: Settings, init_from: Path, pets_per_class: int = 3000, sources: Sequence[str] | None = None
+def leave_one_group_out(
+    settings: Settings, init_from: Path, pets_per_class: int = 3000, groups: Sequence[str] | None = None
 ) -> dict:
-    """Run the control and one run per held-out Other source; write and return the table."""
+    """Run the control and one run per held-out Other group; write and return the table.
+
+    A run already in the table, from an earlier (perhaps interrupted) call with the same
+    protocol, is kept unless its group is named in ``groups``: a rerun resumes.
+    """
     from catdog.train import load_arrays, prepare_split
 
     split, root, _ = prepare_split(settings)
     t = settings.training
     arrays = load_arrays(settings, split, root)
+    every = [f for part in split.files.values() for f in part]
+    group_of = dict(zip(every, file_groups(every, root, settings.data.source_groups), strict=True))
     runs = paths.run_dir(settings.data.artifacts_dir, "leave-one-out")
-    table = {
-        "protocol": {
-            "init_from": str(init_from),
-            "pets_per_class": pets_per_class,
-            "epochs": t.epochs,
-            "image_size": t.image_size,
-            "architecture": t.architecture,
-        },
-        "control": run_one(settings, split, arrays, None, pets_per_class, init_from, runs),
-        "held_out": {},
+    table_file = paths.leave_one_out(settings.model.dir)
+    protocol = {
+        "init_from": str(init_from),
+        "pets_per_class": pets_per_class,
+        "epochs": t.epochs,
+        "learning_rate": t.learning_rate,
+        "image_size": t.image_size,
+        "architecture": t.architecture,
     }
-    for source in sources or held_out_sources(split):
-        table["held_out"][source] = run_one(settings, split, arrays, source, pets_per_class, init_from, runs)
-    write_json_atomic(paths.leave_one_out(settings.model.dir), table)
+    previous = json.loads(table_file.read_text(encoding="utf-8")) if table_file.exists() else {}
+    if previous.get("protocol") != protocol:
+        previous = {}
+    table = {"protocol": protocol, "control": previous.get("control"), "held_out": previous.get("held_out", {})}
+    for group in [None, *(groups or held_out_groups(split, group_of))]:
+        name = group or "control"
+        kept = table["control"] if group is None else table["held_out"].get(group)
+        if kept and (runs / name / "scores.npz").exists() and not (groups and group):
+            log.info("%s: kept from an earlier run of the same protocol", name)
+            continue
+        result = run_one(settings, split, arrays, group_of, group, pets_per_class, init_from, runs)
+        if group is None:
+            table["control"] = result
+        else:
+            table["held_out"][group] = result
+        write_json_atomic(table_file, table)
+    table["open_set"] = open_set_table(runs, split.classes, list(table["held_out"]))
+    table["held_out_confidence"] = held_out_confidence(runs, split.classes, list(table["held_out"]))
+    write_json_atomic(table_file, table)
     print(format_table(table))
     return table
 
 
+def _scores(run: dict, key: str, classes: Sequence[str], fitted: dict) -> dict[str, np.ndarray]:
+    """Every open-set score of one set of photos of a run."""
+    other = list(classes).index(OTHER)
+    pets = [i for i in range(len(classes)) if i != other]
+    z = run[f"{key}_logits"]
+    shifted = z - z.max(axis=1, keepdims=True)
+    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    x = run[f"{key}_features"]
+    return {
+        "other_probability": probabilities[:, other],
+        "pet_energy": openset.pet_energy(z, pets),
+        "pet_max_logit": openset.pet_max_logit(z, pets),
+        "knn": openset.knn_distance(x, fitted["bank"]),
+        "mahalanobis": openset.mahalanobis(x, fitted["means"], fitted["precision"]),
+    }
+
+
+def open_set_table(runs: Path, classes: Sequence[str], groups: Sequence[str]) -> dict:
+    """Held-out flagged rate of each open-set rule at equal pet loss, per group and on average.
+
+    Each rule flags a photo the model answers Other, or whose score passes a
+    threshold set on the run's validation pets so that the given share of them
+    is set aside in all. ``"argmax"`` is the model's plain answer.
+    """
+    other = list(classes).index(OTHER)
+    table: dict = {"pet_losses": list(PET_LOSSES), "groups": {}}
+    for group in groups:
+        run = dict(np.load(runs / group / "scores.npz"))
+        reference = run["reference_pets_features"]
+        fitted = {"bank": openset.normalise(reference)}
+        fitted["means"], fitted["precision"] = openset.fit_mahalanobis(reference, run["reference_pets_labels"])
+        pets = run["validation_labels"] != other
+        val = {k: v[pets] for k, v in _scores(run, "validation", classes, fitted).items()}
+        val_other = run["validation_logits"][pets].argmax(axis=1) == other
+        rows = {"argmax": {"held_out_flagged": float((run["held_out_logits"].argmax(axis=1) == other).mean())}}
+        held = _scores(run, "held_out", classes, fitted)
+        held_other = run["held_out_logits"].argmax(axis=1) == other
+        test = _scores(run, "test_pets", classes, fitted)
+        test_other = run["test_pets_logits"].argmax(axis=1) == other
+        for name in openset.SCORES:
+            for loss in PET_LOSSES:
+                flagged, threshold = openset.flag_rate_at_pet_loss(val[name], val_other, held[name], held_other, loss)
+                test_loss = float((test_other | (test[name] > threshold)).mean())
+                rows.setdefault(name, {})[f"{loss:g}"] = {"held_out_flagged": flagged, "test_pets_flagged": test_loss}
+        table["groups"][group] = rows
+    table["mean"] = {
+        name: (
+            {"held_out_flagged": float(np.mean([table["groups"][g]["argmax"]["held_out_flagged"] for g in groups]))}
+            if name == "argmax"
+            else {
+                f"{loss:g}": {
+                    key: float(np.mean([table["groups"][g][name][f"{loss:g}"][key] for g in groups]))
+                    for key in ("held_out_flagged", "test_pets_flagged")
+                }
+                for loss in PET_LOSSES
+            }
+        )
+        for name in ("argmax", *openset.SCORES)
+    }
+    return table
+
+
+def held_out_confidence(runs: Path, classes: Sequence[str], groups: Sequence[str]) -> dict:
+    """ECE and the wrong answers' median confidence on each held-out group.
+
+    Probabilities are calibrated first, with the temperature fitted on the run's validation part.
+    """
+    from catdog.calibration import apply_temperature, fit_temperature, reliability
+
+    other = list(classes).index(OTHER)
+    table = {}
+    for group in groups:
+        run = dict(np.load(runs / group / "scores.npz"))
+
+        def softmax(z):
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+
+        temperature = fit_temperature(softmax(run["validation_logits"]), run["validation_labels"])
+        probabilities = apply_temperature(softmax(run["held_out_logits"]), temperature)
+        wrong = probabilities.argmax(axis=1) != other
+        table[group] = {
+            "temperature": temperature,
+            "ece": reliability(probabilities, run["held_out_labels"])["ece"],
+            "wrong_answers": int(wrong.sum()),
+            "wrong_median_confidence": float(np.median(probabilities[wrong].max(axis=1))) if wrong.any() else None,
+        }
+    return table
+
+
 def format_table(table: dict) -> str:
-    """Markdown table: flagged rate of each source when held out against when seen."""
-    seen = table["control"].get("test_flagged_by_source", {})
+    """Markdown table: flagged rate of each group when held out against when seen."""
+    seen = table["control"].get("test_flagged_by_group", {})
     lines = [
-        "| Other source | flagged when held out | flagged when trained on (control) | test pets called Other |",
+        "| Other group | flagged when held out | flagged when trained on (control) | test pets called Other |",
         "|---|---:|---:|---:|",
     ]
-    for source, row in table["held_out"].items():
+    for group, row in table["held_out"].items():
         lines.append(
-            f"| {source} | {row['held_out_flagged']:.1%} ({row['held_out_images']:,} photos) | "
-            f"{seen.get(source, float('nan')):.1%} | {row['test_pets_answered_other']:.1%} |"
+            f"| {group} | {row['held_out_flagged']:.1%} ({row['held_out_images']:,} photos) | "
+            f"{seen.get(group, float('nan')):.1%} | {row['test_pets_answered_other']:.1%} |"
         )
+    rows = table["held_out"].values()
+    lines.append(f"| **mean** | **{np.mean([r['held_out_flagged'] for r in rows]):.1%}** | | |")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.make_parser("catdog leave_one_out", "Estimate Other-flagging on kinds of photo never trained on.")
     parser.add_argument(
-        "--init-from",
-        type=Path,
-        required=True,
-        metavar="MODEL_H5",
-        help="the model every run starts from (a Cat/Dog model that never saw Other photos)",
+        "--init-from", type=Path, required=True, metavar="MODEL_H5", help="the model every run starts from"
     )
     parser.add_argument("--pets-per-class", type=int, default=3000, help="cats and dogs sampled per run (default 3000)")
-    parser.add_argument("--source", action="append", help="hold out only this source (repeatable; default: all)")
+    parser.add_argument("--group", action="append", help="hold out only this group (repeatable; default: all)")
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
-    leave_one_source_out(settings, args.init_from, args.pets_per_class, args.source)
+    leave_one_group_out(settings, args.init_from, args.pets_per_class, args.group)
     return 0
 
 

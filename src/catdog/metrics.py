@@ -118,9 +118,9 @@ def source_report(
         other: The "neither" class, whose answers are counted as flagged.
 
     Returns:
-        Per source: images, accuracy, recall of each class present, and the
+        Per source: images, accuracy, recall of each class present, the
         share answered ``other`` (for Other photos, the flagged rate; for
-        pets, the share wrongly set aside).
+        pets, the share wrongly set aside) and the accuracy on its pets alone.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(probabilities).argmax(axis=1)
@@ -137,15 +137,19 @@ def source_report(
         }
         if other_index is not None:
             row["answered_other"] = float((y_pred[mask] == other_index).mean())
+            pets = mask & (y_true != other_index)
+            if pets.any():  # a source of pets and Others (Broad's small photos) needs both figures
+                row["pets_accuracy"] = float((y_pred[pets] == y_true[pets]).mean())
         report[source] = row
     return report
 
 
-def format_source_report(report: dict) -> str:
-    """The per-source figures as a console table."""
-    lines = [f"  {'source':<18}{'images':>8}{'accuracy':>10}{'as Other':>10}  recall"]
+def format_source_report(report: dict, key: str = "source") -> str:
+    """The per-source (or per-``key``) figures as a console table."""
+    lines = [f"  {key:<18}{'images':>8}{'accuracy':>10}{'pets':>8}{'as Other':>10}  recall"]
     for source, row in report.items():
         recall = "  ".join(f"{name} {value:.4f}" for name, value in row["recall"].items())
         other = f"{row['answered_other']:>10.4f}" if "answered_other" in row else f"{'':>10}"
-        lines.append(f"  {source:<18}{row['images']:>8}{row['accuracy']:>10.4f}{other}  {recall}")
+        pets = f"{row['pets_accuracy']:>8.4f}" if "pets_accuracy" in row else f"{'':>8}"
+        lines.append(f"  {source:<18}{row['images']:>8}{row['accuracy']:>10.4f}{pets}{other}  {recall}")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ Folders come from the settings (``data.artifacts_dir``, ``model.dir``,
     <artifacts_dir>/runs/<arch>/             checkpoints, epoch backup, history.csv
     <artifacts_dir>/evaluation.json          catdog evaluate
     <model.dir>/<arch>.h5                    catdog train, with <arch>.metrics.json and <arch>_*.png plots
-    <model.dir>/leave_one_source_out.json    catdog leave_one_out
+    <model.dir>/leave_one_group_out.json    catdog leave_one_out
     <model.path> (model.h5)                  catdog ship: what the app serves, with metrics.json,
                                              model.tflite and its record model.tflite.json beside it
 """
@@ -83,4 +83,4 @@ def litert_paths(model_path: PathLike) -> tuple[Path, Path]:
 
 
 def leave_one_out(model_dir: PathLike) -> Path:
-    return Path(model_dir) / "leave_one_source_out.json"
+    return Path(model_dir) / "leave_one_group_out.json"

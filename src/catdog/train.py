@@ -37,13 +37,12 @@ from catdog.dataset import (
     load_split,
     make_split,
     save_split,
-    source_of,
     tf_dataset,
     with_synthetic_other,
 )
 from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_json_atomic
 from catdog.errors import ConfigError, ModelError
-from catdog.metrics import classification_report, format_report, format_source_report, source_report
+from catdog.metrics import classification_report, format_report
 
 log = logging.getLogger("catdog.train")  # not __name__: that is "__main__" under -m
 
@@ -400,7 +399,7 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
         low-resolution report.
     """
     from catdog.calibration import apply_temperature, fit_class_bias, fit_temperature, reliability
-    from catdog.evaluate import low_resolution_report, synthetic_report
+    from catdog.evaluate import breakdown, format_breakdown, low_resolution_report, synthetic_report
 
     classes = settings.data.classes
     raw = {part: predict_in_batches(model, arrays[part]) for part in ("validation", "test")}
@@ -411,11 +410,13 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
     reports = {}
     for part in ("validation", "test"):
         reports[part] = classification_report(split.labels[part], calibrated[part], classes)
-        reports[part]["by_source"] = source_report(
-            split.labels[part], calibrated[part], [source_of(f) for f in split.files[part]], classes
+        reports[part].update(
+            breakdown(
+                split.labels[part], calibrated[part], split.files[part], classes, root, settings.data.source_groups
+            )
         )
         print(format_report(f"{settings.training.architecture} on the {part} part", reports[part]))
-        print(format_source_report(reports[part]["by_source"]))
+        print(format_breakdown(reports[part]))
     calibration = {
         "method": "temperature scaling, then a logit offset evening the recall of "
         + (" and ".join(settings.training.balance_recall) or "no classes")

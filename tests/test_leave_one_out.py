@@ -1,0 +1,70 @@
+"""Leave-one-group-out on a tiny generated dataset: the held-out group is never trained on, and is scored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catdog import leave_one_out, paths, train
+from catdog.config import load_config
+from catdog.openset import SCORES
+from helpers import TINY_OTHER_SOURCES, TINY_PER_CLASS
+
+GROUPS = "data.source_groups={PetImages/flowers: plant, PetImages/lfw: person, PetImages/cars: object}"
+
+
+def test_each_held_out_group_is_absent_from_training_and_present_in_the_score(
+    tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_config(tiny_run, [GROUPS, "training.architecture=resnet", "training.epochs=1"], environ={})
+    from catdog.models import build_model
+
+    init = Path(settings.model.dir) / "start.h5"
+    train.save_h5_atomic(build_model(settings.training, 3), init)  # untrained: the runs' own training is tested
+
+    trained_on: dict[str, dict[str, list[str]]] = {}
+    real_fit = train.fit
+
+    def recording_fit(settings, split, arrays, runs, resume, init_from):
+        trained_on[runs.name] = {part: list(files) for part, files in split.files.items()}
+        assert all(len(arrays[part]) == len(split.files[part]) for part in split.files)
+        return real_fit(settings, split, arrays, runs, resume, init_from)
+
+    monkeypatch.setattr(train, "fit", recording_fit)
+    table = leave_one_out.leave_one_group_out(settings, init, pets_per_class=6)
+
+    assert set(trained_on) == {"control", "plant", "person", "object"}
+    assert set(table["held_out"]) == {"plant", "person", "object"}
+    prefix = {"plant": "flowers_", "person": "lfw_", "object": "cars_"}
+    others_per_source = TINY_PER_CLASS // len(TINY_OTHER_SOURCES)
+    for group, row in table["held_out"].items():
+        seen = trained_on[group]
+        # Neither trained on nor used to choose the epoch: no photo of the group in train or validation.
+        assert not [f for part in ("train", "validation") for f in seen[part] if prefix[group] in f]
+        assert [f for f in trained_on["control"]["train"] if prefix[group] in f]  # the control had them
+        # Scored on every photo of the group, from every part of the split.
+        assert row["held_out_images"] == others_per_source
+        assert row["held_out_flagged_by_source"].keys() == {f"PetImages/{prefix[group][:-1]}"}
+        assert 0.0 <= row["held_out_flagged"] <= 1.0
+        scores = np.load(paths.run_dir(settings.data.artifacts_dir, "leave-one-out") / group / "scores.npz")
+        assert len(scores["held_out_logits"]) == len(scores["held_out_features"]) == others_per_source
+    # Pets are subsampled to the asked number per class.
+    cats = [f for f in trained_on["plant"]["train"] if "/Cat/" in f]
+    assert len(cats) == 6
+    assert set(table["control"]["test_flagged_by_group"]) == {"plant", "person", "object"}
+    for group in table["held_out"]:
+        rows = table["open_set"]["groups"][group]
+        assert set(rows) == {"argmax", *SCORES}
+        assert rows["argmax"]["held_out_flagged"] == pytest.approx(table["held_out"][group]["held_out_flagged"])
+        assert table["held_out_confidence"][group]["wrong_answers"] >= 0
+    written = json.loads(paths.leave_one_out(settings.model.dir).read_text())
+    assert written["held_out"] == table["held_out"]
+
+    # A rerun of the same protocol resumes: nothing is trained again.
+    trained_on.clear()
+    again = leave_one_out.leave_one_group_out(settings, init, pets_per_class=6)
+    assert trained_on == {}
+    assert again["held_out"] == table["held_out"]
