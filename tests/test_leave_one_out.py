@@ -57,11 +57,18 @@ def test_each_held_out_group_is_absent_from_training_and_present_in_the_score(
     assert set(table["control"]["test_flagged_by_group"]) == {"plant", "person", "object"}
     for group in table["held_out"]:
         rows = table["open_set"]["groups"][group]
-        assert set(rows) == {"argmax", *SCORES}
+        assert set(rows) == {"argmax", *SCORES, *(f"{name}+other_probability" for name in SCORES[1:])}
+        for name in SCORES:
+            assert 0.0 <= rows[name]["0.05"]["held_out_flagged"] <= 1.0
         assert rows["argmax"]["held_out_flagged"] == pytest.approx(table["held_out"][group]["held_out_flagged"])
         assert table["held_out_confidence"][group]["wrong_answers"] >= 0
     written = json.loads(paths.leave_one_out(settings.model.dir).read_text())
     assert written["held_out"] == table["held_out"]
+
+    # The open-set tables can be redone from the kept scores alone.
+    paths.leave_one_out(settings.model.dir).write_text(json.dumps({**written, "open_set": None}))
+    assert leave_one_out.main(["--config", str(tiny_run), "--set", GROUPS, "--report"]) == 0
+    assert json.loads(paths.leave_one_out(settings.model.dir).read_text())["open_set"] == table["open_set"]
 
     # A rerun of the same protocol resumes: nothing is trained again.
     trained_on.clear()

@@ -58,24 +58,21 @@ def test_mahalanobis_flags_a_point_off_the_pet_clusters_and_not_a_prototype() ->
     assert openset.mahalanobis(np.array([[2.0, 0.0, 0.0]]), means, precision)[0] == pytest.approx(4.0, rel=0.05)
 
 
-def test_threshold_spends_the_pet_budget_after_the_models_own_other_answers() -> None:
-    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
-    none_other = np.zeros(10, bool)
-    # 20% of 10 pets: the two highest scores are over the threshold.
-    threshold = openset.threshold_for_loss(scores, none_other, 0.2)
-    assert (scores > threshold).sum() == 2
-    # One pet already answered Other leaves room for one more.
-    one_other = none_other.copy()
-    one_other[0] = True
-    assert (scores[~one_other] > openset.threshold_for_loss(scores, one_other, 0.2)).sum() == 1
-    # No budget left: nothing more is flagged.
-    assert openset.threshold_for_loss(scores, one_other, 0.1) == float("inf")
+def test_threshold_sets_aside_the_given_share_of_pets() -> None:
+    pets = np.arange(1, 101, dtype=float)  # 1..100
+    for loss in (0.01, 0.05, 0.2):
+        threshold = openset.threshold_at_loss(pets, loss)
+        assert (pets > threshold).mean() == pytest.approx(loss)
+    assert (pets > openset.threshold_at_loss(pets, 0.0)).sum() == 0
 
 
-def test_flag_rate_counts_other_answers_and_scores_over_the_threshold() -> None:
-    pets = np.linspace(0, 1, 100)
-    flagged, threshold = openset.flag_rate_at_pet_loss(
-        pets, np.zeros(100, bool), np.array([0.5, 2.0, 3.0, 0.0]), np.array([False, False, False, True]), 0.05
-    )
-    assert 0.9 < threshold < 1.0
-    assert flagged == 0.75  # two over the threshold, one answered Other, one neither
+def test_either_flags_when_one_score_is_extreme_for_a_pet() -> None:
+    rng = np.random.default_rng(2)
+    pets_a, pets_b = rng.normal(0, 1, 1000), rng.normal(10, 1, 1000)
+    np.testing.assert_allclose(openset.pet_percentile(pets_a, [-100.0, 100.0]), [0.0, 1.0])
+    joined_pets = openset.either([pets_a, pets_b], [pets_a, pets_b])
+    threshold = openset.threshold_at_loss(joined_pets, 0.02)
+    assert 0.01 <= (joined_pets > threshold).mean() <= 0.02  # ties in percentiles may keep a few under
+    # Typical on both, extreme on the first, extreme on the second.
+    photos = openset.either([pets_a, pets_b], [np.array([0.0, 5.0, 0.0]), np.array([10.0, 10.0, 15.0])])
+    assert list(photos > threshold) == [False, True, True]

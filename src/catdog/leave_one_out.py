@@ -41,7 +41,7 @@ from catdog.labels import OTHER
 log = logging.getLogger("catdog.leave_one_out")
 
 # Shares of validation pets an open-set rule may set aside, at which the signals are compared.
-PET_LOSSES = (0.005, 0.01, 0.02)
+PET_LOSSES = (0.01, 0.02, 0.05)
 REFERENCE_PETS = 4000  # training pets whose features are the k-NN bank and the Mahalanobis fit
 
 
@@ -221,8 +221,23 @@ def leave_one_group_out(
         else:
             table["held_out"][group] = result
         write_json_atomic(table_file, table)
-    table["open_set"] = open_set_table(runs, split.classes, list(table["held_out"]))
-    table["held_out_confidence"] = held_out_confidence(runs, split.classes, list(table["held_out"]))
+    return report(settings, table)
+
+
+def report(settings: Settings, table: dict | None = None) -> dict:
+    """Add the open-set and held-out confidence tables, from the runs' kept scores, to the table and write it.
+
+    Args:
+        settings: The configuration (where the runs and the table are).
+        table: The runs' table; by default the one written by :func:`leave_one_group_out`.
+    """
+    table_file = paths.leave_one_out(settings.model.dir)
+    if table is None:
+        table = json.loads(table_file.read_text(encoding="utf-8"))
+    runs = paths.run_dir(settings.data.artifacts_dir, "leave-one-out")
+    groups = list(table["held_out"])
+    table["open_set"] = open_set_table(runs, settings.data.classes, groups)
+    table["held_out_confidence"] = held_out_confidence(runs, settings.data.classes, groups)
     write_json_atomic(table_file, table)
     print(format_table(table))
     return table
@@ -248,9 +263,10 @@ def _scores(run: dict, key: str, classes: Sequence[str], fitted: dict) -> dict[s
 def open_set_table(runs: Path, classes: Sequence[str], groups: Sequence[str]) -> dict:
     """Held-out flagged rate of each open-set rule at equal pet loss, per group and on average.
 
-    Each rule flags a photo the model answers Other, or whose score passes a
-    threshold set on the run's validation pets so that the given share of them
-    is set aside in all. ``"argmax"`` is the model's plain answer.
+    Each rule flags a photo whose score passes the threshold at which the given
+    share of the run's validation pets is set aside: each score alone, and each
+    signal joined with the Other probability (:func:`catdog.openset.either`).
+    ``"argmax"`` is the model's plain answer, with the pet loss it costs.
     """
     other = list(classes).index(OTHER)
     table: dict = {"pet_losses": list(PET_LOSSES), "groups": {}}
@@ -261,31 +277,36 @@ def open_set_table(runs: Path, classes: Sequence[str], groups: Sequence[str]) ->
         fitted["means"], fitted["precision"] = openset.fit_mahalanobis(reference, run["reference_pets_labels"])
         pets = run["validation_labels"] != other
         val = {k: v[pets] for k, v in _scores(run, "validation", classes, fitted).items()}
-        val_other = run["validation_logits"][pets].argmax(axis=1) == other
-        rows = {"argmax": {"held_out_flagged": float((run["held_out_logits"].argmax(axis=1) == other).mean())}}
-        held = _scores(run, "held_out", classes, fitted)
-        held_other = run["held_out_logits"].argmax(axis=1) == other
-        test = _scores(run, "test_pets", classes, fitted)
-        test_other = run["test_pets_logits"].argmax(axis=1) == other
-        for name in openset.SCORES:
+        judged = {
+            "held_out": _scores(run, "held_out", classes, fitted),
+            "test_pets": _scores(run, "test_pets", classes, fitted),
+        }
+        rules = {name: (val[name], {k: v[name] for k, v in judged.items()}) for name in openset.SCORES}
+        for name in openset.SCORES[1:]:
+            pair = ("other_probability", name)
+            rules[f"{name}+other_probability"] = (
+                openset.either([val[n] for n in pair], [val[n] for n in pair]),
+                {k: openset.either([val[n] for n in pair], [v[n] for n in pair]) for k, v in judged.items()},
+            )
+        rows = {
+            "argmax": {f"{key}_flagged": float((run[f"{key}_logits"].argmax(axis=1) == other).mean()) for key in judged}
+        }
+        for name, (pet_scores, scores) in rules.items():
             for loss in PET_LOSSES:
-                flagged, threshold = openset.flag_rate_at_pet_loss(val[name], val_other, held[name], held_other, loss)
-                test_loss = float((test_other | (test[name] > threshold)).mean())
-                rows.setdefault(name, {})[f"{loss:g}"] = {"held_out_flagged": flagged, "test_pets_flagged": test_loss}
-        table["groups"][group] = rows
-    table["mean"] = {
-        name: (
-            {"held_out_flagged": float(np.mean([table["groups"][g]["argmax"]["held_out_flagged"] for g in groups]))}
-            if name == "argmax"
-            else {
-                f"{loss:g}": {
-                    key: float(np.mean([table["groups"][g][name][f"{loss:g}"][key] for g in groups]))
-                    for key in ("held_out_flagged", "test_pets_flagged")
+                threshold = openset.threshold_at_loss(pet_scores, loss)
+                rows.setdefault(name, {})[f"{loss:g}"] = {
+                    f"{key}_flagged": float((values > threshold).mean()) for key, values in scores.items()
                 }
-                for loss in PET_LOSSES
-            }
-        )
-        for name in ("argmax", *openset.SCORES)
+        table["groups"][group] = rows
+    first = table["groups"][groups[0]] if groups else {}
+    table["mean"] = {
+        name: {
+            loss: {key: float(np.mean([table["groups"][g][name][loss][key] for g in groups])) for key in row}
+            for loss, row in cells.items()
+        }
+        if name != "argmax"
+        else {key: float(np.mean([table["groups"][g]["argmax"][key] for g in groups])) for key in cells}
+        for name, cells in first.items()
     }
     return table
 
@@ -337,14 +358,20 @@ def format_table(table: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.make_parser("catdog leave_one_out", "Estimate Other-flagging on kinds of photo never trained on.")
-    parser.add_argument(
-        "--init-from", type=Path, required=True, metavar="MODEL_H5", help="the model every run starts from"
-    )
+    parser.add_argument("--init-from", type=Path, metavar="MODEL_H5", help="the model every run starts from")
     parser.add_argument("--pets-per-class", type=int, default=3000, help="cats and dogs sampled per run (default 3000)")
     parser.add_argument("--group", action="append", help="hold out only this group (repeatable; default: all)")
+    parser.add_argument(
+        "--report", action="store_true", help="train nothing: redo the open-set and confidence tables from the runs"
+    )
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
-    leave_one_group_out(settings, args.init_from, args.pets_per_class, args.group)
+    if args.report:
+        report(settings)
+    elif args.init_from is None:
+        parser.error("--init-from is needed to train the runs")
+    else:
+        leave_one_group_out(settings, args.init_from, args.pets_per_class, args.group)
     return 0
 
 

@@ -13,9 +13,10 @@ and Dense head, so both serving runtimes can apply it.
 * ``mahalanobis``: distance to the nearest pet class mean under a shared
   covariance (Lee et al. 2018).
 
-:func:`flag_rate_at_pet_loss` compares them fairly: each flags a photo when the
-model answers Other *or* its score passes a threshold chosen so that a given
-share of real pets (validation) is set aside.
+They are compared fairly at equal pet loss: each rule flags a photo when its
+score passes the threshold (:func:`threshold_at_loss`) at which a given share
+of real pets (validation) is set aside; :func:`either` joins two scores into
+one rule (flag when either is extreme for a pet).
 """
 
 from __future__ import annotations
@@ -108,35 +109,29 @@ def mahalanobis(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.n
     return np.min(distances, axis=0)
 
 
-def threshold_for_loss(pet_scores: np.ndarray, answered_other: np.ndarray, loss: float) -> float:
-    """The score threshold at which ``loss`` of the pets are flagged, counting those answered Other anyway.
+def threshold_at_loss(pet_scores: np.ndarray, loss: float) -> float:
+    """The threshold over which at most a share ``loss`` of the pets' scores lie.
 
     Args:
         pet_scores: Scores of real pets (validation).
-        answered_other: Whether the model already answers Other for each of them.
-        loss: Share of pets the rule may set aside in all (answered Other or over the threshold).
-
-    Returns:
-        The threshold: a pet is flagged when its score is above it. ``inf`` when the
-        model's own Other answers already spend the whole share.
+        loss: The share of pets a rule "flag when the score is above it" may set aside.
     """
-    budget = int(np.floor(loss * len(pet_scores))) - int(answered_other.sum())
-    rest = np.sort(np.asarray(pet_scores)[~answered_other])[::-1]
-    if budget <= 0 or not len(rest):
-        return float("inf")
-    if budget >= len(rest):
-        return float("-inf")
-    return float(rest[budget])
+    ranked = np.sort(np.asarray(pet_scores))[::-1]
+    allowed = int(np.floor(loss * len(ranked) + 1e-9))
+    return float(ranked[allowed]) if allowed < len(ranked) else float("-inf")
 
 
-def flag_rate_at_pet_loss(
-    pet_scores: np.ndarray,
-    pets_answered_other: np.ndarray,
-    scores: np.ndarray,
-    answered_other: np.ndarray,
-    loss: float,
-) -> tuple[float, float]:
-    """Share of ``scores`` flagged (answered Other, or over the threshold set on the pets) and the threshold."""
-    threshold = threshold_for_loss(pet_scores, pets_answered_other, loss)
-    flagged = answered_other | (np.asarray(scores) > threshold)
-    return float(flagged.mean()) if len(flagged) else float("nan"), threshold
+def pet_percentile(pet_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Share of the pets' scores at or below each score: scores of different kinds on one scale."""
+    reference = np.sort(np.asarray(pet_scores))
+    return np.searchsorted(reference, np.asarray(scores), side="right") / len(reference)
+
+
+def either(pet_scores: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -> np.ndarray:
+    """A rule that flags when any of several scores is extreme: the largest of their pet percentiles.
+
+    Args:
+        pet_scores: For each score, its values on real pets (validation).
+        scores: For each score, its values on the photos to judge.
+    """
+    return np.max([pet_percentile(p, x) for p, x in zip(pet_scores, scores, strict=True)], axis=0)
