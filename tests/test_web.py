@@ -609,6 +609,34 @@ def test_too_many_form_parts_are_named_as_such(client):
     assert "1,000 parts" in error["message"] and "MiB" not in error["message"]
 
 
+def test_a_form_is_refused_at_its_file_part_one_over_the_batch_limit(client):
+    # 17 files, then a tail that is not multipart at all: parsing stops before it.
+    body = raw_multipart([("file", b"x", f"{i}.jpg") for i in range(17)])
+    body = body[: body.rindex(b"--xYzBoundary--")] + b"--xYzBoundary\r\nnot a part header" * 1000
+    error = assert_error(post_multipart(client, body), 400, "too_many_files")
+    assert "at most 16 images" in error["message"]
+
+
+def test_a_json_batch_over_the_limit_is_refused_before_any_item_is_decoded(client, monkeypatch):
+    from catdog.web import uploads
+
+    decoded = []
+    monkeypatch.setattr(uploads, "_decode_base64", lambda value: decoded.append(value) or b"")
+    # 2 MB of zeros in the list (the review's body was 14 MB): refused at the 17th.
+    body = b'{"images": [' + b"0," * 1_000_000 + b"0]}"
+    error = assert_error(client.post("/predict", data=body, content_type="application/json"), 400, "too_many_files")
+    assert "at most 16 images" in error["message"] and decoded == []
+    # Real images, one over the limit.
+    images = [base64.b64encode(make_photo()).decode()] * 17
+    assert_error(client.post("/predict", json={"images": images}), 400, "too_many_files")
+    assert decoded == []
+
+
+def test_json_nested_deeper_than_any_upload_needs_is_refused(client):
+    body = b'{"image": "x", "explain": ' + b"[" * 40 + b"]" * 40 + b"}"
+    assert_error(client.post("/predict", data=body, content_type="application/json"), 400, "bad_json")
+
+
 def test_a_huge_text_field_is_named_as_such(client):
     body = raw_multipart([("file", make_photo(), "a.jpg"), ("note", b"n" * 600_000, None)])
     error = assert_error(post_multipart(client, body), 413, "field_too_large")
