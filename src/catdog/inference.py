@@ -242,7 +242,7 @@ class Predictor:
         budget = self.limits.max_request_pixels
         if budget is None or len(images) < 2:
             return
-        total = sum(declared_pixels(data) for data in images)
+        total = sum(declared_pixels(data, self.limits.accepted_formats) for data in images)
         if total > budget:
             raise InvalidImage(
                 "too_large",
