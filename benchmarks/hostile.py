@@ -281,6 +281,181 @@ def slow_client_run(url: str, clients: int, seconds: float, interval: float = 1.
     }
 
 
+# --- connection attacks: a few bytes that once stopped the service ------------------------
+
+
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    return host, int(port)
+
+
+def _head(method: bytes = b"POST", path: bytes = b"/predict", *extra: bytes) -> bytes:
+    return b"%s %s HTTP/1.1\r\nHost: attack\r\n" % (method, path) + b"".join(h + b"\r\n" for h in extra) + b"\r\n"
+
+
+def _multipart_request(photo: bytes, path: bytes) -> bytes:
+    boundary = b"attackboundary"
+    body = (
+        b'--%s\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n%s\r\n--%s--\r\n" % (boundary, photo, boundary)
+    )
+    content_type = b"Content-Type: multipart/form-data; boundary=" + boundary
+    return _head(b"POST", path, content_type, b"Content-Length: %d" % len(body)) + body
+
+
+def attack_payloads(photo: bytes) -> dict[str, tuple[bytes, int]]:
+    """What each attacking connection sends, then it goes silent: name -> (bytes, SO_RCVBUF or 0 to keep)."""
+    chunked = b"Transfer-Encoding: chunked"
+    pipelined = _multipart_request(photo, b"/predict?explain=1") * 14
+    return {
+        "negative chunk size": (_head(b"POST", b"/predict", chunked) + b"-6\r\nabcdef\r\n0\r\n\r\n", 0),
+        "1,100-byte chunk-size line": (_head(b"POST", b"/predict", chunked) + b"1;" + b"a" * 1100, 0),
+        "14 pipelined explains, never read": (pipelined, 4096),
+        "idle connection": (b"", 0),
+        "13.7 MB body, then idle": (
+            _head(b"POST", b"/predict", b"Content-Type: image/jpeg", b"Content-Length: 13700001") + bytes(13_700_000),
+            0,
+        ),
+    }
+
+
+class Attack:
+    """``count`` connections that each send ``payload`` (from a thread) and then neither send nor read.
+
+    Records, for each connection, when the server answered or closed it and
+    the first bytes of what it answered. Use as a context manager.
+    """
+
+    def __init__(self, url: str, payload: bytes, count: int, receive_buffer: int = 0):
+        self.address = _address(url)
+        self.payload = payload
+        self.count = count
+        self.receive_buffer = receive_buffer
+        self.started = time.monotonic()
+        self.sockets: list[socket.socket] = []
+        self.refused = 0
+        self.ended: dict[int, tuple[float, bytes]] = {}  # connection number -> (seconds, first bytes)
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> Attack:
+        for _ in range(self.count):
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                if self.receive_buffer:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+                sock.settimeout(10)
+                sock.connect(self.address)
+            except OSError:
+                self.refused += 1
+                continue
+            self.sockets.append(sock)
+        senders = [threading.Thread(target=self._send, args=(sock,), daemon=True) for sock in self.sockets]
+        for sender in senders:
+            sender.start()
+        self._watcher.start()
+        return self
+
+    def _send(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.sendall(self.payload)
+
+    def _watch(self) -> None:
+        if self.receive_buffer:  # this attacker never reads: see drain_unread()
+            return
+        selector = selectors.DefaultSelector()
+        for number, sock in enumerate(self.sockets):
+            selector.register(sock, selectors.EVENT_READ, number)
+        while not self._stop.is_set() and len(self.ended) < len(self.sockets):
+            for key, _ in selector.select(timeout=0.1):
+                try:
+                    answer = key.fileobj.recv(4096)
+                except OSError:
+                    answer = b""
+                self.ended[key.data] = (time.monotonic() - self.started, answer[:40])
+                selector.unregister(key.fileobj)
+        selector.close()
+
+    def drain_unread(self) -> None:
+        """Read what the never-reading connections were sent: those the server closed end in EOF or a reset."""
+        for number, sock in enumerate(self.sockets):
+            sock.setblocking(False)
+            first = b""
+            while True:
+                try:
+                    data = sock.recv(1 << 20)
+                except BlockingIOError:
+                    break  # still open
+                except OSError:
+                    data = b""
+                first = first or data[:40]
+                if not data:
+                    self.ended[number] = (time.monotonic() - self.started, first)
+                    break
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._watcher.join()
+        for sock in self.sockets:
+            sock.close()
+
+    def summary(self) -> dict[str, Any]:
+        if self.receive_buffer:
+            self.drain_unread()
+        ended = list(self.ended.values())
+        return {
+            "connections": len(self.sockets),
+            "refused": self.refused,
+            "ended": len(ended),
+            "ended_max_s": max((e[0] for e in ended), default=None),
+            "statuses": sorted({e[1][9:12].decode("latin-1") for e in ended if e[1].startswith(b"HTTP/1.1 ")}),
+        }
+
+
+def health_probes(url: str, seconds: float, interval: float = 0.25) -> dict[str, Any]:
+    """``GET /health`` on a new connection every ``interval`` seconds for ``seconds``: failures and latencies."""
+    latencies, failures = [], 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        try:
+            ok = requests.get(f"{url}/health", timeout=10, headers={"Connection": "close"}).status_code == 200
+        except requests.RequestException:
+            ok = False
+        latencies.append(time.monotonic() - started)
+        failures += not ok
+        time.sleep(interval)
+    return {"probes": len(latencies), "probe_failures": failures, "probe_max_s": max(latencies, default=None)}
+
+
+def worker_cpu_s(server: GunicornServer) -> float:
+    """CPU seconds the server's workers have used so far."""
+    total = 0.0
+    for pid in server.worker_pids():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def attack_run(
+    server: GunicornServer, name: str, count: int, seconds: float, photo: bytes, settle: float = 0.0
+) -> dict[str, Any]:
+    """Attack ``server`` with ``count`` connections of kind ``name`` while probing ``/health`` for ``seconds``.
+
+    Then wait up to ``settle`` more seconds for the server to end every attacking connection.
+    """
+    payload, receive_buffer = attack_payloads(photo)[name]
+    cpu_before = worker_cpu_s(server)
+    with Attack(server.url, payload, count, receive_buffer) as attack:
+        probes = health_probes(server.url, seconds)
+        cpu = worker_cpu_s(server) - cpu_before
+        deadline = time.monotonic() + settle
+        while attack.summary()["ended"] < len(attack.sockets) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        return {"attack": name, **attack.summary(), **probes, "worker_cpu_s": cpu}
+
+
 # --- bombs and memory -----------------------------------------------------------
 
 
