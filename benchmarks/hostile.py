@@ -311,6 +311,8 @@ def attack_payloads(photo: bytes) -> dict[str, tuple[bytes, int]]:
         "negative chunk size": (_head(b"POST", b"/predict", chunked) + b"-6\r\nabcdef\r\n0\r\n\r\n", 0),
         "1,100-byte chunk-size line": (_head(b"POST", b"/predict", chunked) + b"1;" + b"a" * 1100, 0),
         "14 pipelined explains, never read": (pipelined, 4096),
+        # The same with answers large enough to fill the socket buffers whatever the model: 400 x 19 KB.
+        "400 pipelined /openapi.json, never read": (_head(b"GET", b"/openapi.json") * 400, 4096),
         "idle connection": (b"", 0),
         "13.7 MB body, then idle": (
             _head(b"POST", b"/predict", b"Content-Type: image/jpeg", b"Content-Length: 13700001") + bytes(13_700_000),
