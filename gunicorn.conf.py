@@ -119,10 +119,10 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    """Drop the live-worker gauges of a worker that exited; its counters stay in the totals."""
-    from prometheus_client import multiprocess
+    """Fold the counters of a worker that exited into the folder's archives and drop its files and gauges."""
+    from catdog.web.metrics_files import archive_dead_worker
 
-    multiprocess.mark_process_dead(worker.pid)
+    archive_dead_worker(worker.pid, os.environ[METRICS_DIR_ENV])
 
 
 def on_exit(server):
