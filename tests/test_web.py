@@ -135,7 +135,20 @@ def test_model_info(client):
     assert info["parameters"] > 0
     assert len(info["sha256"]) == 64 and info["sha256"].startswith(info["sha256_short"])
     assert info["metrics"]["test_accuracy"] == 0.5
-    assert info["tensorflow_version"] and info["keras_version"]
+    assert info["runtime"] in ("litert", "tensorflow")
+    # Library versions and the training machine are not published.
+    assert not {"runtime_version", "tensorflow_version", "keras_version"} & set(info)
+
+
+def test_model_info_publishes_no_versions_or_hardware_at_any_depth():
+    from catdog.web.api import public_model_info
+
+    info = {
+        "runtime": "litert",
+        "runtime_version": "2.3.0",
+        "metrics": {"versions": {"pillow": "13"}, "hardware": "H100", "members": [{"hardware": "x", "f1": 0.9}]},
+    }
+    assert public_model_info(info) == {"runtime": "litert", "metrics": {"members": [{"f1": 0.9}]}}
 
 
 def test_index_page(client):
@@ -689,3 +702,16 @@ def test_photos_below_the_minimum_side_are_refused_with_the_minimum(client):
     fine = client.post("/predict", data=make_photo((minimum, minimum)), content_type="image/jpeg")
     assert fine.status_code == 200
     assert_prediction(fine.get_json())
+
+
+def test_a_model_whose_twin_does_not_match_says_so_on_the_serve_only_install(three_class_model_path, monkeypatch):
+    # The serving-only install has no Keras: the model can only be served through a LiteRT twin made from it.
+    from app import create_app
+    from helpers import CLASSES_OVERRIDE
+
+    monkeypatch.setitem(sys.modules, "keras", None)
+    overrides = {"model.path": str(three_class_model_path), **CLASSES_OVERRIDE}
+    app = create_app({"TESTING": True, "CATDOG_OVERRIDES": overrides})
+    error = assert_error(app.test_client().get("/ready"), 503, "model_unavailable")
+    assert "twin" in error["message"] and "catdog ship" in error["message"]
+    assert "missing or unreadable" not in error["message"]

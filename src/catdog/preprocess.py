@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import struct
 import warnings
 from pathlib import Path
@@ -20,6 +21,8 @@ from PIL import Image
 
 from catdog.errors import InvalidImage
 from catdog.image_checks import MAX_JPEG_SCANS, check_structure
+
+log = logging.getLogger(__name__)
 
 # Pillow's own bomb check is a warning at MAX_IMAGE_PIXELS; we check the
 # declared size ourselves before decoding, so silence the duplicate.
@@ -141,7 +144,9 @@ def open_image(
                 raise InvalidImage("unsupported_format", f"image format {other} is not accepted") from exc
             raise InvalidImage("not_image", "the file is not an image we can read") from exc
         except (OSError, ValueError, SyntaxError) as exc:
-            raise InvalidImage("corrupt", f"the image header is damaged ({exc})") from exc
+            log.debug("image header refused by Pillow: %s", exc)
+            message = f"the {_named(_format_of(data))} header is damaged or uses a feature we cannot read"
+            raise InvalidImage("corrupt", message) from exc
         limits.check(image.format, *image.size)
         try:
             if draft_size and image.format in _JPEG_FORMATS:
@@ -152,10 +157,19 @@ def open_image(
             image = _to_rgb(image, keep_side=draft_size)
             return _orient(image, orientation)
         except Image.DecompressionBombError as exc:
-            raise InvalidImage("too_large", str(exc)) from exc
+            raise InvalidImage(
+                "too_large", f"the image declares more pixels than the limit of {limits.max_pixels:,}"
+            ) from exc
         except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
-            # Pillow signals truncated and corrupt data with several types.
-            raise InvalidImage("corrupt", f"the image data is damaged ({exc})") from exc
+            # Pillow signals truncated and corrupt data with several types, in words of its own (which name
+            # its internals): those go to the log, the client gets ours.
+            log.debug("image data refused by Pillow: %s", exc)
+            raise InvalidImage("corrupt", f"the {_named(image.format)} data is damaged or cut off") from exc
+
+
+def _named(fmt: str | None) -> str:
+    """``JPEG image``, or ``image`` when the format is not known."""
+    return f"{fmt} image" if fmt else "image"
 
 
 def declared_pixels(data: bytes, formats: tuple[str, ...] | None = None) -> int:
