@@ -105,6 +105,8 @@ class RequestReader:
                 event = self._h11.next_event()
                 if event is h11.NEED_DATA:
                     return None
+                if event is h11.PAUSED:  # cannot come before the end of the request; never wait on it
+                    return Refused(400, "the request cannot be read")
                 if isinstance(event, h11.Request):
                     self.request = event
                     self.declared_length = _content_length(event)
