@@ -12,7 +12,7 @@ one attacker with a laptop can do to it:
   and the probes' latencies (target: every probe under 2 s);
 * **scan bomb**: the CPU time ``preprocess.open_image`` takes on the worst
   progressive JPEG it accepts (8000x5000, ``MAX_JPEG_SCANS`` scans) and to
-  refuse one with thousands of scans (target: 2 s);
+  refuse one with thousands of scans (target: 1 s);
 * **memory**: the rise of a worker's peak resident memory (VmHWM, reset
   before each request) over its idle size, for the worst requests within the limits: 16-bit,
   RGBA and palette PNGs of 8000x5000 pixels with ``explain=1``, and a batch
