@@ -11,8 +11,13 @@ Everything that differs between machines comes from the environment:
 * ``GUNICORN_GRACEFUL_TIMEOUT``: seconds to finish requests on shutdown (default 20);
 * ``GUNICORN_HEADER_TIMEOUT``: seconds a request's head may take to arrive (default 10);
 * ``GUNICORN_BODY_TIMEOUT`` and ``GUNICORN_MIN_BODY_RATE``: a body may take
-  this many seconds (default 10) plus one per this many bytes received
-  (default 16384); slower requests are answered 408 and closed;
+  this many seconds (default 10) plus one per this many bytes its head
+  declares (default 16384); slower requests are answered 408 and closed;
+* ``GUNICORN_IDLE_TIMEOUT``: seconds a request may go without a byte (default 10);
+* ``GUNICORN_WRITE_TIMEOUT``: seconds a client has to read its answer before
+  the connection is cut (default 10);
+* ``GUNICORN_MAX_BUFFERED``: bytes one worker holds for requests being read
+  and answers being sent (default 64 MiB); past it, new bodies get 503;
 * ``GUNICORN_MAX_REQUESTS``: requests after which a worker is replaced
   (default 1000, with up to 10% jitter; 0 never), so memory a worker once
   needed is given back;
@@ -24,9 +29,10 @@ Everything that differs between machines comes from the environment:
   removed on exit.
 
 The worker class is gunicorn's ``gthread`` with one change
-(:mod:`catdog.web.worker`): each request is read in full, under the deadlines
-above, by the worker's event loop before a thread serves it, so slow clients
-cannot hold the threads.
+(:mod:`catdog.web.worker`): the worker's event loop reads each request in full
+(framed by h11) before a thread serves it, and sends the answer the thread
+wrote into memory, under the deadlines and budget above, so neither slow
+senders nor clients that never read can hold the threads.
 
 The app is not preloaded in the master: every worker imports it and loads
 and warms up its own model before accepting requests, so no TensorFlow state
@@ -68,7 +74,10 @@ max_requests_jitter = max_requests // 10
 for _name, _default in (
     ("GUNICORN_HEADER_TIMEOUT", 10),
     ("GUNICORN_BODY_TIMEOUT", 10),
+    ("GUNICORN_IDLE_TIMEOUT", 10),
+    ("GUNICORN_WRITE_TIMEOUT", 10),
     ("GUNICORN_MIN_BODY_RATE", 16384),
+    ("GUNICORN_MAX_BUFFERED", 64 * 1024 * 1024),
 ):
     os.environ[_name] = str(_int_from_env(_name, _default))
 preload_app = False
@@ -110,10 +119,10 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    """Drop the live-worker gauges of a worker that exited; its counters stay in the totals."""
-    from prometheus_client import multiprocess
+    """Fold the counters of a worker that exited into the folder's archives and drop its files and gauges."""
+    from catdog.web.metrics_files import archive_dead_worker
 
-    multiprocess.mark_process_dead(worker.pid)
+    archive_dead_worker(worker.pid, os.environ[METRICS_DIR_ENV])
 
 
 def on_exit(server):

@@ -12,18 +12,30 @@ one attacker with a laptop can do to it:
   and the probes' latencies (target: every probe under 2 s);
 * **scan bomb**: the CPU time ``preprocess.open_image`` takes on the worst
   progressive JPEG it accepts (8000x5000, ``MAX_JPEG_SCANS`` scans) and to
-  refuse one with thousands of scans (target: 2 s);
+  refuse one with thousands of scans (target: 1 s);
 * **memory**: the rise of a worker's peak resident memory (VmHWM, reset
   before each request) over its idle size, for the worst requests within the limits: 16-bit,
   RGBA and palette PNGs of 8000x5000 pixels with ``explain=1``, and a batch
-  of two of them plus small ones (target: 300 MB).
+  of two of them plus small ones (target: 300 MB);
+* **connection attacks**, each alone on a fresh server while ``/health`` is
+  probed every quarter second (target: every probe under 2 s): chunk sizes
+  like ``-6``, 1,100-byte chunk-size lines then silence, clients that
+  pipeline 14 ``POST /predict?explain=1`` and never read, 2,100 idle
+  connections (past the 2 x 1,000 slots), 13.7 MB bodies parked unfinished;
+* **hostile requests**: each file of the decode-bomb corpus
+  (:mod:`benchmarks.decode_bombs`; target: 1 s of CPU and 300 MB), a 14 MB
+  JSON list of zeros, and 2,000 requests with random 20-letter methods
+  (the growth of ``/metrics``).
 
 Prints a markdown table, writes JSON with ``--json``, exits 1 when a target is missed.
+``--root`` serves another checkout (its ``src/`` first on the path), to
+measure an older version with the same attacks.
 
 Usage (from the repository root)::
 
-    python -m benchmarks.hostile                    # one minute of 64 slow clients
+    python -m benchmarks.hostile                    # everything, one minute of 64 slow clients
     python -m benchmarks.hostile --duration 20      # shorter
+    python -m benchmarks.hostile --parts attacks requests
 """
 
 from __future__ import annotations
@@ -48,12 +60,13 @@ import requests
 from PIL import Image
 
 from catdog.config import PROJECT_ROOT
-from catdog.preprocess import MAX_JPEG_SCANS, jpeg_scan_count, open_image
+from catdog.image_checks import MAX_JPEG_SCANS, jpeg_scan_count
+from catdog.preprocess import open_image
 from catdog.web.server import GunicornServer
 
 PROBE_LIMIT_S = 2.0
-DECODE_LIMIT_S = 2.0
 MEMORY_LIMIT_MIB = 300.0
+DECODE_LIMIT_S = 1.0  # any upload of at most 10 MiB: at most 1 s of CPU
 BODY_LENGTH = 200_000
 KINDS = ("head", "body", "chunked")
 # What each kind sends, one byte at a time, over and over: a header line that never ends,
@@ -280,6 +293,284 @@ def slow_client_run(url: str, clients: int, seconds: float, interval: float = 1.
     }
 
 
+# --- connection attacks: a few bytes that once stopped the service ------------------------
+
+
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    return host, int(port)
+
+
+def _head(method: bytes = b"POST", path: bytes = b"/predict", *extra: bytes) -> bytes:
+    return b"%s %s HTTP/1.1\r\nHost: attack\r\n" % (method, path) + b"".join(h + b"\r\n" for h in extra) + b"\r\n"
+
+
+def _multipart_request(photo: bytes, path: bytes) -> bytes:
+    boundary = b"attackboundary"
+    body = (
+        b'--%s\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n%s\r\n--%s--\r\n" % (boundary, photo, boundary)
+    )
+    content_type = b"Content-Type: multipart/form-data; boundary=" + boundary
+    return _head(b"POST", path, content_type, b"Content-Length: %d" % len(body)) + body
+
+
+def attack_payloads(photo: bytes) -> dict[str, tuple[bytes, int]]:
+    """What each attacking connection sends, then it goes silent: name -> (bytes, SO_RCVBUF or 0 to keep)."""
+    chunked = b"Transfer-Encoding: chunked"
+    pipelined = _multipart_request(photo, b"/predict?explain=1") * 14
+    return {
+        "negative chunk size": (_head(b"POST", b"/predict", chunked) + b"-6\r\nabcdef\r\n0\r\n\r\n", 0),
+        "1,100-byte chunk-size line": (_head(b"POST", b"/predict", chunked) + b"1;" + b"a" * 1100, 0),
+        "14 pipelined explains, never read": (pipelined, 4096),
+        # The same with answers large enough to fill the socket buffers whatever the model: 400 x 19 KB.
+        "400 pipelined /openapi.json, never read": (_head(b"GET", b"/openapi.json") * 400, 4096),
+        "idle connection": (b"", 0),
+        "13.7 MB body, then idle": (
+            _head(b"POST", b"/predict", b"Content-Type: image/jpeg", b"Content-Length: 13700001") + bytes(13_700_000),
+            0,
+        ),
+    }
+
+
+class Attack:
+    """``count`` connections that each send ``payload`` (from a thread) and then neither send nor read.
+
+    Records, for each connection, when the server answered or closed it and
+    the first bytes of what it answered. Use as a context manager.
+    """
+
+    def __init__(self, url: str, payload: bytes, count: int, receive_buffer: int = 0):
+        self.address = _address(url)
+        self.payload = payload
+        self.count = count
+        self.receive_buffer = receive_buffer
+        self.started = time.monotonic()
+        self.sockets: list[socket.socket] = []
+        self.refused = 0
+        self.ended: dict[int, tuple[float, bytes]] = {}  # connection number -> (seconds, first bytes)
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> Attack:
+        for _ in range(self.count):
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                if self.receive_buffer:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+                sock.settimeout(10)
+                sock.connect(self.address)
+            except OSError:
+                self.refused += 1
+                continue
+            self.sockets.append(sock)
+        senders = [threading.Thread(target=self._send, args=(sock,), daemon=True) for sock in self.sockets]
+        for sender in senders:
+            sender.start()
+        self._watcher.start()
+        return self
+
+    def _send(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.sendall(self.payload)
+
+    def _watch(self) -> None:
+        if self.receive_buffer:  # this attacker never reads: see drain_unread()
+            return
+        selector = selectors.DefaultSelector()
+        for number, sock in enumerate(self.sockets):
+            selector.register(sock, selectors.EVENT_READ, number)
+        while not self._stop.is_set() and len(self.ended) < len(self.sockets):
+            for key, _ in selector.select(timeout=0.1):
+                try:
+                    answer = key.fileobj.recv(4096)
+                except OSError:
+                    answer = b""
+                self.ended[key.data] = (time.monotonic() - self.started, answer[:40])
+                selector.unregister(key.fileobj)
+        selector.close()
+
+    def drain_unread(self) -> None:
+        """Read what the never-reading connections were sent: those the server closed end in EOF or a reset."""
+        for number, sock in enumerate(self.sockets):
+            sock.setblocking(False)
+            first = b""
+            while True:
+                try:
+                    data = sock.recv(1 << 20)
+                except BlockingIOError:
+                    break  # still open
+                except OSError:
+                    data = b""
+                first = first or data[:40]
+                if not data:
+                    self.ended[number] = (time.monotonic() - self.started, first)
+                    break
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._watcher.join()
+        for sock in self.sockets:
+            sock.close()
+
+    def summary(self) -> dict[str, Any]:
+        if self.receive_buffer:
+            self.drain_unread()
+        ended = list(self.ended.values())
+        return {
+            "connections": len(self.sockets),
+            "refused": self.refused,
+            "ended": len(ended),
+            "ended_max_s": max((e[0] for e in ended), default=None),
+            "statuses": sorted({e[1][9:12].decode("latin-1") for e in ended if e[1].startswith(b"HTTP/1.1 ")}),
+        }
+
+
+def health_probes(url: str, seconds: float, interval: float = 0.25) -> dict[str, Any]:
+    """``GET /health`` on a new connection every ``interval`` seconds for ``seconds``: failures and latencies."""
+    latencies, failures = [], 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        try:
+            ok = requests.get(f"{url}/health", timeout=10, headers={"Connection": "close"}).status_code == 200
+        except requests.RequestException:
+            ok = False
+        latencies.append(time.monotonic() - started)
+        failures += not ok
+        time.sleep(interval)
+    return {"probes": len(latencies), "probe_failures": failures, "probe_max_s": max(latencies, default=None)}
+
+
+def workers_rss_mib(server: GunicornServer) -> float:
+    """Resident memory of the server's workers together, in MiB."""
+    total = 0
+    for pid in server.worker_pids():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += psutil.Process(pid).memory_info().rss
+    return total / 2**20
+
+
+def worker_cpu_s(server: GunicornServer) -> float:
+    """CPU seconds the server's workers have used so far."""
+    total = 0.0
+    for pid in server.worker_pids():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def attack_run(
+    server: GunicornServer, name: str, count: int, seconds: float, photo: bytes, settle: float = 0.0
+) -> dict[str, Any]:
+    """Attack ``server`` with ``count`` connections of kind ``name`` while probing ``/health`` for ``seconds``.
+
+    Then wait up to ``settle`` more seconds for the server to end every attacking connection.
+    """
+    payload, receive_buffer = attack_payloads(photo)[name]
+    cpu_before, rss_before = worker_cpu_s(server), workers_rss_mib(server)
+    with Attack(server.url, payload, count, receive_buffer) as attack:
+        probes = health_probes(server.url, seconds)
+        cpu = worker_cpu_s(server) - cpu_before
+        probes["workers_rss_rise_mib"] = workers_rss_mib(server) - rss_before
+        deadline = time.monotonic() + settle
+        while attack.summary()["ended"] < len(attack.sockets) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        return {"attack": name, **attack.summary(), **probes, "worker_cpu_s": cpu}
+
+
+# The connection attacks of a run, each alone on a fresh server: name -> (connections, seconds of probing).
+ATTACKS = {
+    "negative chunk size": (2, 10.0),
+    "1,100-byte chunk-size line": (10, 15.0),
+    "14 pipelined explains, never read": (20, 15.0),
+    "400 pipelined /openapi.json, never read": (20, 15.0),
+    "idle connection": (2100, 10.0),
+    "13.7 MB body, then idle": (40, 15.0),
+}
+
+
+def attack_runs(model: str, log, root: Path, env: dict[str, str], names: Sequence[str]) -> dict[str, Any]:
+    """Each of :data:`ATTACKS` named in ``names`` against its own fresh server (2 workers x 4 threads, as shipped)."""
+    photo = small_photo()
+    results = {}
+    for name in names:
+        count, seconds = ATTACKS[name]
+        with GunicornServer(model, log, workers=2, threads=4, root=root, env=env) as server:
+            results[name] = attack_run(server, name, count, seconds, photo)
+    return results
+
+
+def json_zeros_run(server: GunicornServer) -> dict[str, Any]:
+    """One 14 MB ``{"images": [0, 0, ...]}`` body: the answer, its time and the worker's peak memory rise."""
+    (pid,) = server.worker_pids()
+    idle = psutil.Process(pid).memory_info().rss / 2**20
+    body = b'{"images": [' + b"0," * 7_000_000 + b"0]}"
+    started = time.monotonic()
+    peak, response = peak_during_mib(
+        pid,
+        lambda: requests.post(
+            f"{server.url}/predict", data=body, headers={"Content-Type": "application/json"}, timeout=300
+        ),
+    )
+    return {
+        "bytes": len(body),
+        "status": response.status_code,
+        "code": _error_code(response),
+        "seconds": time.monotonic() - started,
+        "rise_mib": peak - idle,
+    }
+
+
+def random_methods_run(url: str, count: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """``count`` requests with random 20-letter methods: how much ``/metrics`` grew."""
+    import random
+
+    rng = random.Random(seed)
+    before = len(requests.get(f"{url}/metrics", timeout=30).content)
+    with requests.Session() as session:
+        for _ in range(count):
+            method = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(20))
+            session.request(method, f"{url}/health", timeout=30)
+    started = time.monotonic()
+    after = len(requests.get(f"{url}/metrics", timeout=30).content)
+    return {"requests": count, "before_bytes": before, "after_bytes": after, "scrape_s": time.monotonic() - started}
+
+
+def bomb_runs(server: GunicornServer) -> dict[str, Any]:
+    """Each decode bomb (:mod:`benchmarks.decode_bombs`) posted alone: answer, worker CPU and peak memory rise."""
+    from benchmarks.decode_bombs import corpus
+
+    (pid,) = server.worker_pids()
+    results = {}
+    for name, data in corpus().items():
+        idle = psutil.Process(pid).memory_info().rss / 2**20
+        cpu = worker_cpu_s(server)
+
+        def send(data=data):
+            return requests.post(
+                f"{server.url}/predict", data=data, headers={"Content-Type": "application/octet-stream"}, timeout=300
+            )
+
+        peak, response = peak_during_mib(pid, send)
+        results[name] = {
+            "bytes": len(data),
+            "status": response.status_code,
+            "code": _error_code(response),
+            "cpu_s": worker_cpu_s(server) - cpu,
+            "rise_mib": peak - idle,
+        }
+    return results
+
+
+def _error_code(response: requests.Response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 # --- bombs and memory -----------------------------------------------------------
 
 
@@ -367,43 +658,86 @@ def memory_run(server: GunicornServer) -> dict[str, Any]:
 
 def missed_targets(report: dict[str, Any]) -> list[str]:
     missed = []
-    slow = report["slow_clients"]
-    if slow["probe_failures"] or (slow["probe_max_s"] or 0) > PROBE_LIMIT_S:
+    slow = report.get("slow_clients")
+    if slow and (slow["probe_failures"] or (slow["probe_max_s"] or 0) > PROBE_LIMIT_S):
         missed.append(f"a probe failed or took over {PROBE_LIMIT_S} s")
-    if slow["held_at_end"] < slow["clients"] * 0.9:
+    if slow and slow["held_at_end"] < slow["clients"] * 0.9:
         missed.append("the slow clients were not all held (the attack did not run as meant)")
-    decode = report["decode"]
-    if decode["accepted_cpu_s"] > DECODE_LIMIT_S or decode["refused_as"] != "too_complex":
+    decode = report.get("decode")
+    if decode and (decode["accepted_cpu_s"] > DECODE_LIMIT_S or decode["refused_as"] != "too_complex"):
         missed.append("the scan bomb took too long or was not refused")
-    for name, result in report["memory"].items():
+    for name, result in report.get("memory", {}).items():
         if result["status"] != 200 or result["rise_mib"] > MEMORY_LIMIT_MIB:
             missed.append(f"{name}: status {result['status']}, peak rise {result['rise_mib']:.0f} MiB")
+    for name, result in report.get("attacks", {}).items():
+        if result["probe_failures"] or (result["probe_max_s"] or 0) > PROBE_LIMIT_S:
+            missed.append(f"{name}: a probe failed or took over {PROBE_LIMIT_S} s")
+    for name, result in report.get("bombs", {}).items():
+        if result["cpu_s"] > DECODE_LIMIT_S or result["rise_mib"] > MEMORY_LIMIT_MIB:
+            missed.append(f"{name}: {result['cpu_s']:.1f} s of CPU, peak rise {result['rise_mib']:.0f} MiB")
+    zeros = report.get("json_zeros")
+    if zeros and (zeros["seconds"] > PROBE_LIMIT_S or zeros["rise_mib"] > MEMORY_LIMIT_MIB):
+        missed.append("the 14 MB JSON list took too long or too much memory")
     return missed
 
 
 def markdown(report: dict[str, Any]) -> str:
-    slow, decode = report["slow_clients"], report["decode"]
-    lines = [
-        "| measure | result | target |",
-        "|---|---|---|",
-        f"| slow clients held (trickling 1 byte/{report['interval']:g} s) | {slow['held_at_end']} of {slow['clients']}"
-        f", {slow['opened']} opened in {slow['seconds']:g} s | - |",
-        f"| a trickling connection lives | {slow['lifetime_min_s']:.1f}-{slow['lifetime_max_s']:.1f} s "
-        f"({slow['cut_with_408']} of {slow['cut']} answered 408) | bounded |",
-        f"| probes (/health, small POST /predict) | {slow['probes']}, {slow['probe_failures']} failed, "
-        f"p50 {slow['probe_p50_s'] * 1000:.0f} ms, max {slow['probe_max_s'] * 1000:.0f} ms "
-        f"| each < {PROBE_LIMIT_S:g} s |",
-        f"| worst accepted scan bomb ({decode['accepted_scans']} scans, 8000x5000, {decode['accepted_bytes']:,} B) "
-        f"| {decode['accepted_cpu_s']:.2f} s CPU | < {DECODE_LIMIT_S:g} s |",
-        f"| scan bomb of {decode['refused_scans']} scans ({decode['refused_bytes']:,} B) "
-        f"| {decode['refused_as']} in {decode['refused_cpu_s'] * 1000:.0f} ms CPU | refused |",
-    ]
-    for name, result in report["memory"].items():
+    lines = ["| measure | result | target |", "|---|---|---|"]
+    slow, decode = report.get("slow_clients"), report.get("decode")
+    if slow:
+        lines += [
+            f"| slow clients held (trickling 1 byte/{report['interval']:g} s) | {slow['held_at_end']} of "
+            f"{slow['clients']}, {slow['opened']} opened in {slow['seconds']:g} s | - |",
+            f"| a trickling connection lives | {slow['lifetime_min_s']:.1f}-{slow['lifetime_max_s']:.1f} s "
+            f"({slow['cut_with_408']} of {slow['cut']} answered 408) | bounded |",
+            f"| probes (/health, small POST /predict) | {slow['probes']}, {slow['probe_failures']} failed, "
+            f"p50 {slow['probe_p50_s'] * 1000:.0f} ms, max {slow['probe_max_s'] * 1000:.0f} ms "
+            f"| each < {PROBE_LIMIT_S:g} s |",
+        ]
+    if decode:
+        lines += [
+            f"| worst accepted scan bomb ({decode['accepted_scans']} scans, 8000x5000, "
+            f"{decode['accepted_bytes']:,} B) | {decode['accepted_cpu_s']:.2f} s CPU | < {DECODE_LIMIT_S:g} s |",
+            f"| scan bomb of {decode['refused_scans']} scans ({decode['refused_bytes']:,} B) "
+            f"| {decode['refused_as']} in {decode['refused_cpu_s'] * 1000:.0f} ms CPU | refused |",
+        ]
+    for name, result in report.get("memory", {}).items():
         lines.append(
             f"| peak RSS rise: {name} ({result['bytes']:,} B) | {result['rise_mib']:.0f} MiB, status {result['status']}"
             f" | < {MEMORY_LIMIT_MIB:g} MiB |"
         )
+    for name, r in report.get("attacks", {}).items():
+        ended = f"{r['ended']} ended" + (f" by {r['ended_max_s']:.1f} s" if r["ended_max_s"] is not None else "")
+        statuses = ", ".join(r["statuses"]) or "no answer"
+        lines.append(
+            f"| {r['connections']:,} x {name} | probes: {r['probe_failures']} of {r['probes']} failed, max "
+            f"{r['probe_max_s'] * 1000:.0f} ms; {ended} ({statuses}); workers {r['worker_cpu_s']:.1f} s CPU, "
+            f"RSS {r['workers_rss_rise_mib']:+.0f} MiB "
+            f"| probes < {PROBE_LIMIT_S:g} s |"
+        )
+    zeros = report.get("json_zeros")
+    if zeros:
+        lines.append(
+            f"| {zeros['bytes'] / 1e6:.0f} MB JSON list of zeros | {zeros['status']} {zeros['code']} in "
+            f"{zeros['seconds'] * 1000:.0f} ms, peak rise {zeros['rise_mib']:.0f} MiB | < {PROBE_LIMIT_S:g} s, "
+            f"< {MEMORY_LIMIT_MIB:g} MiB |"
+        )
+    methods = report.get("random_methods")
+    if methods:
+        lines.append(
+            f"| {methods['requests']:,} random 20-letter methods | /metrics {methods['before_bytes']:,} B -> "
+            f"{methods['after_bytes']:,} B, scrape {methods['scrape_s'] * 1000:.0f} ms | bounded |"
+        )
+    for name, result in report.get("bombs", {}).items():
+        lines.append(
+            f"| {name} ({result['bytes']:,} B) | {result['status']} {result['code'] or ''}, "
+            f"{result['cpu_s']:.2f} s CPU, peak rise {result['rise_mib']:.0f} MiB "
+            f"| < {DECODE_LIMIT_S:g} s, < {MEMORY_LIMIT_MIB:g} MiB |"
+        )
     return "\n".join(lines)
+
+
+PARTS = ("slow", "memory", "decode", "attacks", "requests")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -413,6 +747,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=64, help="slow connections held at once")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of slow clients")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between a slow client's bytes")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
+    parser.add_argument("--attacks", nargs="+", choices=list(ATTACKS), default=list(ATTACKS), help="which attacks")
+    parser.add_argument(
+        "--root", type=Path, default=PROJECT_ROOT, help="checkout to serve (its src/ first on the path), to compare"
+    )
     parser.add_argument("--json", type=Path, help="also write the report here")
     return parser.parse_args(argv)
 
@@ -420,12 +759,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     report: dict[str, Any] = {"interval": args.interval}
+    root = args.root.resolve()
+    env = {"PYTHONPATH": str(root / "src")} if root != PROJECT_ROOT else {}
     with open(os.devnull, "w") as log:
-        with GunicornServer(args.model, log, workers=2, threads=4) as server:
-            report["slow_clients"] = slow_client_run(server.url, args.clients, args.duration, args.interval)
-        with GunicornServer(args.model, log, workers=1, threads=4) as server:
-            report["memory"] = memory_run(server)
-    report["decode"] = decode_times()
+        if "slow" in args.parts:
+            with GunicornServer(args.model, log, workers=2, threads=4, root=root, env=env) as server:
+                report["slow_clients"] = slow_client_run(server.url, args.clients, args.duration, args.interval)
+        if "memory" in args.parts:
+            with GunicornServer(args.model, log, workers=1, threads=4, root=root, env=env) as server:
+                report["memory"] = memory_run(server)
+        if "attacks" in args.parts:
+            report["attacks"] = attack_runs(args.model, log, root, env, args.attacks)
+        if "requests" in args.parts:
+            with GunicornServer(args.model, log, workers=1, threads=4, root=root, env=env) as server:
+                report["bombs"] = bomb_runs(server)
+            with GunicornServer(args.model, log, workers=1, threads=4, root=root, env=env) as server:
+                report["json_zeros"] = json_zeros_run(server)
+            with GunicornServer(args.model, log, workers=2, threads=4, root=root, env=env) as server:
+                report["random_methods"] = random_methods_run(server.url)
+    if "decode" in args.parts:
+        report["decode"] = decode_times()
     print(markdown(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -14,7 +14,7 @@ import socket
 
 import pytest
 
-from benchmarks.hostile import MEMORY_LIMIT_MIB, memory_run, slow_client_run
+from benchmarks.hostile import MEMORY_LIMIT_MIB, attack_run, memory_run, slow_client_run
 from helpers import make_photo
 from rawhttp import PendingRequest
 
@@ -128,3 +128,61 @@ def test_pipelined_and_chunked_requests_are_answered_in_order(shipped_server):
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
     assert statuses == [b"200", b"200", b"404"], received[:500]
     assert b'"label"' in received
+
+
+# --- a few bytes that once stopped the service: each on a server with short deadlines -------------
+
+TIGHT = 3  # seconds: the tight server's header, body, idle and write deadlines
+SLOTS = 40  # connections per worker
+SWEEP = 1.5  # the worker checks deadlines every second; some slack on a busy machine
+
+
+@pytest.fixture(scope="module")
+def tight_server(live_server):
+    """2 workers x 4 threads with short deadlines, few connection slots and a small buffer budget."""
+    env = {
+        "GUNICORN_CMD_ARGS": f"--worker-connections {SLOTS}",
+        **{f"GUNICORN_{name}_TIMEOUT": str(TIGHT) for name in ("HEADER", "BODY", "IDLE", "WRITE")},
+        "GUNICORN_MAX_BUFFERED": str(32 * 1024 * 1024),
+        "GUNICORN_MAX_REQUESTS": "0",
+    }
+    return live_server(workers=2, threads=4, env=env)
+
+
+def check_attack(server, name: str, count: int, seconds: float, settle: float = 0.0) -> dict:
+    result = attack_run(server, name, count, seconds, make_photo(), settle)
+    print(result)
+    assert result["connections"] == count and result["refused"] == 0, result
+    assert result["probe_failures"] == 0 and result["probe_max_s"] < PROBE_LIMIT_S, result
+    return result
+
+
+def test_a_negative_chunk_size_is_refused_at_once_without_spinning(tight_server):
+    result = check_attack(tight_server, "negative chunk size", 2, 4.0)
+    assert result["ended"] == 2 and result["statuses"] == ["400"] and result["ended_max_s"] < 1.0, result
+    assert result["worker_cpu_s"] < 2.0, result  # a spinning loop would burn the whole 4 s on each worker
+
+
+def test_long_chunk_size_lines_are_held_by_the_loop_and_timed_out(tight_server):
+    # More connections than threads: handed to threads, they would hold them all.
+    result = check_attack(tight_server, "1,100-byte chunk-size line", 10, TIGHT + SWEEP + 2)
+    assert result["ended"] == 10 and result["statuses"] == ["408"], result
+    assert result["ended_max_s"] < TIGHT + SWEEP + 1, result
+
+
+def test_clients_that_never_read_their_answers_hold_no_thread_and_are_cut(tight_server):
+    # Blocked in a send, 20 such clients would hold all 8 threads.
+    result = check_attack(tight_server, "400 pipelined /openapi.json, never read", 20, TIGHT + SWEEP + 2, settle=15)
+    assert result["ended"] == 20, result
+
+
+def test_past_the_connection_slots_idle_connections_make_room(tight_server):
+    result = check_attack(tight_server, "idle connection", 2 * SLOTS + 30, 3.0)
+    assert result["ended"] >= 30, result  # the longest idle gave way to newer connections
+
+
+def test_buffered_bodies_have_a_budget_and_an_idle_deadline(tight_server):
+    # 8 x 13.7 MB parked bodies against 2 x 32 MB: the budget answers some 503 at once.
+    result = check_attack(tight_server, "13.7 MB body, then idle", 8, TIGHT + SWEEP + 3)
+    assert result["ended"] == 8 and set(result["statuses"]) == {"408", "503"}, result
+    assert result["ended_max_s"] < TIGHT + SWEEP + 2, result

@@ -62,6 +62,22 @@ def test_requests_are_counted_by_route_method_and_status(client):
     assert sample(after, latency, route="/health") - sample(before, latency, route="/health") == 2
 
 
+def test_unknown_methods_share_one_label_value(client):
+    before = metrics_text(client)
+    for number in range(50):
+        client.open("/health", method="X" + "".join(chr(65 + (number * 7 + i) % 26) for i in range(19)))
+    after = metrics_text(client)
+    methods = {
+        s.labels["method"]
+        for family in text_string_to_metric_families(after)
+        for s in family.samples
+        if s.name == "catdog_http_requests_total"
+    }
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}, methods
+    name = "catdog_http_requests_total"
+    assert sample(after, name, method="other") - sample(before, name, method="other") == 50
+
+
 def test_predictions_are_counted_by_label_with_their_top_probability(client):
     before = metrics_text(client)
     photos = [make_photo(seed=seed) for seed in range(3)]
@@ -207,3 +223,30 @@ def test_gunicorn_makes_a_metrics_folder_and_removes_it_on_exit(live_server, tmp
     assert folder.is_dir() and any(folder.glob("*.db"))
     assert server.stop() == 0
     assert not folder.exists()
+
+
+def test_a_dead_workers_counts_are_archived_and_its_files_removed(live_server, tmp_path):
+    # Workers are replaced every few requests (max_requests 3, no jitter): the folder must not grow.
+    folder = tmp_path / "metrics"
+    server = live_server(
+        model_path=tmp_path / "missing.h5",
+        ready_path="/health",
+        workers=1,
+        threads=1,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(folder), "GUNICORN_MAX_REQUESTS": "3"},
+    )
+    seen, answered = set(), 0
+    deadline = time.monotonic() + 120
+    while len(seen) < 4:
+        assert time.monotonic() < deadline, f"workers were not replaced: {seen}"
+        try:
+            answered += requests.get(f"{server.url}/health", timeout=10).status_code == 200
+        except requests.ConnectionError:
+            time.sleep(0.1)
+        seen.update(server.worker_pids())
+    live = server.worker_pids()
+    files = {path.name for path in folder.iterdir()}
+    dead_files = {name for name in files if not any(name.endswith(f"_{pid}.db") for pid in live)}
+    assert dead_files <= {"counter_archive.db", "histogram_archive.db"}, files
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    assert sample(text, "catdog_http_requests_total", route="/health", status="200") >= answered

@@ -24,7 +24,8 @@ from PIL import Image
 
 from benchmarks.hostile import big_png, progressive_bomb, scan_segments
 from catdog.errors import InvalidImage
-from catdog.preprocess import MAX_JPEG_SCANS, ImageLimits, jpeg_scan_count, load_image, open_image
+from catdog.image_checks import MAX_JPEG_SCANS, jpeg_scan_count
+from catdog.preprocess import ImageLimits, load_image, open_image
 from helpers import damage
 
 REASONS = {"empty", "not_image", "unsupported_format", "corrupt", "too_large", "too_small", "too_complex"}

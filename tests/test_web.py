@@ -135,7 +135,20 @@ def test_model_info(client):
     assert info["parameters"] > 0
     assert len(info["sha256"]) == 64 and info["sha256"].startswith(info["sha256_short"])
     assert info["metrics"]["test_accuracy"] == 0.5
-    assert info["tensorflow_version"] and info["keras_version"]
+    assert info["runtime"] in ("litert", "tensorflow")
+    # Library versions and the training machine are not published.
+    assert not {"runtime_version", "tensorflow_version", "keras_version"} & set(info)
+
+
+def test_model_info_publishes_no_versions_or_hardware_at_any_depth():
+    from catdog.web.api import public_model_info
+
+    info = {
+        "runtime": "litert",
+        "runtime_version": "2.3.0",
+        "metrics": {"versions": {"pillow": "13"}, "hardware": "H100", "members": [{"hardware": "x", "f1": 0.9}]},
+    }
+    assert public_model_info(info) == {"runtime": "litert", "metrics": {"members": [{"f1": 0.9}]}}
 
 
 def test_index_page(client):
@@ -609,6 +622,34 @@ def test_too_many_form_parts_are_named_as_such(client):
     assert "1,000 parts" in error["message"] and "MiB" not in error["message"]
 
 
+def test_a_form_is_refused_at_its_file_part_one_over_the_batch_limit(client):
+    # 17 files, then a tail that is not multipart at all: parsing stops before it.
+    body = raw_multipart([("file", b"x", f"{i}.jpg") for i in range(17)])
+    body = body[: body.rindex(b"--xYzBoundary--")] + b"--xYzBoundary\r\nnot a part header" * 1000
+    error = assert_error(post_multipart(client, body), 400, "too_many_files")
+    assert "at most 16 images" in error["message"]
+
+
+def test_a_json_batch_over_the_limit_is_refused_before_any_item_is_decoded(client, monkeypatch):
+    from catdog.web import uploads
+
+    decoded = []
+    monkeypatch.setattr(uploads, "_decode_base64", lambda value: decoded.append(value) or b"")
+    # 2 MB of zeros in the list (the review's body was 14 MB): refused at the 17th.
+    body = b'{"images": [' + b"0," * 1_000_000 + b"0]}"
+    error = assert_error(client.post("/predict", data=body, content_type="application/json"), 400, "too_many_files")
+    assert "at most 16 images" in error["message"] and decoded == []
+    # Real images, one over the limit.
+    images = [base64.b64encode(make_photo()).decode()] * 17
+    assert_error(client.post("/predict", json={"images": images}), 400, "too_many_files")
+    assert decoded == []
+
+
+def test_json_nested_deeper_than_any_upload_needs_is_refused(client):
+    body = b'{"image": "x", "explain": ' + b"[" * 40 + b"]" * 40 + b"}"
+    assert_error(client.post("/predict", data=body, content_type="application/json"), 400, "bad_json")
+
+
 def test_a_huge_text_field_is_named_as_such(client):
     body = raw_multipart([("file", make_photo(), "a.jpg"), ("note", b"n" * 600_000, None)])
     error = assert_error(post_multipart(client, body), 413, "field_too_large")
@@ -661,3 +702,16 @@ def test_photos_below_the_minimum_side_are_refused_with_the_minimum(client):
     fine = client.post("/predict", data=make_photo((minimum, minimum)), content_type="image/jpeg")
     assert fine.status_code == 200
     assert_prediction(fine.get_json())
+
+
+def test_a_model_whose_twin_does_not_match_says_so_on_the_serve_only_install(three_class_model_path, monkeypatch):
+    # The serving-only install has no Keras: the model can only be served through a LiteRT twin made from it.
+    from app import create_app
+    from helpers import CLASSES_OVERRIDE
+
+    monkeypatch.setitem(sys.modules, "keras", None)
+    overrides = {"model.path": str(three_class_model_path), **CLASSES_OVERRIDE}
+    app = create_app({"TESTING": True, "CATDOG_OVERRIDES": overrides})
+    error = assert_error(app.test_client().get("/ready"), 503, "model_unavailable")
+    assert "twin" in error["message"] and "catdog ship" in error["message"]
+    assert "missing or unreadable" not in error["message"]

@@ -153,14 +153,18 @@ class Predictor:
         self.predict_arrays(blank)
         self.gradcam(blank[0])
         side = self.input_size
+        described = self._runtime.describe()
         log.info(
-            "model %s (%s, %dx%d input, temperature %g) loaded with %s and warmed up",
+            "model %s (%s, %dx%d input, temperature %g) loaded with %s %s (TensorFlow %s, Keras %s) and warmed up",
             self.path,
             self.architecture,
             side,
             side,
             self.temperature,
             self.runtime,
+            described["runtime_version"],
+            described["tensorflow_version"],
+            described["keras_version"],
         )
 
     def predict_arrays(self, batch: np.ndarray, *, calibrated: bool = True) -> np.ndarray:
@@ -242,7 +246,7 @@ class Predictor:
         budget = self.limits.max_request_pixels
         if budget is None or len(images) < 2:
             return
-        total = sum(declared_pixels(data) for data in images)
+        total = sum(declared_pixels(data, self.limits.accepted_formats) for data in images)
         if total > budget:
             raise InvalidImage(
                 "too_large",

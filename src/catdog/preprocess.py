@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
+import struct
 import warnings
 from pathlib import Path
 
@@ -18,17 +20,17 @@ import numpy as np
 from PIL import Image
 
 from catdog.errors import InvalidImage
+from catdog.image_checks import MAX_JPEG_SCANS, check_structure
+
+log = logging.getLogger(__name__)
 
 # Pillow's own bomb check is a warning at MAX_IMAGE_PIXELS; we check the
 # declared size ourselves before decoding, so silence the duplicate.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 DEFAULT_MAX_PIXELS = 40_000_000
-# libjpeg's progressive JPEGs hold about 10 scans; 64 at 40 megapixels decode in about a second here.
-MAX_JPEG_SCANS = 64
 ORIENTATION_TAG = 0x0112
 _JPEG_FORMATS = {"JPEG", "MPO"}
-_MARKERS_WITHOUT_LENGTH = {0x00, 0x01, 0xD8, 0xFF, *range(0xD0, 0xD8)}
 _HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 STRIP_PIXELS = 1 << 20  # pixels of the decoded image converted and reduced at a time
 # Modes whose pixels Image.reduce can average (palette indices cannot be).
@@ -118,15 +120,18 @@ def open_image(
 
     Raises:
         InvalidImage: Empty input, not an image, an unaccepted format, a size
-            outside the limits, a JPEG with too many scans (``too_complex``),
-            or data that fails to decode.
+            outside the limits, a structure that would make decoding cost far
+            more than the pixels (``too_complex``, see
+            :mod:`catdog.image_checks`), or data that fails to decode.
     """
     data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
     if len(data) == 0:
         raise InvalidImage("empty", "the file is empty")
+    check_structure(data, max_scans=max_scans)
     with io.BytesIO(data) as stream:
         try:
-            image = Image.open(stream)
+            # Only the accepted formats' parsers read the file: any other is named from its first bytes.
+            image = Image.open(stream, formats=limits.accepted_formats)
         except Image.DecompressionBombError as exc:
             # Pillow refuses sizes far past its own limit inside open(), before
             # the declared-size check below can answer.
@@ -134,14 +139,15 @@ def open_image(
                 "too_large", f"the image declares more pixels than the limit of {limits.max_pixels:,}"
             ) from exc
         except Image.UnidentifiedImageError as exc:
+            other = _format_of(data)
+            if other is not None:
+                raise InvalidImage("unsupported_format", f"image format {other} is not accepted") from exc
             raise InvalidImage("not_image", "the file is not an image we can read") from exc
         except (OSError, ValueError, SyntaxError) as exc:
-            raise InvalidImage("corrupt", f"the image header is damaged ({exc})") from exc
+            log.debug("image header refused by Pillow: %s", exc)
+            message = f"the {_named(_format_of(data))} header is damaged or uses a feature we cannot read"
+            raise InvalidImage("corrupt", message) from exc
         limits.check(image.format, *image.size)
-        if image.format in _JPEG_FORMATS and jpeg_scan_count(data, stop_after=max_scans + 1) > max_scans:
-            raise InvalidImage(
-                "too_complex", f"the JPEG holds more than {max_scans} scans; decoding it would take too long"
-            )
         try:
             if draft_size and image.format in _JPEG_FORMATS:
                 image.draft("RGB", (draft_size, draft_size))
@@ -151,53 +157,49 @@ def open_image(
             image = _to_rgb(image, keep_side=draft_size)
             return _orient(image, orientation)
         except Image.DecompressionBombError as exc:
-            raise InvalidImage("too_large", str(exc)) from exc
+            raise InvalidImage(
+                "too_large", f"the image declares more pixels than the limit of {limits.max_pixels:,}"
+            ) from exc
         except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
-            # Pillow signals truncated and corrupt data with several types.
-            raise InvalidImage("corrupt", f"the image data is damaged ({exc})") from exc
+            # Pillow signals truncated and corrupt data with several types, in words of its own (which name
+            # its internals): those go to the log, the client gets ours.
+            log.debug("image data refused by Pillow: %s", exc)
+            raise InvalidImage("corrupt", f"the {_named(image.format)} data is damaged or cut off") from exc
 
 
-def declared_pixels(data: bytes) -> int:
+def _named(fmt: str | None) -> str:
+    """``JPEG image``, or ``image`` when the format is not known."""
+    return f"{fmt} image" if fmt else "image"
+
+
+def declared_pixels(data: bytes, formats: tuple[str, ...] | None = None) -> int:
     """Width x height that encoded image ``data`` declares in its header, or 0 if it has none we can read.
 
     Nothing is decoded: this prices a request before any of its images is.
+    A file of another format than ``formats`` (if given), or one whose
+    structure :func:`catdog.image_checks.check_structure` refuses, counts 0:
+    decoding it will say what is wrong.
     """
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        check_structure(data)
+        with Image.open(io.BytesIO(data), formats=formats) as image:
             width, height = image.size
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return 0  # decoding it will say what is wrong
+    except (InvalidImage, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return 0
     return width * height
 
 
-def jpeg_scan_count(data: bytes, stop_after: int | None = None) -> int:
-    """Count the scans (SOS segments) of a JPEG, walking its markers without decoding.
-
-    Args:
-        data: The JPEG file.
-        stop_after: Stop counting once this many are found.
-
-    Returns:
-        The number of scans before the end of the image (or of the data).
-    """
-    count, at, end = 0, 2, len(data)
-    while stop_after is None or count < stop_after:
-        # Like libjpeg, skip whatever precedes the next 0xFF: stray bytes
-        # between segments must not hide a scan from this count.
-        at = data.find(b"\xff", at)
-        if at < 0 or at + 1 >= end:
-            break
-        marker = data[at + 1]
-        if marker == 0xD9:  # end of image
-            break
-        if marker in _MARKERS_WITHOUT_LENGTH:
-            # Stuffed 0xFF00 and restart markers inside entropy-coded data, fill bytes, stray markers.
-            at += 1 if marker == 0xFF else 2
+def _format_of(data: bytes) -> str | None:
+    """The name of the format Pillow would read ``data`` as, from its first bytes alone, or ``None``."""
+    Image.init()
+    prefix = data[:16]
+    for name, (_, accept) in Image.OPEN.items():
+        try:
+            if accept is not None and accept(prefix):
+                return name
+        except (IndexError, TypeError, ValueError, struct.error):  # a prefix too short for its check
             continue
-        if marker == 0xDA:
-            count += 1
-        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
-    return count
+    return None
 
 
 def _to_rgb(image: Image.Image, keep_side: int | None = None) -> Image.Image:

@@ -278,7 +278,9 @@ def load_keras_model(path: Path) -> Any:
     except ImportError as exc:
         raise ModelError(
             f"cannot load {str(path)!r}: TensorFlow/Keras is not installed and there is no LiteRT twin that matches "
-            f"it (run catdog ship with the full install)"
+            f"it (run catdog ship with the full install)",
+            "its LiteRT twin (model.tflite) is missing or was made from another model file, and this install has no "
+            "TensorFlow to load the model without it; run `catdog ship` with the full install",
         ) from exc
     try:
         return keras.models.load_model(path, compile=False)

@@ -122,9 +122,9 @@ def ready():
 
 @bp.get("/model")
 def model_info():
-    """Architecture, input size, classes, parameter count, metrics, file hash, version, runtime versions."""
+    """Architecture, input size, classes, parameter count, metrics, file hash, version and runtime name."""
     predictor = get_predictor()
-    return jsonify({**predictor.info(), "version": model_version(predictor)})
+    return jsonify({**public_model_info(predictor.info()), "version": model_version(predictor)})
 
 
 @bp.get("/metrics")
@@ -137,6 +137,27 @@ def metrics():
 def openapi_document():
     """The OpenAPI 3.1 description of this API."""
     return jsonify(openapi.document(current_app.config["CATDOG_SETTINGS"]))
+
+
+# Library versions and the training machine tell an attacker which bugs to try, and a client nothing it needs:
+# they stay in the server's log (the model's load line) and in metrics.json beside the model.
+PRIVATE_MODEL_FIELDS = frozenset({"runtime_version", "tensorflow_version", "keras_version"})
+PRIVATE_METRICS_FIELDS = frozenset({"versions", "hardware"})
+
+
+def public_model_info(info: dict[str, Any]) -> dict[str, Any]:
+    """:meth:`Predictor.info` without the library versions and the training hardware, at any depth of its metrics."""
+    public = {key: value for key, value in info.items() if key not in PRIVATE_MODEL_FIELDS}
+    public["metrics"] = _without(info.get("metrics"), PRIVATE_METRICS_FIELDS)
+    return public
+
+
+def _without(value: Any, keys: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [_without(item, keys) for item in value]
+    return value
 
 
 def prediction_json(result: Prediction) -> dict[str, Any]:

@@ -4,15 +4,17 @@ Under gunicorn every worker is its own process with its own counters.
 ``gunicorn.conf.py`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder
 before the workers start; prometheus-client then keeps each worker's values
 in a memory-mapped file there, and ``/metrics`` (whichever worker answers)
-adds up the files of all workers, dead ones included, so counts survive a
-worker restart. Without that variable (the Flask test client, ``flask run``)
+adds up the files of all workers, dead ones included (folded into one archive
+when they exit: :mod:`catdog.web.metrics_files`), so counts survive a worker
+restart. Without that variable (the Flask test client, ``flask run``)
 the values live in this process only.
 
 What is measured:
 
 * ``catdog_http_requests_total{route, method, status}`` and
   ``catdog_http_request_duration_seconds{route}``: every request, by URL rule
-  (``unmatched`` for 404s, so random paths cannot blow up the label set);
+  (``unmatched`` for 404s) and method (``other`` for any but the standard
+  ones), so random paths and methods cannot blow up the label set;
 * ``catdog_predictions_total{label}`` and ``catdog_top_probability``: the
   answers, the API's and the page's; a shifting top probability is the
   cheapest sign that the traffic no longer looks like the training data;
@@ -44,6 +46,8 @@ EXTENSION = "catdog.monitoring"
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 UNMATCHED_ROUTE = "unmatched"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_METHOD = "other"
 # With three classes the top probability is at least 1/3; finer steps near 1, where most answers fall.
 TOP_PROBABILITY_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
@@ -114,7 +118,8 @@ def init_app(app: Flask, model_load_seconds: float | None) -> None:
     def count_request(response):
         started = g.pop("catdog_started", None)
         route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-        monitor.requests.labels(route, request.method, str(response.status_code)).inc()
+        method = request.method if request.method in KNOWN_METHODS else OTHER_METHOD
+        monitor.requests.labels(route, method, str(response.status_code)).inc()
         if started is not None:
             monitor.latency.labels(route).observe(time.perf_counter() - started)
         return response

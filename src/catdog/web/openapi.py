@@ -249,10 +249,14 @@ def _schemas(classes: list[str], max_batch: int, codes: dict[int, list[str]]) ->
                 "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "sha256_short": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
                 "version": {"type": "string"},
-                "metrics": {"type": ["object", "null"], "description": "metrics.json beside the model, if any."},
+                "runtime": {"type": "string", "enum": ["litert", "tensorflow"]},
+                "metrics": {
+                    "type": ["object", "null"],
+                    "description": "metrics.json beside the model, if any, without library versions and hardware.",
+                },
             },
-            "required": ["architecture", "input_size", "classes", "sha256", "sha256_short", "version"],
-            "description": "Also the versions of the runtime that serves the model.",
+            "required": ["architecture", "input_size", "classes", "sha256", "sha256_short", "version", "runtime"],
+            "description": "Library versions and the training hardware are not published.",
         },
     }
 

@@ -6,6 +6,12 @@ Accepted forms:
 * a raw body with ``Content-Type: image/*`` or ``application/octet-stream``;
 * JSON ``{"image": "<base64 or data: URL>"}`` or ``{"images": [...]}``.
 
+Images are counted before any is decoded: a JSON list is refused as soon as
+it holds more than ``max_batch`` items (or the parser's bound on items and
+nesting is crossed), a form as soon as it holds more than ``max_batch`` file
+parts, so the work done on a request with too many images does not grow
+with how many it holds.
+
 The decoded image bytes of one request may total at most
 ``serving.max_upload_bytes``. The transport limit (``MAX_CONTENT_LENGTH``)
 is larger by base64's 4/3 and some slack, so that a JSON body holding an
@@ -25,6 +31,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
+from catdog.web import bounded_json
 from catdog.web.errors import ApiError, format_bytes, payload_too_large
 
 try:  # what gunicorn raises while reading a malformed chunked body
@@ -33,6 +40,10 @@ except ImportError:  # another WSGI server
     ServerBodyError = OSError
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
+# Any JSON list or object may hold this many items even when max_batch is lower (an object's few fields),
+# and lists and objects nest at most this deep: no upload needs more.
+JSON_MIN_ITEMS = 16
+JSON_MAX_DEPTH = 32
 ENVELOPE_SLACK = 64 * 1024
 HOW_TO_SEND = (
     "send the image as multipart field 'file', as a raw body with Content-Type image/*, "
@@ -103,31 +114,30 @@ def read_uploads(request: Request, *, max_bytes: int, max_batch: int) -> Uploads
 
     Raises:
         ApiError: 400 no image, a malformed, unreadable or cut-off body, or
-            one shorter than its Content-Length; 413 too many bytes, form
-            parts or bytes in a text field; 415 an unsupported Content-Type.
+            one shorter than its Content-Length, more than ``max_batch``
+            images; 413 too many bytes, form parts or bytes in a text
+            field; 415 an unsupported Content-Type.
     """
     try:
-        uploads = _read(request, max_bytes)
+        uploads = _read(request, max_bytes, max_batch)
     except RequestEntityTooLarge as exc:
         raise payload_too_large(max_bytes) from exc
     except (OSError, ServerBodyError) as exc:  # a malformed chunk, or the client left mid-body
         raise ApiError(400, "bad_body", "the request body is malformed or was cut off") from exc
-    if len(uploads.images) > max_batch:
-        raise ApiError(400, "too_many_files", f"send at most {max_batch} images at once, got {len(uploads.images)}")
     if sum(len(upload.data) for upload in uploads.images) > max_bytes:
         raise payload_too_large(max_bytes)
     return uploads
 
 
-def _read(request: Request, max_bytes: int) -> Uploads:
+def _read(request: Request, max_bytes: int, max_batch: int) -> Uploads:
     explain = _truthy(request.args.get("explain"))
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
-        return _from_form(request, explain)
+        return _from_form(request, explain, max_batch)
     if mimetype == "application/x-www-form-urlencoded" or (not mimetype and not request.content_length):
         raise ApiError(400, "no_file", f"no image was sent: {HOW_TO_SEND}")
     if request.is_json:
-        return _from_json(request, explain)
+        return _from_json(request, explain, max_batch)
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
         if request.content_length is not None and request.content_length > max_bytes:
             raise payload_too_large(max_bytes)
@@ -148,16 +158,31 @@ def _read_body(request: Request) -> bytes:
     return data
 
 
-def _parse_form(request: Request) -> tuple[MultiDict, MultiDict]:
+def too_many_files(max_batch: int) -> ApiError:
+    """The 400 error for a request holding more than ``max_batch`` images."""
+    return ApiError(400, "too_many_files", f"send at most {max_batch} images at once")
+
+
+def _parse_form(request: Request, max_batch: int) -> tuple[MultiDict, MultiDict]:
     """Parse a multipart body into (fields, files), naming the true cause of a refusal.
 
     Werkzeug answers too many parts or a large text field with the same 413
     as an oversized body, and drops a malformed or cut-off body silently;
-    parsing here, not silently, tells them apart.
+    parsing here, not silently, tells them apart. Parsing stops at the file
+    part one over ``max_batch``.
     """
     body = _read_body(request)
+    file_parts = 0
+
+    def counted_file_stream(*args, **kwargs) -> IO[bytes]:
+        nonlocal file_parts
+        file_parts += 1
+        if file_parts > max_batch:
+            raise too_many_files(max_batch)
+        return request._get_file_stream(*args, **kwargs)
+
     parser = FormDataParser(
-        stream_factory=request._get_file_stream,
+        stream_factory=counted_file_stream,
         max_form_memory_size=request.max_form_memory_size,
         max_form_parts=request.max_form_parts,
         silent=False,
@@ -179,8 +204,8 @@ def _parse_form(request: Request) -> tuple[MultiDict, MultiDict]:
     return fields, files
 
 
-def _from_form(request: Request, explain: bool) -> Uploads:
-    fields, files = _parse_form(request)
+def _from_form(request: Request, explain: bool, max_batch: int) -> Uploads:
+    fields, files = _parse_form(request, max_batch)
     images = [Upload(f.read(), f.filename or "") for f in files.getlist("file")]
     # A browser sends an empty, nameless part when no file was chosen.
     images = [image for image in images if image.data or image.name]
@@ -190,11 +215,15 @@ def _from_form(request: Request, explain: bool) -> Uploads:
     return Uploads(images, batch=len(images) > 1, explain=explain)
 
 
-def _from_json(request: Request, explain: bool) -> Uploads:
-    _read_body(request)  # cached for get_json; a body cut short is a 400 of its own
+def _from_json(request: Request, explain: bool, max_batch: int) -> Uploads:
+    body = _read_body(request)
     try:
-        payload = request.get_json(silent=True)
-    except RecursionError:  # nested deeper than the parser goes: not an upload either
+        payload = bounded_json.loads(body, max_items=max(max_batch, JSON_MIN_ITEMS), max_depth=JSON_MAX_DEPTH)
+    except bounded_json.TooManyItems as exc:
+        if exc.path == ("images",):
+            raise too_many_files(max_batch) from exc
+        raise ApiError(400, "bad_json", f"a list or object of the JSON body holds more than {exc.limit} items") from exc
+    except (ValueError, UnicodeError):  # not JSON, not text, or nested too deep: not an upload either
         payload = None
     if not isinstance(payload, dict) or ("image" in payload) == ("images" in payload):
         raise ApiError(
@@ -206,6 +235,8 @@ def _from_json(request: Request, explain: bool) -> Uploads:
     items = payload["images"]
     if not isinstance(items, list) or not items:
         raise ApiError(400, "bad_json", '"images" must be a non-empty list of base64 strings')
+    if len(items) > max_batch:
+        raise too_many_files(max_batch)
     return Uploads([_batch_item(item) for item in items], batch=True, explain=explain)
 
 

@@ -1,73 +1,166 @@
-"""A gunicorn worker that reads each request in full before a thread serves it.
+"""A gunicorn worker whose event loop reads requests and writes answers; threads only run the app.
 
 gunicorn's ``gthread`` worker gives a connection to one of its threads as soon
-as the first byte arrives; the thread then reads the head and the body with
-blocking reads and no overall deadline. A client that sends one byte every
-few seconds holds that thread for as long as it likes, and a few such clients
-hold them all: the service stops answering, ``/health`` included.
+as the first byte arrives; the thread then reads the request and writes the
+answer with blocking calls and no overall deadline. A client that sends one
+byte every few seconds, or that never reads what it is sent, holds that
+thread for as long as it likes, and a few such clients hold them all.
 
-:class:`BufferingWorker` does what a buffering proxy (nginx) in front would
-do, inside the worker: its event loop reads every request, head and body,
-without blocking and into memory, and hands the connection to a thread only
-when the whole request is there. A slow client then costs a buffer and a file
-descriptor, never a thread. Deadlines bound how long a request may take to
-arrive, and a request that misses its deadline is answered ``408`` and closed:
+:class:`BufferingWorker` keeps ``gthread``'s thread pool but moves all socket
+work into its event loop, as a buffering proxy (nginx) in front would:
 
-* the head (request line and headers) within ``header_timeout`` seconds of
-  its first byte (or of the connection's opening);
-* the body within ``body_timeout`` seconds after the head, plus one second
-  for every ``min_body_rate`` bytes received, so a large upload on a slow but
-  honest link still arrives while a trickle is cut off.
+* **reading**: h11 frames each request (:mod:`catdog.web.framing`); a thread
+  gets the request only once it is complete, in memory, in a canonical form
+  that gunicorn's parser reads without touching the socket;
+* **writing**: the thread writes the answer into memory; the loop sends it
+  as the client reads it;
+* **deadlines**: a request's head must arrive within ``header_timeout``
+  seconds of its first byte; its body within ``body_timeout`` seconds plus
+  one per ``min_body_rate`` bytes it *declares* (fixed when the head
+  arrives: sending bytes does not extend it), and at ``min_body_rate`` on
+  average after the first ``body_timeout`` seconds, so a trickle is cut
+  early; no request may go ``idle_timeout`` seconds without a byte; an answer must be read within
+  ``write_timeout`` seconds; a kept-alive connection waits ``keepalive``
+  seconds for its next request. A request that misses its deadline gets
+  ``408``; an answer that misses it is cut;
+* **budgets**: the bytes one worker holds for requests being read and
+  answers being sent have a budget (``max_buffered``); a body that would
+  exceed it is answered ``503`` at once. When all ``worker_connections``
+  slots are taken, a new connection takes the slot of the longest-idle one
+  (no request started), or, if every connection is busy, is answered ``503``
+  at once instead of waiting unseen in the listen backlog.
 
-Bodies larger than the app accepts (``MAX_CONTENT_LENGTH``) are not buffered:
-the thread gets the request once its head is in and the app refuses it by its
-``Content-Length``. Over TLS, or with HTTP/2 prior knowledge, the worker
-behaves exactly like ``gthread`` (the README's command uses neither).
+Over TLS, or with HTTP/2 prior knowledge, the worker behaves exactly like
+``gthread`` (the README's command uses neither).
 
 Settings come from the environment (``gunicorn.conf.py`` checks them):
-``GUNICORN_HEADER_TIMEOUT``, ``GUNICORN_BODY_TIMEOUT`` (seconds) and
-``GUNICORN_MIN_BODY_RATE`` (bytes per second).
+``GUNICORN_HEADER_TIMEOUT``, ``GUNICORN_BODY_TIMEOUT``,
+``GUNICORN_IDLE_TIMEOUT``, ``GUNICORN_WRITE_TIMEOUT`` (seconds),
+``GUNICORN_MIN_BODY_RATE`` (bytes per second) and ``GUNICORN_MAX_BUFFERED``
+(bytes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
+import errno
+import json
 import os
 import selectors
+import socket
 import time
 from functools import partial
+from http import HTTPStatus
 
+from gunicorn.http.parser import RequestParser
 from gunicorn.http2 import negotiation
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from catdog.web.framing import Closed, Complete, Refused, RequestReader
 
 HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 10.0
+IDLE_TIMEOUT = 10.0
+WRITE_TIMEOUT = 10.0
 MIN_BODY_RATE = 16 * 1024
+MAX_BUFFERED = 64 * 1024 * 1024
 READ_SIZE = 64 * 1024
-MAX_CHUNK_LINE = 1024  # a chunk-size line longer than this is garbage, not a size
+LINGER_TIMEOUT = 2.0  # a closing connection's unread bytes are drained this long, so its answer is not reset
+LINGER_BYTES = 256 * 1024
 
-_TIMEOUT_ANSWER = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-_TOO_LARGE_HEAD = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+_CODES = {400: "bad_request", 408: "request_timeout", 431: "header_too_large", 501: "not_implemented"}
+_CODES.update({503: "busy", 505: "http_version_not_supported"})
+
+
+def error_answer(status: int, message: str) -> bytes:
+    """A complete ``Connection: close`` answer with the API's JSON error body."""
+    code = _CODES.get(status, "bad_request")
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+_TIMEOUT = error_answer(408, "the request did not arrive in time")
+_BUSY = error_answer(503, "the server is busy; try again in a moment")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class _Incoming:
-    """A request being read into memory by the event loop."""
+class _State(enum.Enum):
+    READING = "reading"  # the loop reads a request
+    SERVING = "serving"  # a thread runs the app
+    WRITING = "writing"  # the loop sends the answer
+    CLOSING = "closing"  # write side shut; unread bytes drained before closing
 
-    __slots__ = ("conn", "buffer", "deadline", "head_end", "body_end", "chunk_at", "body_started")
 
-    def __init__(self, conn, buffered: bytes, deadline: float):
+class _Client:
+    """The loop's view of one HTTP/1.1 connection."""
+
+    __slots__ = (
+        "conn",
+        "state",
+        "reader",
+        "deadline",
+        "idle_deadline",
+        "body_started",
+        "body_cap",
+        "answer",
+        "sent",
+        "then_read",
+        "held",
+    )
+
+    def __init__(self, conn: TConn):
         self.conn = conn
-        self.buffer = bytearray(buffered)
-        self.deadline = deadline
-        self.head_end: int | None = None  # offset just past the blank line ending the head
-        self.body_end: int | None = None  # offset just past a body of known length
-        self.chunk_at: int | None = None  # offset of the next chunk-size line of a chunked body
+        self.state = _State.READING
+        self.reader: RequestReader | None = None
+        self.deadline = 0.0
+        self.idle_deadline = float("inf")
         self.body_started = 0.0  # when the head was complete
+        self.body_cap = 0.0  # the body's deadline at the latest, fixed then
+        self.answer = b""
+        self.sent = 0
+        self.then_read: bytes | None = None  # after the answer: read the next request, starting with these bytes
+        self.held = 0  # bytes counted against the worker's budget
+
+
+class _AnswerBuffer:
+    """Stands in for the socket while a thread writes an answer: everything written stays in memory."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def sendall(self, data) -> None:
+        self.data += data
+
+    def send(self, data) -> int:
+        self.data += data
+        return len(data)
+
+    def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
+        file.seek(offset)
+        data = file.read() if count is None else file.read(count)
+        self.data += data
+        return len(data)
+
+    def shutdown(self, how: int) -> None:
+        """An answer cut off mid-way: what was written is sent, then the connection closes."""
+
+    def settimeout(self, timeout) -> None:
+        """Writing to memory never waits."""
+
+    def recv(self, size: int) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        """The loop closes the real socket."""
 
 
 class BufferingWorker(ThreadWorker):
-    """``gthread`` with requests read in full, under deadlines, before a thread takes them."""
+    """``gthread`` with every read and write done by the event loop, under deadlines and budgets."""
 
     def init_process(self):
         from catdog.config import load_config
@@ -75,169 +168,259 @@ class BufferingWorker(ThreadWorker):
 
         self.header_timeout = _float_from_env("GUNICORN_HEADER_TIMEOUT", HEADER_TIMEOUT)
         self.body_timeout = _float_from_env("GUNICORN_BODY_TIMEOUT", BODY_TIMEOUT)
+        self.idle_timeout = _float_from_env("GUNICORN_IDLE_TIMEOUT", IDLE_TIMEOUT)
+        self.write_timeout = _float_from_env("GUNICORN_WRITE_TIMEOUT", WRITE_TIMEOUT)
         self.min_body_rate = _float_from_env("GUNICORN_MIN_BODY_RATE", MIN_BODY_RATE)
+        self.max_buffered = int(_float_from_env("GUNICORN_MAX_BUFFERED", MAX_BUFFERED))
         # The most body bytes worth holding: the app refuses anything larger without reading it.
         self.max_body = transport_limit(load_config().serving.max_upload_bytes)
         cfg = self.cfg
         self.max_head = cfg.limit_request_line + cfg.limit_request_fields * (cfg.limit_request_field_size + 2) + 4
-        self.incoming: dict[int, _Incoming] = {}
+        self.clients: dict[int, _Client] = {}  # by the TConn's id
+        self.buffered = 0
         super().init_process()
+
+    # --- connections in and out ------------------------------------------------------------
+
+    def set_accept_enabled(self, enabled):
+        """Keep accepting while alive: a connection past the slots is answered, not left in the backlog."""
+        super().set_accept_enabled(enabled or self.alive)
+
+    def accept(self, listener):
+        """Accept a connection; past ``worker_connections``, free an idle slot or answer ``503``."""
+        try:
+            sock, address = listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK, errno.EMFILE, errno.ENFILE):
+                return
+            raise
+        if self.nr_conns >= self.worker_connections and not self._free_a_slot():
+            sock.setblocking(False)
+            _send_quietly(sock, _BUSY)
+            _close_quietly(sock)
+            return
+        self.nr_conns += 1
+        self.enqueue_req(TConn(self.cfg, sock, address, listener.getsockname()))
+
+    def _free_a_slot(self) -> bool:
+        """Close the connection that has waited longest without starting a request, if any."""
+        idle = [c for c in self.clients.values() if c.state is _State.READING and not c.reader.started]
+        if not idle:
+            return False
+        self._close(min(idle, key=lambda c: c.deadline))
+        return True
 
     def enqueue_req(self, conn):
         """Read the connection's next request in the event loop; a thread gets it once complete."""
         if self.cfg.is_ssl or negotiation.prior_knowledge_allowed(self.cfg, conn.client):
             super().enqueue_req(conn)
             return
-        buffered = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        client = _Client(conn)
+        self.clients[id(conn)] = client
         conn.sock.setblocking(False)
-        incoming = _Incoming(conn, buffered, time.monotonic() + self.header_timeout)
-        self.incoming[conn.sock.fileno()] = incoming
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, incoming))
-        if buffered:
-            self._progress(incoming)
+        self._read(client, b"", self.header_timeout)
 
-    def murder_pending(self):
-        """Close connections whose request missed its deadline, then gthread's idle ones."""
-        now = time.monotonic()
-        for incoming in [i for i in self.incoming.values() if i.deadline <= now]:
-            self._drop(incoming, _TIMEOUT_ANSWER)
-        super().murder_pending()
+    # --- reading ------------------------------------------------------------------------------
 
-    def _on_readable(self, incoming: _Incoming, sock) -> None:
+    def _read(self, client: _Client, leftover: bytes, wait: float) -> None:
+        """Start reading the next request; ``wait`` seconds for its first byte."""
+        client.state = _State.READING
+        client.reader = RequestReader(self.max_head, self.max_body)
+        client.deadline = time.monotonic() + wait
+        client.idle_deadline = float("inf")
+        self.poller.register(client.conn.sock, selectors.EVENT_READ, partial(self._on_readable, client))
+        if leftover:
+            self._take(client, leftover)
+
+    def _on_readable(self, client: _Client, sock) -> None:
         try:
             data = sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
-        if not data:
-            if incoming.head_end is not None:
-                # The client stopped sending (perhaps only half-closed): the app
-                # answers a body shorter than its Content-Length with a 400.
-                self._hand_over(incoming)
-            else:
-                self._drop(incoming, None)
+        if data and self.buffered + len(data) > self.max_buffered:
+            self._refuse(client, _BUSY)
             return
-        if incoming.head_end is None and not incoming.buffer:
-            # The head's deadline runs from its first byte: an idle kept-alive
-            # connection is gthread's keepalive timeout's business.
-            incoming.deadline = time.monotonic() + self.header_timeout
-        incoming.buffer += data
-        self._progress(incoming)
+        self._take(client, data)
 
-    def _progress(self, incoming: _Incoming) -> None:
-        """Hand the request over if it is complete; send ``100 Continue`` when the head asks for it."""
-        buffer = incoming.buffer
-        if incoming.head_end is None:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > self.max_head:
-                    self._drop(incoming, _TOO_LARGE_HEAD)
-                return
-            incoming.head_end = end + 4
-            length, chunked, expect = _framing(bytes(buffer[:end]))
-            incoming.body_started = time.monotonic()
-            incoming.deadline = incoming.body_started + self.body_timeout
-            if chunked:
-                incoming.chunk_at = incoming.head_end
-            elif length is None or length > self.max_body:
-                # No body, a malformed framing gunicorn's parser will refuse,
-                # or a body the app refuses by its length: nothing to wait for.
-                self._hand_over(incoming)
-                return
-            else:
-                incoming.body_end = incoming.head_end + length
-            if expect and len(buffer) == incoming.head_end:
-                _send_quietly(incoming.conn.sock, _CONTINUE)
-        body_bytes = len(buffer) - incoming.head_end
-        if incoming.chunk_at is not None:
-            incoming.chunk_at, done = _scan_chunks(buffer, incoming.chunk_at)
-            if done or body_bytes > self.max_body:
-                self._hand_over(incoming)
-                return
-        elif len(buffer) >= incoming.body_end:
-            self._hand_over(incoming)
-            return
-        incoming.deadline = incoming.body_started + self.body_timeout + body_bytes / self.min_body_rate
+    def _take(self, client: _Client, data: bytes) -> None:
+        reader = client.reader
+        now = time.monotonic()
+        if data and not reader.started:
+            client.deadline = now + self.header_timeout
+        head_before = reader.head_complete
+        outcome = reader.feed(data)
+        self._hold(client, client.held + len(data))
+        if isinstance(outcome, Complete):
+            self._serve(client, outcome)
+        elif isinstance(outcome, Refused):
+            self.log.debug("Refused a request (%s): %s", outcome.status, outcome.reason)
+            self._refuse(client, error_answer(outcome.status, "the request is not valid HTTP/1.1"))
+        elif isinstance(outcome, Closed):
+            self._close(client)
+        else:
+            client.idle_deadline = now + self.idle_timeout
+            if reader.head_complete and not head_before:
+                # Fixed when the head arrives: the bytes a client sends later do not extend it.
+                declared = reader.declared_length if reader.declared_length is not None else self.max_body
+                client.body_started = now
+                client.body_cap = now + self.body_timeout + min(declared, self.max_body) / self.min_body_rate
+            if reader.head_complete:
+                keeping_up = client.body_started + self.body_timeout + reader.received / self.min_body_rate
+                client.deadline = min(client.body_cap, keeping_up)
+            if reader.head_complete and not head_before and reader.wants_continue:
+                _send_quietly(client.conn.sock, _CONTINUE)
 
-    def _hand_over(self, incoming: _Incoming) -> None:
-        conn = incoming.conn
-        self._forget(incoming)
-        conn.sock.setblocking(True)
-        if conn.parser is None:
-            conn.init()
-        conn.parser.unreader.unread(bytes(incoming.buffer))
-        conn.data_ready = True  # gthread must not wait for the socket: the request is in memory
+    def _serve(self, client: _Client, complete: Complete) -> None:
+        """Hand a complete request to a thread; gunicorn's parser reads it from memory."""
+        self._unregister(client)
+        client.state = _State.SERVING
+        client.answer = b""
+        client.then_read = None if complete.close else complete.leftover
+        self._hold(client, len(complete.request) + len(complete.leftover))
+        conn = client.conn
+        conn.parser = RequestParser(self.cfg, [complete.request], conn.client)
+        conn.initialized = True
+        conn.data_ready = True
         super().enqueue_req(conn)
 
-    def _drop(self, incoming: _Incoming, answer: bytes | None) -> None:
-        self._forget(incoming)
-        if answer is not None:
-            _send_quietly(incoming.conn.sock, answer)
-        self.nr_conns -= 1
-        incoming.conn.close()
+    # --- the app, in a thread -------------------------------------------------------------------
 
-    def _forget(self, incoming: _Incoming) -> None:
-        sock = incoming.conn.sock
-        self.incoming.pop(sock.fileno(), None)
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            self.poller.unregister(sock)
-
-
-def _framing(head: bytes) -> tuple[int | None, bool, bool]:
-    """Return (Content-Length, chunked, expects 100-continue) of a request head.
-
-    A head gunicorn's parser would refuse (two lengths, a bad length, a
-    length beside chunked) reads as "no body": the thread then answers 400.
-    """
-    lengths, chunked, expect = [], False, False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name, value = name.strip().lower(), value.strip().lower()
-        if name == b"content-length":
-            lengths.append(value)
-        elif name == b"transfer-encoding":
-            chunked = chunked or value.split(b",")[-1].strip() == b"chunked"
-        elif name == b"expect":
-            expect = value == b"100-continue"
-    if chunked:
-        return None, not lengths, expect
-    if len(lengths) != 1 or not lengths[0].isdigit():
-        return None, False, expect
-    return int(lengths[0]), False, expect
-
-
-def _scan_chunks(buffer: bytearray, at: int) -> tuple[int, bool]:
-    """Skip the complete chunks of a chunked body from offset ``at``.
-
-    Returns:
-        The offset of the first chunk not yet complete, and whether the body
-        (last chunk and trailers) is complete. Malformed framing counts as
-        complete: gunicorn's parser refuses it with 400 without waiting.
-    """
-    while True:
-        line_end = buffer.find(b"\r\n", at)
-        if line_end < 0:
-            return at, len(buffer) - at > MAX_CHUNK_LINE
-        size_text = bytes(buffer[at:line_end]).split(b";", 1)[0].strip()
+    def handle_request(self, req, conn):
+        """Run the app with the answer written into memory (in a thread); the loop sends it."""
+        client = self.clients.get(id(conn))
+        if client is None:
+            return super().handle_request(req, conn)
+        sock, buffer = conn.sock, _AnswerBuffer()
+        conn.sock = buffer
         try:
-            size = int(size_text, 16)
-        except ValueError:
-            return at, True
-        if size == 0:
-            # Trailers follow the last chunk, up to an empty line.
-            return at, buffer.find(b"\r\n\r\n", line_end) >= 0
-        following = line_end + 2 + size + 2
-        if len(buffer) < following:
-            return at, False
-        at = following
+            return super().handle_request(req, conn)
+        finally:
+            conn.sock = sock
+            client.answer = bytes(buffer.data)
+
+    def finish_request(self, conn, fs):
+        """Send the answer the thread wrote, then read the next request or close (in the loop)."""
+        client = self.clients.get(id(conn))
+        if client is None:
+            super().finish_request(conn, fs)
+            return
+        try:
+            keepalive = bool(fs.result()) if not fs.cancelled() else False
+        except Exception:
+            keepalive = False
+        conn.sock.setblocking(False)
+        if not keepalive or not self.alive:
+            client.then_read = None
+        self._write(client, client.answer)
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def _write(self, client: _Client, answer: bytes) -> None:
+        client.state = _State.WRITING
+        client.answer, client.sent = answer, 0
+        client.deadline = time.monotonic() + self.write_timeout
+        self._hold(client, len(answer) + len(client.then_read or b""))
+        self._on_writable(client, client.conn.sock, registered=False)
+
+    def _on_writable(self, client: _Client, sock, registered: bool = True) -> None:
+        try:
+            while client.sent < len(client.answer):
+                client.sent += sock.send(memoryview(client.answer)[client.sent : client.sent + READ_SIZE * 4])
+        except (BlockingIOError, InterruptedError):
+            if not registered:
+                self.poller.register(sock, selectors.EVENT_WRITE, partial(self._on_writable, client))
+            return
+        except OSError:
+            self._close(client)
+            return
+        if registered:
+            self._unregister(client)
+        leftover = client.then_read
+        client.answer = b""
+        self._hold(client, 0)
+        if leftover is None:
+            self._linger(client)
+        else:
+            self._read(client, leftover, self.cfg.keepalive)
+
+    def _refuse(self, client: _Client, answer: bytes) -> None:
+        """Answer without the app, then close."""
+        self._unregister(client)
+        client.then_read = None
+        self._write(client, answer)
+
+    # --- closing --------------------------------------------------------------------------------
+
+    def _linger(self, client: _Client) -> None:
+        """Half-close, then drain what the client still sends (briefly), so it reads the answer before a reset."""
+        try:
+            client.conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(client)
+            return
+        client.state = _State.CLOSING
+        client.deadline = time.monotonic() + LINGER_TIMEOUT
+        client.sent = 0
+        self._hold(client, 0)
+        self.poller.register(client.conn.sock, selectors.EVENT_READ, partial(self._on_lingering, client))
+
+    def _on_lingering(self, client: _Client, sock) -> None:
+        try:
+            data = sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        client.sent += len(data)
+        if not data or client.sent > LINGER_BYTES:
+            self._close(client)
+
+    def _close(self, client: _Client) -> None:
+        self._unregister(client)
+        self._hold(client, 0)
+        self.clients.pop(id(client.conn), None)
+        self.nr_conns -= 1
+        _close_quietly(client.conn.sock)
+
+    def _unregister(self, client: _Client) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(client.conn.sock)
+
+    def _hold(self, client: _Client, count: int) -> None:
+        """Count ``count`` bytes held for ``client`` against the worker's budget (in place of what it held)."""
+        self.buffered += count - client.held
+        client.held = count
+
+    # --- deadlines --------------------------------------------------------------------------------
+
+    def murder_pending(self):
+        """Answer ``408`` to requests past their deadline, cut answers not read in time, close idle connections."""
+        now = time.monotonic()
+        for client in list(self.clients.values()):
+            if client.state is _State.SERVING:
+                continue
+            stopping_idle = not self.alive and client.state is _State.READING and not client.reader.started
+            if stopping_idle or (client.state is not _State.READING and client.deadline <= now):
+                self._close(client)
+            elif client.state is _State.READING and min(client.deadline, client.idle_deadline) <= now:
+                if client.reader.started:
+                    self._refuse(client, _TIMEOUT)
+                else:
+                    self._close(client)
+        super().murder_pending()
 
 
 def _send_quietly(sock, data: bytes) -> None:
     """Send a short answer if the socket takes it now; a client that is gone is no error."""
-    # A full send buffer or a client that left: the answer was a courtesy.
     with contextlib.suppress(OSError):
         sock.send(data)
+
+
+def _close_quietly(sock) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 def _float_from_env(name: str, default: float) -> float:
