@@ -90,8 +90,9 @@ def _free_name(releases: Path, sha256: str) -> Path:
 
 def _point(target: Path, release_file: Path) -> None:
     """Replace ``target`` by a relative link to ``release_file`` in one rename."""
+    for leftover in target.parent.glob(f".{target.name}.*.link"):  # a crashed install's
+        leftover.unlink(missing_ok=True)
     link = target.with_name(f".{target.name}.{os.getpid()}.link")
-    link.unlink(missing_ok=True)
     os.symlink(os.path.relpath(release_file, target.parent), link)
     os.replace(link, target)
     _sync(target.parent)
