@@ -38,7 +38,13 @@ import numpy as np
 from catdog import litert
 from catdog.calibration import apply_temperature, expected_calibration_error
 from catdog.errors import ModelError
-from catdog.runtime import FEATURES_OUTPUT, PROBABILITIES_OUTPUT, LiteRTRuntime, class_activation_map
+from catdog.runtime import (
+    FEATURES_LAYER,
+    FEATURES_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    LiteRTRuntime,
+    class_activation_map,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +125,16 @@ def quantize(
 
     twin, tflite = litert.to_tflite(model, path, size, representative)
     kernel, bias = litert.head_weights(model)
-    float_probabilities, float_maps = _float_outputs(twin, check_set.images, kernel, bias, temperature, class_bias)
-    record = litert.twin_record(model, path, size, tuple(model.get_layer("features").output.shape[1:]), {}, "int8")
-    int8_probabilities, int8_maps = _int8_outputs(tflite, record, check_set.images, float_maps[1])
+    float_probabilities, float_maps, float_labels = _float_outputs(
+        twin, check_set.images, kernel, bias, temperature, class_bias
+    )
+    features_shape = tuple(model.get_layer(FEATURES_LAYER).output.shape[1:])
+    record = litert.twin_record(model, path, size, features_shape, {}, "int8")
+    int8_probabilities, int8_maps = _int8_outputs(tflite, record, check_set.images, float_labels)
     check = compare(
         float_probabilities,
         int8_probabilities,
-        float_maps[0],
+        float_maps,
         int8_maps,
         check_set.labels,
         temperature=temperature,
@@ -257,8 +266,8 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 def _float_outputs(
     twin, images: np.ndarray, kernel: np.ndarray, bias: np.ndarray, temperature: float, class_bias
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """The float model's raw probabilities, its heatmaps of its own calibrated labels, and those labels."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The float model's raw probabilities, its heatmaps of its calibrated labels, and those labels."""
     probabilities, maps = [], []
     for start in range(0, len(images), _BATCH):
         outputs = twin(images[start : start + _BATCH].astype(np.float32), training=False)
@@ -268,8 +277,7 @@ def _float_outputs(
         maps.extend(class_activation_map(f, kernel, bias, int(c)) for f, c in zip(features, chosen, strict=True))
         probabilities.append(batch)
     probabilities = np.concatenate(probabilities)
-    labels = apply_temperature(probabilities, temperature, class_bias).argmax(axis=1)
-    return probabilities, (np.stack(maps), labels)
+    return probabilities, np.stack(maps), apply_temperature(probabilities, temperature, class_bias).argmax(axis=1)
 
 
 def _int8_outputs(
