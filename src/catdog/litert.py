@@ -16,6 +16,9 @@ differs by more than :data:`TOLERANCE`, or if the head rebuilt from
 ``features`` does not give the same probabilities (then the map LiteRT
 draws would not be the model's Grad-CAM).
 
+The int8 twin (:mod:`catdog.quantize`) goes through the same converter
+(:func:`to_tflite` with a representative set) and is a :class:`Conversion` too.
+
 Importing this module is cheap; converting needs TensorFlow and ai-edge-litert.
 """
 
