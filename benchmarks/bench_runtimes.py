@@ -42,7 +42,7 @@ from catdog import litert
 from catdog.config import load_config
 from catdog.dirs import file_sha256
 from catdog.inference import Predictor
-from catdog.paths import litert_paths
+from catdog.paths import litert_paths, served_model
 from catdog.runtime import read_litert_record
 from catdog.web.server import GunicornServer
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
         folder = Path(tmp)
-        served = prepare(args.model, folder, settings.data.artifacts_dir)
+        served = prepare(served_model(args.model), folder, settings.data.artifacts_dir)
 
         # Labels: both runtimes in this process, on the same generated images.
         predictors = {name: Predictor(served[name], classes, runtime=name) for name in PATHS}

@@ -191,3 +191,50 @@ def pattern_picture(kind: str, seed: int) -> Image.Image:
         mask = (x // max(2, side // 8)) % 2 == 0
     base[mask] = (230, 230, 230)
     return Image.fromarray(base.astype(np.uint8))
+
+
+# What a gunicorn worker does: import app.py, whose app reads its model from the environment.
+LITERT_WORKER = """
+import io, json, sys
+from app import app
+client = app.test_client()
+data = open(sys.argv[1], "rb").read()
+answer = client.post("/predict?explain=1", data={"file": (io.BytesIO(data), "a.jpg")})
+info = client.get("/model").get_json()
+heavy = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "h5py"))
+print(json.dumps({"status": answer.status_code, "body": answer.get_json(), "info": info, "heavy": heavy}))
+"""
+
+
+def run_litert_worker(model_path: Path, classes: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> dict:
+    """Serve ``model_path`` in a fresh process as a worker does, post one photo with ``?explain=1``.
+
+    Returns:
+        ``status`` and ``body`` of the answer, ``runtime`` and ``info`` from
+        ``/model``, and ``heavy``: the TensorFlow, Keras or h5py modules the process imported.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(make_photo(seed=4))
+    root = Path(__file__).resolve().parent.parent
+    environ = {
+        **os.environ,
+        "CATDOG__MODEL__PATH": str(model_path),
+        "CATDOG__DATA__CLASSES": json.dumps(classes),
+        **(env or {}),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", LITERT_WORKER, str(photo)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=environ,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    return {**answer, "runtime": answer["info"]["runtime"]}

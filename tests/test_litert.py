@@ -13,7 +13,7 @@ from PIL import Image
 
 from catdog import litert
 from catdog.errors import ModelError
-from catdog.paths import litert_paths
+from catdog.paths import litert_paths, served_model, shipped_metrics
 from catdog.preprocess import load_image
 from catdog.ship import main as ship_main
 from catdog.ship import ship
@@ -66,11 +66,10 @@ def test_write_puts_the_twin_and_its_record_beside_the_model(conversion, tmp_pat
     tflite = litert.write(result, target)
     assert (tflite, tflite.with_name("model.tflite.json")) == litert_paths(target)
     record = json.loads(tflite.with_name("model.tflite.json").read_text())
-    assert record["sha256"] == sha256(tflite)
+    assert record["sha256"] == sha256(tflite) and record["precision"] == "float"
     assert record["source_sha256"] == sha256(target)
     np.testing.assert_array_equal(np.asarray(record["head"]["kernel"], np.float32), result.record["head"]["kernel"])
-    litert.remove(target)
-    assert not tflite.exists() and not tflite.with_name("model.tflite.json").exists()
+    assert set(result.files("model.h5")) == {"model.tflite", "model.tflite.json"}
 
 
 def test_conversion_needs_enough_check_images(conversion):
@@ -131,33 +130,41 @@ def trained(model_dir: Path, model, name: str = "tinynet") -> Path:
     return path
 
 
-def test_ship_installs_the_model_and_its_checked_twin(settings):
-    source = trained(Path(settings.model.dir), build_tiny_model())
+def test_ship_installs_the_model_and_its_checked_twins_as_one_release(settings):
+    source = trained(Path(settings.model.dir), build_tiny_model(classes=3))
     target = ship(source, settings)
-    tflite, record_path = litert_paths(target)
-    assert target == Path(settings.model.path) and sha256(target) == sha256(source)
-    assert target.with_name("metrics.json").exists()
+    assert target == Path(settings.model.path) and target.is_symlink()
+    served = served_model(target)
+    assert served.parent.parent == Path(settings.model.dir) / "releases" and sha256(served) == sha256(source)
+    assert sha256(shipped_metrics(served)) == sha256(source.with_suffix(".metrics.json"))
+    tflite, record_path = litert_paths(served)
     record = json.loads(record_path.read_text())
-    assert record["source_sha256"] == sha256(target) and record["sha256"] == sha256(tflite)
+    assert record["source_sha256"] == sha256(served) and record["sha256"] == sha256(tflite)
     assert record["check"]["images"] >= 200 and record["check"]["max_abs_difference"] <= 1e-4
     assert record["check"]["source"].startswith("generated")  # the test config has no split
+    int8, int8_record_path = litert_paths(served, "int8")
+    int8_record = json.loads(int8_record_path.read_text())
+    assert int8_record["check"]["passed"] and int8_record["sha256"] == sha256(int8)
+    assert int8_record["source_sha256"] == sha256(served)
 
 
 def test_ship_refuses_a_model_whose_twin_fails_the_check_and_installs_nothing(settings):
     source = trained(Path(settings.model.dir), build_unpooled_head_model(), "unpooled")
     with pytest.raises(litert.ConversionError):
         ship(source, settings)
-    assert not Path(settings.model.path).exists()
-    assert not litert_paths(settings.model.path)[0].exists()
+    assert not Path(settings.model.path).exists() and not Path(settings.model.path).is_symlink()
+    assert not (Path(settings.model.dir) / "releases").exists()
 
 
-def test_ship_no_litert_removes_an_older_twin(settings, config_file, capsys):
+def test_ship_no_litert_installs_the_model_alone(settings, config_file, capsys):
     model_dir = Path(settings.model.dir)
     ship(trained(model_dir, build_tiny_model()), settings)
+    first = served_model(settings.model.path).parent
     second = trained(model_dir, build_unpooled_head_model(), "unpooled")
     assert ship_main(["--config", str(config_file), str(second), "--no-litert"]) == 0
-    assert sha256(Path(settings.model.path)) == sha256(second)
-    assert not any(path.exists() for path in litert_paths(settings.model.path))
+    served = served_model(settings.model.path)
+    assert sha256(served) == sha256(second) and served.parent != first
+    assert sorted(path.name for path in served.parent.iterdir()) == ["metrics.json", "model.h5"]
 
 
 def test_generated_images_are_photo_like():

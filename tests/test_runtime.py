@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ from catdog.inference import Predictor
 from catdog.paths import litert_paths
 from catdog.preprocess import load_image
 from catdog.runtime import class_activation_map
-from helpers import answers_from_threads, build_tiny_model, make_photo, save_model
+from helpers import answers_from_threads, build_tiny_model, make_photo, run_litert_worker, save_model
 
 CLASSES = {2: ("Cat", "Dog"), 3: ("Cat", "Dog", "Other")}
 
@@ -169,35 +166,9 @@ def test_an_unknown_runtime_is_refused(tiny_model_path):
         Predictor(tiny_model_path, CLASSES[2], runtime="onnx")
 
 
-# What a gunicorn worker does: import app.py, whose app reads its model from the environment.
-LITERT_WORKER = """
-import io, json, sys
-from app import app
-client = app.test_client()
-data = open(sys.argv[1], "rb").read()
-answer = client.post("/predict?explain=1", data={"file": (io.BytesIO(data), "a.jpg")})
-info = client.get("/model").get_json()
-heavy = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "h5py"))
-print(json.dumps({"status": answer.status_code, "body": answer.get_json(), "runtime": info["runtime"], "heavy": heavy}))
-"""
-
-
 def test_a_litert_worker_imports_neither_tensorflow_nor_keras(twin_path, tmp_path):
     classes = list(classes_of(twin_path))
-    photo = tmp_path / "photo.jpg"
-    photo.write_bytes(make_photo(seed=4))
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "CATDOG__MODEL__PATH": str(twin_path), "CATDOG__DATA__CLASSES": json.dumps(classes)}
-    result = subprocess.run(
-        [sys.executable, "-c", LITERT_WORKER, str(photo)],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env=env,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    answer = run_litert_worker(twin_path, classes, tmp_path)
     assert answer["heavy"] == []
     assert answer["runtime"] == "litert"
     assert answer["status"] == 200 and answer["body"]["label"] in classes
@@ -357,13 +328,13 @@ def test_litert_runs_a_batch_one_image_at_a_time(pair, monkeypatch: pytest.Monke
     lite, tf = pair
     runtime = lite._runtime
     shapes = []
-    original = runtime._runner
+    original = runtime._interpreter.set_tensor
 
-    def recording(**inputs):
-        shapes.append(next(iter(inputs.values())).shape)
-        return original(**inputs)
+    def recording(index, value):
+        shapes.append(value.shape)
+        return original(index, value)
 
-    monkeypatch.setattr(runtime, "_runner", recording)
+    monkeypatch.setattr(runtime._interpreter, "set_tensor", recording)
     batch = photos(5)
     np.testing.assert_allclose(lite.predict_arrays(batch), tf.predict_arrays(batch), atol=1e-5)
     assert shapes == [(1, 32, 32, 3)] * 5

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from catdog.config import PROJECT_ROOT, load_config
+from catdog.paths import served_model, shipped_metrics, trained_metrics
 
 MODEL_DIR = PROJECT_ROOT / "model"
 CLASSES = ["Cat", "Dog", "Other"]
@@ -24,7 +25,9 @@ PETIMAGES_BARS = {"model.h5": 0.97, "ensemble.h5": 0.97, "inception.h5": 0.96, "
 
 
 def _metrics_for(name: str) -> dict:
-    path = MODEL_DIR / ("metrics.json" if name == "model.h5" else name.replace(".h5", ".metrics.json"))
+    model_file = MODEL_DIR / name
+    # The shipped model.h5 links to its release, whose metrics.json lies beside it.
+    path = shipped_metrics(served_model(model_file)) if name == "model.h5" else trained_metrics(model_file)
     return json.loads(path.read_text())
 
 

@@ -122,7 +122,11 @@ def test_ship_installs_the_model_and_its_metrics(trained):
     target = ship.ship(model_file, settings)
     assert target == Path(settings.model.path)
     assert target.read_bytes() == model_file.read_bytes()
-    assert (target.parent / "metrics.json").read_bytes() == model_file.with_suffix(".metrics.json").read_bytes()
+    served = paths.served_model(target)
+    assert paths.shipped_metrics(served).read_bytes() == model_file.with_suffix(".metrics.json").read_bytes()
+    # The int8 twin was checked on the run's labelled validation part, whether or not it passed.
+    check = json.loads(paths.litert_paths(served, "int8")[1].read_text())["check"]
+    assert check["source"].startswith("validation split") and check["accuracy_float"] is not None
 
 
 def test_ship_picks_the_best_model_on_the_validation_part(tmp_path: Path):

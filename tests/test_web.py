@@ -123,7 +123,7 @@ def test_ready(client):
     assert body["ready"] is True
     assert body["model"]["architecture"] == "tinynet"
     assert len(body["model"]["sha256_short"]) == 12
-    assert body["model"]["version"] == f"{catdog.__version__}+{body['model']['sha256_short']}"
+    assert body["model"]["version"] == f"{catdog.__version__}+{body['model']['sha256_short']}.float"
 
 
 def test_model_info(client):
@@ -131,13 +131,14 @@ def test_model_info(client):
     assert info["architecture"] == "tinynet"
     assert info["input_size"] == [32, 32, 3]
     assert info["classes"] == ["Cat", "Dog", "Other"]
-    assert info["version"] == f"{catdog.__version__}+{info['sha256_short']}"
+    assert info["version"] == f"{catdog.__version__}+{info['sha256_short']}.float"
     assert info["parameters"] > 0
     assert len(info["sha256"]) == 64 and info["sha256"].startswith(info["sha256_short"])
     assert info["metrics"]["test_accuracy"] == 0.5
     assert info["runtime"] in ("litert", "tensorflow")
     # Library versions and the training machine are not published.
     assert not {"runtime_version", "tensorflow_version", "keras_version"} & set(info)
+    assert info["precision"] == "float" and "no model.int8.tflite" in info["precision_note"]
 
 
 def test_model_info_publishes_no_versions_or_hardware_at_any_depth():
@@ -187,7 +188,7 @@ def test_predict_multipart(client):
     assert_prediction(body)
     assert body["model"]["architecture"] == "tinynet"
     assert len(body["model"]["sha256_short"]) == 12
-    assert body["model"]["version"] == f"{catdog.__version__}+{body['model']['sha256_short']}"
+    assert body["model"]["version"] == f"{catdog.__version__}+{body['model']['sha256_short']}.float"
     assert body["time_ms"] > 0
     assert "heatmap_png_base64" not in body
 

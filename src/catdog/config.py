@@ -224,6 +224,8 @@ class ServingSettings(_Section):
     max_batch: PositiveInt
     # Default for configs written before it existed: one thread, LiteRT's own choice then.
     litert_threads: PositiveInt = 1
+    # auto: the int8 twin when its check passed, else float. A default, for configs written before it existed.
+    precision: Literal["auto", "float", "int8"] = "auto"
 
     _room_for_one_image = field_validator("max_request_pixels")(
         _against("max_pixels", lambda one, request: request >= one, "must be at least max_pixels ({earlier})")

@@ -1,8 +1,8 @@
 """Serving-side inference: one loaded model, fast forward passes and Grad-CAM.
 
 A :class:`Predictor` loads a saved model once through one of the runtimes of
-:mod:`catdog.runtime` (LiteRT when ``model.tflite`` beside the ``.h5`` was
-converted from it, TensorFlow otherwise), checks that it obeys the catdog
+:mod:`catdog.runtime` (LiteRT when a twin beside the ``.h5`` was converted
+from it, its int8 twin when that passed its check; TensorFlow otherwise), checks that it obeys the catdog
 model contract and warms it up, so a request never pays for tracing. It
 applies the calibration temperature that training recorded in
 ``metrics.json`` beside the model (``{"calibration": {"temperature": T}}``;
@@ -105,6 +105,8 @@ class Predictor:
         runtime: ``auto`` (LiteRT when the ``.tflite`` twin matches the
             ``.h5``, else TensorFlow), ``litert`` or ``tensorflow``.
         num_threads: LiteRT interpreter threads; ``None`` for its default.
+        precision: ``auto`` (the int8 twin when it passed its check, else
+            float), ``float`` or ``int8``.
 
     Raises:
         ModelError: The file is missing, not HDF5, truncated, the model
@@ -120,15 +122,19 @@ class Predictor:
         limits: ImageLimits = ImageLimits(),
         runtime: str = "auto",
         num_threads: int | None = None,
+        precision: str = "auto",
     ):
-        self.path = Path(model_path)
+        # A shipped model.h5 is a link to its release: follow it once, then read everything beside the file it leads to.
+        self.path = paths.served_model(model_path)
         self.classes = tuple(classes)
         self.limits = limits
         self._sha256 = _check_file(self.path)
         metrics_file = paths.shipped_metrics(self.path)
         self._metrics = _read_metrics(metrics_file)
-        self.temperature, self.class_bias = _calibration(self._metrics, self._sha256, metrics_file, len(self.classes))
-        self._runtime = open_runtime(self.path, self._sha256, len(self.classes), runtime, num_threads=num_threads)
+        self.temperature, self.class_bias = calibration_of(self._metrics, self._sha256, metrics_file, len(self.classes))
+        self._runtime, self.precision_note = open_runtime(
+            self.path, self._sha256, len(self.classes), runtime, num_threads=num_threads, precision=precision
+        )
         self.input_size = self._runtime.input_size
         self._warm_up()
 
@@ -145,6 +151,7 @@ class Predictor:
             settings.data.classes,
             limits=ImageLimits.from_serving(settings.serving),
             num_threads=settings.serving.litert_threads,
+            precision=settings.serving.precision,
         )
 
     def _warm_up(self) -> None:
@@ -155,7 +162,7 @@ class Predictor:
         side = self.input_size
         described = self._runtime.describe()
         log.info(
-            "model %s (%s, %dx%d input, temperature %g) loaded with %s %s (TensorFlow %s, Keras %s) and warmed up",
+            "model %s (%s, %dx%d input, temperature %g) loaded with %s %s (%s; TensorFlow %s, Keras %s) and warmed up",
             self.path,
             self.architecture,
             side,
@@ -163,6 +170,7 @@ class Predictor:
             self.temperature,
             self.runtime,
             described["runtime_version"],
+            self.precision,
             described["tensorflow_version"],
             described["keras_version"],
         )
@@ -309,7 +317,9 @@ class Predictor:
         Returns:
             A JSON-ready mapping: architecture, input size, classes,
             parameter count, file name, size and sha256, the runtime
-            (``litert`` or ``tensorflow``) and its version, TensorFlow and
+            (``litert`` or ``tensorflow``), its precision (``float`` or
+            ``int8``) and why it is not int8 (``precision_note``, ``None``
+            when it is), the runtime's version, TensorFlow and
             Keras versions (``None`` under LiteRT, which loads neither), the
             calibration temperature, and the metrics from ``metrics.json``
             beside the model file (``None`` if there is none or it cannot be read).
@@ -326,6 +336,8 @@ class Predictor:
             "sha256_short": self.short_hash,
             "runtime": described["runtime"],
             "runtime_version": described["runtime_version"],
+            "precision": self.precision,
+            "precision_note": self.precision_note,
             "tensorflow_version": described["tensorflow_version"],
             "keras_version": described["keras_version"],
             "calibration_temperature": self.temperature,
@@ -342,6 +354,11 @@ class Predictor:
     def runtime(self) -> str:
         """Which runtime serves the model: ``litert`` or ``tensorflow``."""
         return self._runtime.name
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic of the forward pass: ``float`` or ``int8``."""
+        return self._runtime.precision
 
     @property
     def short_hash(self) -> str:
@@ -411,7 +428,7 @@ def _read_metrics(path: Path) -> dict[str, Any] | None:
     return metrics if isinstance(metrics, dict) else None
 
 
-def _calibration(
+def calibration_of(
     metrics: dict[str, Any] | None, model_sha256: str, path: Path, num_classes: int
 ) -> tuple[float, tuple[float, ...] | None]:
     """The calibration temperature and class bias recorded for this model, or ``(1, None)``.

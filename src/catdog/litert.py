@@ -16,6 +16,9 @@ differs by more than :data:`TOLERANCE`, or if the head rebuilt from
 ``features`` does not give the same probabilities (then the map LiteRT
 draws would not be the model's Grad-CAM).
 
+The int8 twin (:mod:`catdog.quantize`) goes through the same converter
+(:func:`to_tflite` with a representative set) and is a :class:`Conversion` too.
+
 Importing this module is cheap; converting needs TensorFlow and ai-edge-litert.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -33,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from catdog import paths
-from catdog.dirs import atomic_write, file_sha256, write_text_atomic
+from catdog.dirs import atomic_write, file_sha256
 from catdog.errors import DatasetError, InvalidImage, ModelError
 from catdog.paths import litert_paths
 from catdog.runtime import (
@@ -66,8 +70,28 @@ class Conversion:
         record: What ``model.tflite.json`` holds (without the sha256 of the file it is written beside).
     """
 
-    tflite: bytes
+    tflite: bytes | None
     record: dict[str, Any]
+
+    def files(self, model_name: str) -> dict[str, bytes]:
+        """The twin's files by name, for a model file named ``model_name``: the ``.tflite`` and its record.
+
+        The record names the ``.tflite``'s sha256. A twin refused by its check
+        (``tflite`` is ``None``) is its record alone, which says why.
+        """
+        tflite_name, record_name = (path.name for path in litert_paths(model_name, self.precision))
+        record = dict(self.record)
+        files = {}
+        if self.tflite is not None:
+            files[tflite_name] = self.tflite
+            record["sha256"] = hashlib.sha256(self.tflite).hexdigest()
+        files[record_name] = (json.dumps(record, indent=1) + "\n").encode("utf-8")
+        return files
+
+    @property
+    def precision(self) -> str:
+        """``float`` or ``int8``."""
+        return self.record.get("precision", "float")
 
 
 def convert(
@@ -113,12 +137,10 @@ def convert(
     if len(images) < min_images:
         raise ConversionError(f"the conversion check needs at least {min_images} images, got {len(images)}")
 
-    twin, tflite = _to_tflite(model, path, size)
+    twin, tflite = to_tflite(model, path, size)
     expected, got, features = _run_both(twin, tflite, images)
 
-    head = model.get_layer(PREDICTIONS_LAYER)
-    kernel = np.asarray(head.kernel, dtype=np.float32)
-    bias = np.asarray(head.bias, dtype=np.float32) if head.bias is not None else np.zeros(num_classes, np.float32)
+    kernel, bias = head_weights(model)
     difference = float(np.abs(got - expected).max())
     head_difference = float(np.abs(_pooled_head(features, kernel, bias) - got).max())
     log.info(
@@ -137,19 +159,29 @@ def convert(
         "max_abs_difference": difference,
         "head_max_abs_difference": head_difference,
     }
-    return Conversion(tflite, _record(model, path, size, features.shape[1:], check, kernel, bias))
+    return Conversion(tflite, twin_record(model, path, size, features.shape[1:], check))
 
 
-def _record(
-    model, path: Path, size: int, features_shape: tuple, check: dict, kernel: np.ndarray, bias: np.ndarray
+def head_weights(model) -> tuple[np.ndarray, np.ndarray]:
+    """The Dense head's float32 kernel ``(C, K)`` and bias ``(K,)`` (zeros when it has none)."""
+    head = model.get_layer(PREDICTIONS_LAYER)
+    kernel = np.asarray(head.kernel, dtype=np.float32)
+    bias = np.asarray(head.bias, dtype=np.float32) if head.bias is not None else np.zeros(kernel.shape[1], np.float32)
+    return kernel, bias
+
+
+def twin_record(
+    model, path: Path, size: int, features_shape: tuple, check: dict, precision: str = "float"
 ) -> dict[str, Any]:
-    """What ``model.tflite.json`` says of the twin (all but the sha256 of the ``.tflite`` itself)."""
+    """What a twin's record says of it (all but the sha256 of the ``.tflite`` itself)."""
     import keras
     import tensorflow as tf
 
     num_classes = int(model.output_shape[-1])
+    kernel, bias = head_weights(model)
     return {
         "format": LITERT_FORMAT,
+        "precision": precision,
         "architecture": model.name,
         "parameters": int(model.count_params()),
         "source": path.name,
@@ -179,8 +211,21 @@ def _check_agreement(name: str, difference: float, head_difference: float, toler
         )
 
 
-def _to_tflite(model, path: Path, size: int):
-    """The Keras twin (probabilities and features as named outputs) and its LiteRT flatbuffer."""
+def to_tflite(model, path: Path, size: int, representative: np.ndarray | None = None):
+    """The Keras twin (probabilities and features as named outputs) and its LiteRT flatbuffer.
+
+    Args:
+        model: The loaded Keras model.
+        path: Its file, for messages.
+        size: Its input side.
+        representative: ``None`` for a float32 twin; else ``(N, S, S, 3)``
+            uint8 images to calibrate a full-integer twin on: int8 weights and
+            activations, uint8 pixels in (scale 1, zero point 0 when the
+            images span 0..255), int8 outputs.
+
+    Raises:
+        ConversionError: The converter failed.
+    """
     import keras
     import tensorflow as tf
 
@@ -190,6 +235,12 @@ def _to_tflite(model, path: Path, size: int):
         model.input, {PROBABILITIES_OUTPUT: model.output, FEATURES_OUTPUT: model.get_layer(FEATURES_LAYER).output}
     )
     converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, twin(inputs), name=model.name))
+    if representative is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.int8
     chatter = io.StringIO()
     try:
         # Keras prints the summary of the SavedModel it exports for the converter; keep it for debugging only.
@@ -217,27 +268,19 @@ def _run_both(twin, tflite: bytes, images: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def write(conversion: Conversion, model_path: str | os.PathLike) -> Path:
-    """Write the twin beside ``model_path`` (``model.tflite`` then its record), each atomically.
+    """Write the twin beside a plain ``model_path`` (the ``.tflite`` then its record), each atomically.
 
-    The record goes last: until it names the new ``.tflite``'s sha256, the
-    app keeps serving with TensorFlow rather than a half-installed twin.
+    ``catdog ship`` installs twins with their model as one release instead
+    (:mod:`catdog.release`); this is for a model file outside the releases.
 
     Returns:
         The ``.tflite`` path.
     """
-    tflite_path, record_path = litert_paths(model_path)
-    with atomic_write(tflite_path) as tmp:
-        tmp.write_bytes(conversion.tflite)
-    record = {**conversion.record, "sha256": file_sha256(tflite_path)}
-    write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
-    return tflite_path
-
-
-def remove(model_path: str | os.PathLike) -> None:
-    """Remove the twin of ``model_path`` and its record, if there are any (record first)."""
-    tflite_path, record_path = litert_paths(model_path)
-    record_path.unlink(missing_ok=True)
-    tflite_path.unlink(missing_ok=True)
+    model_path = Path(model_path)
+    for name, content in conversion.files(model_path.name).items():
+        with atomic_write(model_path.with_name(name)) as tmp:
+            tmp.write_bytes(content)
+    return litert_paths(model_path, conversion.precision)[0]
 
 
 def check_images(
@@ -259,33 +302,46 @@ def check_images(
     Returns:
         ``(count, size, size, 3)`` uint8 images and where they come from.
     """
-    from catdog.dataset import load_split
     from catdog.preprocess import load_image
-    from catdog.validate import read_manifest
 
     real: list[np.ndarray] = []
-    split_file = manifest_file = None
-    if artifacts_dir is not None:
-        split_file, manifest_file = paths.split(artifacts_dir), paths.manifest(artifacts_dir)
-    if split_file is not None and split_file.exists() and manifest_file.exists():
-        try:
-            files = load_split(split_file).files["validation"]
-            dataset_dir, _ = read_manifest(manifest_file)
-        except (DatasetError, KeyError) as exc:
-            log.warning("cannot use the validation split for the LiteRT check: %s", exc)
-        else:
-            picks = sorted({int(i) for i in np.linspace(0, len(files) - 1, min(count, len(files))).round()})
-            for index in picks if files else ():
-                try:
-                    real.append(load_image(dataset_dir / files[index], size))
-                except (InvalidImage, OSError) as exc:
-                    log.warning("skipping %s in the LiteRT check: %s", files[index], exc)
+    found = validation_files(artifacts_dir)
+    if found is not None:
+        dataset_dir, files, _ = found
+        picks = sorted({int(i) for i in np.linspace(0, len(files) - 1, min(count, len(files))).round()})
+        for index in picks if files else ():
+            try:
+                real.append(load_image(dataset_dir / files[index], size))
+            except (InvalidImage, OSError) as exc:
+                log.warning("skipping %s in the LiteRT check: %s", files[index], exc)
     generated = generated_images(count - len(real), size, seed) if len(real) < count else None
     if generated is None:
         return np.stack(real), f"validation split ({len(real)} images)"
     if not real:
         return generated, f"generated ({len(generated)} images; no validation split)"
     return np.concatenate([np.stack(real), generated]), f"validation split ({len(real)}) + generated ({len(generated)})"
+
+
+def validation_files(artifacts_dir: str | os.PathLike | None) -> tuple[Path, list[str], list[int]] | None:
+    """The dataset folder, and the validation part's files and labels, from the saved split; ``None`` without one.
+
+    A split or manifest that cannot be read is logged and counts as none.
+    """
+    from catdog.dataset import load_split
+    from catdog.validate import read_manifest
+
+    if artifacts_dir is None:
+        return None
+    split_file, manifest_file = paths.split(artifacts_dir), paths.manifest(artifacts_dir)
+    if not split_file.exists() or not manifest_file.exists():
+        return None
+    try:
+        split = load_split(split_file)
+        dataset_dir, _ = read_manifest(manifest_file)
+        return dataset_dir, split.files["validation"], split.labels["validation"]
+    except (DatasetError, KeyError) as exc:
+        log.warning("cannot use the validation split: %s", exc)
+        return None
 
 
 def generated_images(count: int, size: int, seed: int = 0) -> np.ndarray:

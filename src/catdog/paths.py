@@ -10,9 +10,10 @@ Folders come from the settings (``data.artifacts_dir``, ``model.dir``,
     <artifacts_dir>/runs/<arch>/             checkpoints, epoch backup, history.csv
     <artifacts_dir>/evaluation.json          catdog evaluate
     <model.dir>/<arch>.h5                    catdog train, with <arch>.metrics.json and <arch>_*.png plots
-    <model.dir>/leave_one_group_out.json    catdog leave_one_out
-    <model.path> (model.h5)                  catdog ship: what the app serves, with metrics.json,
-                                             model.tflite and its record model.tflite.json beside it
+    <model.dir>/leave_one_group_out.json     catdog leave_one_out
+    <model.path> (model.h5)                  catdog ship: a link to the release the app serves,
+    <model.path's folder>/releases/<name>/   one folder per shipped model: model.h5, metrics.json,
+                                             model.tflite, model.int8.tflite and their records (.json)
 """
 
 from __future__ import annotations
@@ -71,14 +72,34 @@ def plot(model_file: PathLike, kind: str) -> Path:
     return model_file.with_name(f"{model_file.stem}_{kind}.png")
 
 
+def served_model(model_path: PathLike) -> Path:
+    """The file ``model.path`` names, its link followed: the shipped release's ``.h5``, its companions beside it.
+
+    Following the link once, then reading every companion beside the file it
+    leads to, is what makes a ship atomic for a reader (see :mod:`catdog.release`).
+    A plain file is its own answer.
+    """
+    return Path(model_path).resolve()
+
+
+def releases_dir(model_path: PathLike) -> Path:
+    """The folder of shipped releases, beside ``model.path``."""
+    return Path(model_path).parent / "releases"
+
+
 def shipped_metrics(model_path: PathLike) -> Path:
-    """The metrics the app reads, beside ``model.path``."""
+    """The metrics the app reads, beside the model file."""
     return Path(model_path).with_name("metrics.json")
 
 
-def litert_paths(model_path: PathLike) -> tuple[Path, Path]:
-    """The ``.tflite`` twin of a ``.h5`` model and its record: ``model.tflite`` and ``model.tflite.json``."""
-    tflite = Path(model_path).with_suffix(".tflite")
+def litert_paths(model_path: PathLike, precision: str = "float") -> tuple[Path, Path]:
+    """A LiteRT twin of a ``.h5`` model and its record.
+
+    ``model.tflite`` and ``model.tflite.json`` for the float twin,
+    ``model.int8.tflite`` and ``model.int8.tflite.json`` for the int8 one.
+    """
+    model_path = Path(model_path)
+    tflite = model_path.with_suffix(".tflite" if precision == "float" else f".{precision}.tflite")
     return tflite, tflite.with_name(tflite.name + ".json")
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 FEATURES_LAYER = "features"
 PREDICTIONS_LAYER = "predictions"
 RUNTIMES = ("auto", "litert", "tensorflow")
+PRECISIONS = ("auto", "float", "int8")
 LITERT_FORMAT = 1
 # Signature names of the converted model's input and outputs.
 INPUT_NAME = "image"
@@ -92,6 +93,7 @@ class TensorflowRuntime:
     """
 
     name = "tensorflow"
+    precision = "float"
 
     def __init__(self, path: Path, num_classes: int):
         self.path = path
@@ -127,14 +129,20 @@ class TensorflowRuntime:
 
 
 class LiteRTRuntime:
-    """``model.tflite`` run by the LiteRT interpreter; no TensorFlow in the process.
+    """A LiteRT twin (``model.tflite`` or ``model.int8.tflite``) run by the interpreter; no TensorFlow in the process.
+
+    The float twin takes float32 pixels; the int8 twin takes the uint8
+    pixels as they are (its input scale is 1, zero point 0) and gives int8
+    outputs, turned back into floats here with their scale and zero point.
+    Only the outputs a call needs are read: the ``features`` map is large
+    (the shipped ensemble's is 28x28x1088) and only a heatmap needs it.
 
     The interpreter is not thread-safe, so calls take a lock: the threads of
     a gunicorn worker take turns, as they do for the CPU anyway.
 
     Args:
         tflite_path: The converted model.
-        record: Its ``model.tflite.json`` record, already checked against the ``.h5``.
+        record: Its record, already checked against the ``.h5``.
         num_classes: Outputs the model must have.
         num_threads: Interpreter threads; ``None`` for LiteRT's default.
 
@@ -151,18 +159,22 @@ class LiteRTRuntime:
             raise ModelError(f"cannot serve {str(tflite_path)!r}: ai-edge-litert is not installed ({exc})") from exc
         self.path = tflite_path
         self._record = record
+        self.precision = str(record.get("precision", "float"))
         where = f"LiteRT model {str(tflite_path)!r}"
         try:
             self._interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
-            self._runner = self._interpreter.get_signature_runner()
+            self._interpreter.allocate_tensors()
+            runner = self._interpreter.get_signature_runner()
             signature = self._interpreter.get_signature_list()
+            (io,) = signature.values()
+            if io["inputs"] != [INPUT_NAME] or sorted(io["outputs"]) != sorted([PROBABILITIES_OUTPUT, FEATURES_OUTPUT]):
+                raise ModelError(
+                    f"{where} must map {INPUT_NAME!r} to {PROBABILITIES_OUTPUT!r} and {FEATURES_OUTPUT!r}, got {io!r}"
+                )
+            self._input = runner.get_input_details()[INPUT_NAME]
+            self._outputs = runner.get_output_details()
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"cannot load {where}: {exc}") from exc
-        (io,) = signature.values()
-        if io["inputs"] != [INPUT_NAME] or sorted(io["outputs"]) != sorted([PROBABILITIES_OUTPUT, FEATURES_OUTPUT]):
-            raise ModelError(
-                f"{where} must map {INPUT_NAME!r} to {PROBABILITIES_OUTPUT!r} and {FEATURES_OUTPUT!r}, got {io!r}"
-            )
         try:
             self.input_size = int(record["input_size"])
             self._kernel = np.asarray(record["head"]["kernel"], dtype=np.float32)
@@ -172,11 +184,28 @@ class LiteRTRuntime:
             raise ModelError(f"the record of {where} lacks {exc}") from exc
         if self._kernel.ndim != 2 or self._kernel.shape[1] != num_classes or self._bias.shape != (num_classes,):
             raise ModelError(f"{where} must output {num_classes} probabilities, its head is {self._kernel.shape}")
+        expected_input = np.uint8 if self.precision == "int8" else np.float32
+        if self._input["dtype"] != expected_input or tuple(self._input["shape"]) != (1, *([self.input_size] * 2), 3):
+            raise ModelError(f"{where} must take one {np.dtype(expected_input)} image, got {self._input!r}")
+        if self.precision == "int8" and self._input["quantization"] != (1.0, 0):
+            raise ModelError(f"{where} must take pixels as they are (scale 1, zero point 0), got {self._input!r}")
         self._lock = threading.Lock()
 
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def forward(self, image: np.ndarray, *, features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities ``(K,)`` of one checked ``(S, S, 3)`` uint8 image, and its ``features`` map if asked for."""
+        wanted = (PROBABILITIES_OUTPUT, FEATURES_OUTPUT) if features else (PROBABILITIES_OUTPUT,)
         with self._lock:
-            return self._runner(**{INPUT_NAME: batch.astype(np.float32)})
+            self._interpreter.set_tensor(self._input["index"], image[None].astype(self._input["dtype"], copy=False))
+            self._interpreter.invoke()
+            raw = [self._interpreter.get_tensor(self._outputs[name]["index"]) for name in wanted]
+        values = [self._dequantize(name, value)[0] for name, value in zip(wanted, raw, strict=True)]
+        return values[0], values[1] if features else None
+
+    def _dequantize(self, name: str, value: np.ndarray) -> np.ndarray:
+        scale, zero_point = self._outputs[name]["quantization"]
+        if value.dtype == np.float32:
+            return value
+        return (value.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """``(N, K)`` float32 probabilities of a checked ``(N, S, S, 3)`` uint8 batch.
@@ -189,11 +218,11 @@ class LiteRTRuntime:
         """
         if not len(batch):
             return np.zeros((0, self._kernel.shape[1]), dtype=np.float32)
-        return np.concatenate([self._run(image[None])[PROBABILITIES_OUTPUT] for image in batch])
+        return np.stack([self.forward(image)[0] for image in batch])
 
     def explain(self, array: np.ndarray, class_index: int | None) -> np.ndarray:
         """CAM of one checked ``(S, S, 3)`` uint8 image, equal to Grad-CAM (see :func:`class_activation_map`)."""
-        features = self._run(array[None])[FEATURES_OUTPUT][0]
+        _, features = self.forward(array, features=True)
         return class_activation_map(features, self._kernel, self._bias, class_index)
 
     def describe(self) -> dict[str, Any]:
@@ -210,15 +239,18 @@ class LiteRTRuntime:
         }
 
 
-def read_litert_record(model_path: Path, model_sha256: str) -> tuple[Path, dict[str, Any]] | str:
-    """The ``.tflite`` twin of ``model_path`` and its record, if they belong to it.
+def read_litert_record(
+    model_path: Path, model_sha256: str, precision: str = "float"
+) -> tuple[Path, dict[str, Any]] | str:
+    """A LiteRT twin of ``model_path`` and its record, if they belong to it and passed their check.
 
     Returns:
         ``(tflite_path, record)``, or the reason why LiteRT cannot serve this
-        model (no twin, a record written for another ``.h5``, a damaged file).
+        model in ``precision`` (no twin, a record written for another ``.h5``,
+        a damaged file, an int8 twin its check refused).
     """
-    tflite, record_path = litert_paths(model_path)
-    if not tflite.exists() or not record_path.exists():
+    tflite, record_path = litert_paths(model_path, precision)
+    if not record_path.exists():
         return f"no {tflite.name} with its {record_path.name} beside {model_path.name}"
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
@@ -226,6 +258,11 @@ def read_litert_record(model_path: Path, model_sha256: str) -> tuple[Path, dict[
             return f"{record_path.name} has format {record.get('format')!r}, expected {LITERT_FORMAT}"
         if record.get("source_sha256") != model_sha256:
             return f"{tflite.name} was converted from another {model_path.name} (sha256 differs)"
+        check = record.get("check", {})
+        if check.get("passed") is False:
+            return f"the {precision} twin was refused by its check: {'; '.join(check.get('failures', []))}"
+        if not tflite.exists():
+            return f"no {tflite.name} beside {model_path.name}, though {record_path.name} is there"
         if record.get("sha256") != file_sha256(tflite):
             return f"{tflite.name} does not match the sha256 in {record_path.name} (damaged or replaced)"
     except (OSError, ValueError, AttributeError) as exc:
@@ -234,37 +271,56 @@ def read_litert_record(model_path: Path, model_sha256: str) -> tuple[Path, dict[
 
 
 def open_runtime(
-    model_path: Path, model_sha256: str, num_classes: int, preference: str = "auto", *, num_threads: int | None = None
-) -> TensorflowRuntime | LiteRTRuntime:
-    """Load the model with LiteRT when its checked ``.tflite`` twin is there, else with TensorFlow.
+    model_path: Path,
+    model_sha256: str,
+    num_classes: int,
+    preference: str = "auto",
+    *,
+    num_threads: int | None = None,
+    precision: str = "auto",
+) -> tuple[TensorflowRuntime | LiteRTRuntime, str | None]:
+    """Load the model with its checked LiteRT twin when there is one, else with TensorFlow.
 
     Args:
         model_path: The ``.h5`` model.
-        model_sha256: Its sha256, which the twin's record must name.
+        model_sha256: Its sha256, which a twin's record must name.
         num_classes: Outputs the model must have.
         preference: ``auto`` (LiteRT when possible), ``litert`` (only LiteRT) or ``tensorflow``.
         num_threads: LiteRT interpreter threads; ``None`` for its default.
+        precision: ``auto`` (the int8 twin when it passed its check, else
+            float), ``float`` or ``int8`` (only the int8 twin).
+
+    Returns:
+        The runtime, and why it is not the fastest one wanted (``None`` when it is).
 
     Raises:
         ModelError: The chosen runtime cannot load the model.
-        ValueError: ``preference`` is not one of :data:`RUNTIMES`.
+        ValueError: ``preference`` or ``precision`` is not one of :data:`RUNTIMES` or :data:`PRECISIONS`.
     """
     if preference not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {preference!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and preference == "tensorflow":
+        raise ValueError("precision int8 needs the LiteRT runtime; TensorFlow serves the float .h5")
+    reasons: list[str] = []
     if preference != "tensorflow":
-        found = read_litert_record(model_path, model_sha256)
-        if isinstance(found, tuple):
-            try:
-                return LiteRTRuntime(*found, num_classes, num_threads)
-            except ModelError as exc:
-                if preference == "litert":
-                    raise
-                log.warning("serving %s with TensorFlow: %s", model_path.name, exc)
-        elif preference == "litert":
-            raise ModelError(f"cannot serve {str(model_path)!r} with LiteRT: {found}")
-        else:
-            log.info("serving %s with TensorFlow: %s", model_path.name, found)
-    return TensorflowRuntime(model_path, num_classes)
+        for wanted in ("int8", "float") if precision == "auto" else (precision,):
+            found = read_litert_record(model_path, model_sha256, wanted)
+            if isinstance(found, tuple):
+                try:
+                    runtime = LiteRTRuntime(*found, num_classes, num_threads)
+                except ModelError as exc:
+                    reasons.append(str(exc))
+                    continue
+                if reasons:
+                    log.info("serving %s with its %s LiteRT twin: %s", model_path.name, wanted, "; ".join(reasons))
+                return runtime, "; ".join(reasons) or None
+            reasons.append(found)
+        if preference == "litert" or precision == "int8":
+            raise ModelError(f"cannot serve {str(model_path)!r} with LiteRT ({precision}): {'; '.join(reasons)}")
+        log.info("serving %s with TensorFlow: %s", model_path.name, "; ".join(reasons))
+    return TensorflowRuntime(model_path, num_classes), "; ".join(reasons) or None
 
 
 def load_keras_model(path: Path) -> Any:

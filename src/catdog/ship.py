@@ -1,31 +1,35 @@
 """Install a trained model as the one the app serves: ``python -m catdog.ship``.
 
-``ship MODEL.h5`` copies that model and its ``.metrics.json`` to
-``model.path`` (model/model.h5) and ``metrics.json`` beside it. Without a
-file, it picks the trained model with the best *validation* accuracy: the
-test part stays untouched by every choice, so its number remains honest.
+``ship MODEL.h5`` installs that model with its ``.metrics.json`` as a new
+release, ``releases/<name>/model.h5`` and ``metrics.json`` beside it, and
+points ``model.path`` (model/model.h5, a link) at it in one rename (see
+:mod:`catdog.release`). Without a file, it picks the trained model with the
+best *validation* accuracy: the test part stays untouched by every choice,
+so its number remains honest.
 
-It also converts the model for LiteRT: ``model.tflite`` and its record
-``model.tflite.json`` beside ``model.path``, which the app serves without
-TensorFlow (see :mod:`catdog.litert`). The conversion is checked on the
-validation part of the saved split before anything is installed; if the
-twin disagrees with the model, nothing is shipped (``--no-litert`` ships the
-``.h5`` alone, and the app serves it with TensorFlow).
+The release also holds the model's LiteRT twins, which the app serves
+without TensorFlow: ``model.tflite`` (float, see :mod:`catdog.litert`) and
+``model.int8.tflite`` (see :mod:`catdog.quantize`), each with its record.
+The float conversion is checked on the validation part of the saved split
+before anything is installed; if that twin disagrees with the model,
+nothing is shipped (``--no-litert`` ships the ``.h5`` alone, and the app
+serves it with TensorFlow). An int8 twin that fails its own check is left
+out, and the float twin serves.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from catdog import cli, paths
+from catdog import cli, paths, release
 from catdog.config import Settings
-from catdog.dirs import atomic_write
+from catdog.dirs import file_sha256
 from catdog.errors import ModelError
+from catdog.inference import calibration_of
 
 log = logging.getLogger("catdog.ship")  # not __name__: that is "__main__" under -m
 
@@ -48,46 +52,55 @@ def best_by_validation(model_dir: Path) -> Path:
 
 
 def ship(model_file: Path, settings: Settings, *, litert: bool = True) -> Path:
-    """Copy a trained model and its metrics to ``model.path`` and metrics.json beside it, with its LiteRT twin.
+    """Install a trained model, its metrics and its LiteRT twins as one release that ``model.path`` links to.
 
-    Each file is copied to a temporary name and renamed, so a running app
-    never sees half a file. The twin is converted and checked first, so a
-    failed check installs nothing.
+    The float twin is converted and checked first, so a failed check installs
+    nothing; the int8 twin is quantized and checked next, and one that fails
+    its check is left out (its record says why) while the rest ships. Then
+    everything is written to a new release folder and ``model.path`` is
+    pointed at it in one rename (:mod:`catdog.release`): a running app, or
+    one starting, sees the old model or the new one, never a mix.
 
     Args:
         model_file: The trained ``.h5``.
         settings: The configuration (``model.path``, ``data.artifacts_dir``).
-        litert: Also write ``model.tflite``; without it, an older twin is removed.
+        litert: Also write the twins (``model.tflite``, ``model.int8.tflite``).
 
     Returns:
-        The installed model path.
+        ``model.path``.
 
     Raises:
-        ModelError: The model or its metrics file is missing.
-        ConversionError: The LiteRT twin disagrees with the model.
+        ModelError: The model or its metrics file is missing, or its calibration is unreadable.
+        ConversionError: The float LiteRT twin disagrees with the model.
     """
     from catdog import litert as lite
+    from catdog import quantize
 
     target = Path(settings.model.path)
     metrics_src = paths.trained_metrics(model_file)
     if not model_file.exists() or not metrics_src.exists():
         raise ModelError(f"{model_file} or its metrics file {metrics_src.name} is missing; train it first")
-    conversion = lite.convert(model_file, artifacts_dir=settings.data.artifacts_dir) if litert else None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for src, dst in ((model_file, target), (metrics_src, paths.shipped_metrics(target))):
-        with atomic_write(dst) as tmp:
-            shutil.copyfile(src, tmp)
-    if conversion is None:
-        lite.remove(target)
-    else:
-        check = conversion.record["check"]
+    files: dict[str, Path | bytes] = {target.name: model_file, paths.shipped_metrics(target).name: metrics_src}
+    if litert:
+        conversion = lite.convert(model_file, artifacts_dir=settings.data.artifacts_dir)
         log.info(
-            "wrote %s: max probability difference %.1e on %s",
-            lite.write(conversion, target).name,
-            check["max_abs_difference"],
-            check["source"],
+            "float twin: max probability difference %.1e on %s",
+            conversion.record["check"]["max_abs_difference"],
+            conversion.record["check"]["source"],
         )
-    log.info("shipped %s as %s", model_file, target)
+        temperature, class_bias = calibration_of(
+            json.loads(metrics_src.read_text(encoding="utf-8")),
+            file_sha256(model_file),
+            metrics_src,
+            len(settings.data.classes),
+        )
+        quantized = quantize.quantize(
+            model_file, artifacts_dir=settings.data.artifacts_dir, temperature=temperature, class_bias=class_bias
+        )
+        files.update(conversion.files(target.name))
+        files.update(quantized.files(target.name))
+    folder = release.install(target, files)
+    log.info("shipped %s as %s (release %s)", model_file, target, folder.name)
     return target
 
 
@@ -102,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-litert",
         action="store_true",
-        help="ship the .h5 alone, without its model.tflite twin (the app then serves with TensorFlow)",
+        help="ship the .h5 alone, without its LiteRT twins (the app then serves with TensorFlow)",
     )
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)

@@ -187,5 +187,9 @@ def model_summary(predictor: Predictor) -> dict[str, str]:
 
 
 def model_version(predictor: Predictor) -> str:
-    """The package version and the model file's short hash, as a PEP 440 local version: ``0.1.0+3fa4c2d19b0e``."""
-    return f"{catdog.__version__}+{predictor.short_hash}"
+    """The package version, the model file's short hash and the precision served, as a PEP 440 local version.
+
+    ``0.1.0+3fa4c2d19b0e.int8``: the int8 twin's answers differ slightly from
+    the float model's, so the version tells them apart.
+    """
+    return f"{catdog.__version__}+{predictor.short_hash}.{predictor.precision}"

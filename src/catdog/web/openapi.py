@@ -229,7 +229,9 @@ def _schemas(classes: list[str], max_batch: int, codes: dict[int, list[str]]) ->
                 "architecture": {"type": "string"},
                 "version": {
                     "type": "string",
-                    "description": "Package version and the model file's short hash: `0.1.0+3fa4c2d19b0e`.",
+                    "description": "Package version, the model file's short hash and the precision served "
+                    "(`float` or `int8`): `0.1.0+3fa4c2d19b0e.int8`.",
+                    "pattern": "^.+\\+[0-9a-f]{12}\\.(float|int8)$",
                 },
                 "sha256_short": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
             }
@@ -253,6 +255,11 @@ def _schemas(classes: list[str], max_batch: int, codes: dict[int, list[str]]) ->
                 "metrics": {
                     "type": ["object", "null"],
                     "description": "metrics.json beside the model, if any, without library versions and hardware.",
+                },
+                "precision": {"enum": ["float", "int8"], "description": "The arithmetic of the forward pass."},
+                "precision_note": {
+                    "type": ["string", "null"],
+                    "description": "Why the int8 twin is not served (missing, refused by its check...); null if it is.",
                 },
             },
             "required": ["architecture", "input_size", "classes", "sha256", "sha256_short", "version", "runtime"],
