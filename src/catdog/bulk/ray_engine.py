@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -96,7 +97,13 @@ class RayEngine:
             for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
                 yield batch.to_pylist()
         except ray.exceptions.RayError as exc:
-            raise JobError(f"the job failed on Ray: {exc}; run the same command again to go on") from exc
+            raise JobError(f"the job failed on Ray: {_reason(exc)} (committed answers are kept)") from exc
         finally:
             if started:
                 ray.shutdown()
+
+
+def _reason(exc: Exception) -> str:
+    """The catdog error a replica raised, which Ray passes on as text only, else Ray's first line."""
+    raised = re.findall(r"catdog\.errors\.\w+: (.+)", str(exc))
+    return raised[-1] if raised else str(exc).strip().splitlines()[0]
