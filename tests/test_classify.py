@@ -5,7 +5,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -283,3 +288,36 @@ def test_another_models_table_is_refused_unless_overwritten(tmp_path, spec, repl
     summary = _job(files, output, engine, replica, overwrite=True)
     assert sorted(engine.seen) == files and summary.classified == len(files)
     assert {row["model_version"] for row in _rows(output)} == {replica.model_version}
+
+
+def test_ctrl_c_on_the_command_commits_whole_parts_and_the_rerun_completes_the_table(
+    tmp_path, config_file, three_class_model_path, replica
+):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) on a real run with the process pool."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(400):
+        (folder / f"{i:03d}.png").write_bytes(make_photo(size=(40, 32), fmt="PNG", seed=i))
+    output = tmp_path / "predictions.parquet"
+    command = [sys.executable, "-m", "catdog.classify", str(folder), "--output", str(output), "--workers", "1"]
+    command += ["--config", str(config_file), "--model", str(three_class_model_path)]
+    small_parts = ["--set", "bulk.batch_size=2", "--set", "bulk.part_files=2"]
+    store = PartStore(output, CLASSES)
+
+    process = subprocess.Popen([*command, *small_parts], start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not store.parts() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert not output.exists()
+    committed = store.read().column("path").to_pylist()
+    assert 0 < len(committed) < 400
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"classified {400 - len(committed)} file(s)" in rerun.stdout
+    whole = tmp_path / "whole.parquet"
+    _job(list_files([folder]), whole, InProcess(replica, batch_size=32), replica)
+    _assert_same_rows(_rows(output), _rows(whole))

@@ -1,0 +1,133 @@
+"""How fast does a photo collection get classified: the console CLI, the local pool, Ray?
+
+Generates ``--images`` photo-like JPEGs (500x375, as ``bench_predict``), then
+runs, back to back, each as its own command, as a user would:
+
+* ``python -m catdog.predict FILE...`` (the console CLI: one file at a time);
+* ``python -m catdog.classify DIR --workers 1`` and ``--workers 2`` (the local pool);
+* ``python -m catdog.classify DIR --engine ray --workers 2`` (Ray Data, a local Ray started for the job).
+
+Each runs twice: on a few files (``--small``), which is almost all start-up,
+and on all of them; the difference gives the steady rate without start-up.
+Meanwhile the resident memory of the command's whole process tree is sampled
+(Ray's own processes included; shared pages count once per process). Prints a
+markdown table with images/s and ratios to the console CLI, and the load average.
+
+Usage::
+
+    python -m benchmarks.bench_classify [--model model/model.h5] [--images 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from benchmarks.bench_predict import typical_jpeg
+
+METHODS = {
+    "console CLI (`python -m catdog.predict`)": ["predict"],
+    "classify, local pool, 1 worker": ["classify", "--workers", "1"],
+    "classify, local pool, 2 workers": ["classify", "--workers", "2"],
+    "classify, Ray Data (local Ray), 2 replicas": ["classify", "--engine", "ray", "--workers", "2"],
+}
+
+
+def make_photos(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in range(count):
+        path = folder / f"photo_{seed:05d}.jpg"
+        path.write_bytes(typical_jpeg(500, 375, seed=seed))
+        paths.append(path)
+    return paths
+
+
+def tree_rss_mib(process: psutil.Process) -> float:
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):  # it exited meanwhile
+            total += member.memory_info().rss
+    return total / 2**20
+
+
+def run(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak process-tree RSS (MiB) of ``command``."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watched, peak, done = psutil.Process(process.pid), 0.0, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.25):
+            peak = max(peak, tree_rss_mib(watched))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = process.communicate()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    # The console CLI exits 1 when a file failed; none of these fail.
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} ... failed ({process.returncode}):\n{stderr[-3000:]}")
+    return seconds, peak
+
+
+def command_for(method: list[str], folder: Path, files: list[Path], model: str, output: Path) -> list[str]:
+    step, *options = method
+    base = [sys.executable, "-m", f"catdog.{step}", "--model", model]
+    if step == "predict":
+        return [*base, *map(str, files)]
+    return [*base, str(folder), "--output", str(output), "--overwrite", *options]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="model/model.h5")
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--small", type=int, default=16, help="files of the start-up run")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-classify-") as tmp:
+        root = Path(tmp)
+        files = make_photos(root / "all", args.images)
+        small = root / "small"
+        small.mkdir()
+        for path in files[: args.small]:
+            os.link(path, small / path.name)
+        load_before = os.getloadavg()
+        results = {}
+        for name, method in METHODS.items():
+            output = root / "out.parquet"
+            startup, _ = run(command_for(method, small, sorted(small.iterdir()), args.model, output))
+            seconds, peak = run(command_for(method, root / "all", files, args.model, output))
+            steady = (args.images - args.small) / max(seconds - startup, 1e-9)
+            results[name] = (seconds, args.images / seconds, steady, startup, peak)
+            print(f"{name}: {seconds:.1f} s, {args.images / seconds:.1f} images/s", file=sys.stderr)
+        load_after = os.getloadavg()
+
+    cli = results[next(iter(METHODS))]
+    print(f"{args.images} generated 500x375 JPEGs, model {args.model}, {os.cpu_count()} CPUs;")
+    print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}\n")
+    print("| method | wall s | images/s | vs CLI | steady images/s | vs CLI | start-up s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (seconds, rate, steady, startup, peak) in results.items():
+        print(
+            f"| {name} | {seconds:.1f} | {rate:.1f} | {rate / cli[1]:.2f}x | {steady:.1f} | {steady / cli[2]:.2f}x "
+            f"| {startup:.1f} | {peak:.0f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
