@@ -9,13 +9,15 @@ runs, back to back, each as its own command, as a user would:
 
 Each runs twice: on a few files (``--small``), which is almost all start-up,
 and on all of them; the difference gives the steady rate without start-up.
+The methods take turns for ``--rounds`` rounds and the medians are reported,
+so that a change in the machine's load does not favour one of them.
 Meanwhile the resident memory of the command's whole process tree is sampled
 (Ray's own processes included; shared pages count once per process). Prints a
 markdown table with images/s and ratios to the console CLI, and the load average.
 
 Usage::
 
-    python -m benchmarks.bench_classify [--model model/model.h5] [--images 3000]
+    python -m benchmarks.bench_classify [--model model/model.h5] [--images 3000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="model/model.h5")
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--small", type=int, default=16, help="files of the start-up run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each method, taken in turn")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-classify-") as tmp:
@@ -106,25 +110,32 @@ def main(argv: list[str] | None = None) -> int:
         for path in files[: args.small]:
             os.link(path, small / path.name)
         load_before = os.getloadavg()
-        results = {}
-        for name, method in METHODS.items():
-            output = root / "out.parquet"
-            startup, _ = run(command_for(method, small, sorted(small.iterdir()), args.model, output))
-            seconds, peak = run(command_for(method, root / "all", files, args.model, output))
-            steady = (args.images - args.small) / max(seconds - startup, 1e-9)
-            results[name] = (seconds, args.images / seconds, steady, startup, peak)
-            print(f"{name}: {seconds:.1f} s, {args.images / seconds:.1f} images/s", file=sys.stderr)
+        # Rounds through every method in turn, so that a change of the machine's load hits them all alike.
+        runs: dict[str, list[tuple[float, float, float, float, float]]] = {name: [] for name in METHODS}
+        for round_number in range(1, args.rounds + 1):
+            for name, method in METHODS.items():
+                output = root / "out.parquet"
+                startup, _ = run(command_for(method, small, sorted(small.iterdir()), args.model, output))
+                seconds, peak = run(command_for(method, root / "all", files, args.model, output))
+                # Too few images for the start-up to be told apart: no steady rate.
+                steady = (args.images - args.small) / (seconds - startup) if seconds > startup else float("nan")
+                runs[name].append((seconds, args.images / seconds, steady, startup, peak))
+                rate = args.images / seconds
+                print(f"round {round_number}, {name}: {seconds:.1f} s, {rate:.1f} images/s", file=sys.stderr)
         load_after = os.getloadavg()
 
-    cli = results[next(iter(METHODS))]
-    print(f"{args.images} generated 500x375 JPEGs, model {args.model}, {os.cpu_count()} CPUs;")
-    print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}\n")
+    medians = {name: [statistics.median(column) for column in zip(*rows, strict=True)] for name, rows in runs.items()}
+    cli = medians[next(iter(METHODS))]
+    print(f"{args.images} generated 500x375 JPEGs, model {args.model}, {os.cpu_count()} CPUs, {args.rounds} round(s):")
+    print("medians; images/s of each round in brackets;")
+    print(f"load average (1, 5, 15 min) {load_before} before, {load_after} after\n")
     print("| method | wall s | images/s | vs CLI | steady images/s | vs CLI | start-up s | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, (seconds, rate, steady, startup, peak) in results.items():
+    for name, (seconds, rate, steady, startup, peak) in medians.items():
+        each = ", ".join(f"{result[1]:.0f}" for result in runs[name])
         print(
-            f"| {name} | {seconds:.1f} | {rate:.1f} | {rate / cli[1]:.2f}x | {steady:.1f} | {steady / cli[2]:.2f}x "
-            f"| {startup:.1f} | {peak:.0f} |"
+            f"| {name} | {seconds:.1f} | {rate:.1f} ({each}) | {rate / cli[1]:.2f}x | {steady:.1f} "
+            f"| {steady / cli[2]:.2f}x | {startup:.1f} | {peak:.0f} |"
         )
     return 0
 

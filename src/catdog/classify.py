@@ -37,7 +37,7 @@ def cpu_count() -> int:
 
 def format_summary(summary: Summary) -> str:
     """The summary for people: this run's speed, then the table's labels and errors."""
-    counts = {label: count for label, count in summary.labels.items()}
+    counts = dict(summary.labels)
     counts.update({f"error {code}": count for code, count in summary.errors.items()})
     width = max(map(len, counts), default=0)
     lines = [

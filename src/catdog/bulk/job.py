@@ -153,13 +153,14 @@ def _check_model(answered, model_version: str, output: Path) -> None:
 
 def _save(store: PartStore, rows: list[dict[str, Any]]) -> None:
     """Commit the answers in hand when the job stops; if even that fails, the last part is the limit."""
-    if not rows:
-        return
     try:
-        store.commit(rows)
-        log.info("stopped: %d answer(s) committed; run the same command again to go on", len(rows))
+        if rows:
+            store.commit(rows)
     except DatasetError as exc:
-        log.warning("stopped, and the last %d answer(s) could not be committed: %s", len(rows), exc)
+        log.warning("stopped; the last %d answer(s) could not be committed: %s", len(rows), exc)
+    committed = len(store.parts())
+    if committed:  # else it stopped before its first answer: nothing to go on from
+        log.info("stopped with %d part(s) committed; run the same command again to go on", committed)
 
 
 def _counts(table, column: str) -> dict[str, int]:
