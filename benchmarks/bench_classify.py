@@ -11,9 +11,11 @@ Each runs twice: on a few files (``--small``), which is almost all start-up,
 and on all of them; the difference gives the steady rate without start-up.
 The methods take turns for ``--rounds`` rounds and the medians are reported,
 so that a change in the machine's load does not favour one of them.
-Meanwhile the resident memory of the command's whole process tree is sampled
-(Ray's own processes included; shared pages count once per process). Prints a
-markdown table with images/s and ratios to the console CLI, and the load average.
+Meanwhile the resident memory and CPU time of the command's whole process tree
+are sampled (Ray's own processes included; shared pages count once per
+process). CPU time per image hardly depends on what else runs on the machine,
+images/s does. Prints a markdown table with both and their ratios to the
+console CLI, and the load average.
 
 Usage::
 
@@ -55,24 +57,33 @@ def make_photos(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def tree_rss_mib(process: psutil.Process) -> float:
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):  # it exited meanwhile
-            total += member.memory_info().rss
-    return total / 2**20
+class TreeSampler:
+    """Peak resident memory and CPU time of a process and all its descendants, sampled."""
+
+    def __init__(self, pid: int):
+        self.root = psutil.Process(pid)
+        self.peak_mib = 0.0
+        self.cpu: dict[int, float] = {}  # last seen user + system seconds of each process
+
+    def sample(self) -> None:
+        rss = 0
+        for member in [self.root, *self.root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):  # it exited meanwhile
+                rss += member.memory_info().rss
+                times = member.cpu_times()
+                self.cpu[member.pid] = times.user + times.system
+        self.peak_mib = max(self.peak_mib, rss / 2**20)
 
 
-def run(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak process-tree RSS (MiB) of ``command``."""
+def run(command: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak process-tree RSS (MiB) and process-tree CPU seconds of ``command``."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    watched, peak, done = psutil.Process(process.pid), 0.0, threading.Event()
+    tree, done = TreeSampler(process.pid), threading.Event()
 
     def sample() -> None:
-        nonlocal peak
-        while not done.wait(0.25):
-            peak = max(peak, tree_rss_mib(watched))
+        while not done.wait(0.2):
+            tree.sample()
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -83,7 +94,7 @@ def run(command: list[str]) -> tuple[float, float]:
     # The console CLI exits 1 when a file failed; none of these fail.
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} ... failed ({process.returncode}):\n{stderr[-3000:]}")
-    return seconds, peak
+    return seconds, tree.peak_mib, sum(tree.cpu.values())
 
 
 def command_for(method: list[str], folder: Path, files: list[Path], model: str, output: Path) -> list[str]:
@@ -111,16 +122,17 @@ def main(argv: list[str] | None = None) -> int:
             os.link(path, small / path.name)
         load_before = os.getloadavg()
         # Rounds through every method in turn, so that a change of the machine's load hits them all alike.
-        runs: dict[str, list[tuple[float, float, float, float, float]]] = {name: [] for name in METHODS}
+        runs: dict[str, list[tuple[float, ...]]] = {name: [] for name in METHODS}
         for round_number in range(1, args.rounds + 1):
             for name, method in METHODS.items():
                 output = root / "out.parquet"
-                startup, _ = run(command_for(method, small, sorted(small.iterdir()), args.model, output))
-                seconds, peak = run(command_for(method, root / "all", files, args.model, output))
+                startup, _, startup_cpu = run(command_for(method, small, sorted(small.iterdir()), args.model, output))
+                seconds, peak, cpu = run(command_for(method, root / "all", files, args.model, output))
+                rate = args.images / seconds
                 # Too few images for the start-up to be told apart: no steady rate.
                 steady = (args.images - args.small) / (seconds - startup) if seconds > startup else float("nan")
-                runs[name].append((seconds, args.images / seconds, steady, startup, peak))
-                rate = args.images / seconds
+                cpu_ms = 1000 * (cpu - startup_cpu) / (args.images - args.small)
+                runs[name].append((seconds, rate, steady, startup, cpu_ms, startup_cpu, peak))
                 print(f"round {round_number}, {name}: {seconds:.1f} s, {rate:.1f} images/s", file=sys.stderr)
         load_after = os.getloadavg()
 
@@ -129,13 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.images} generated 500x375 JPEGs, model {args.model}, {os.cpu_count()} CPUs, {args.rounds} round(s):")
     print("medians; images/s of each round in brackets;")
     print(f"load average (1, 5, 15 min) {load_before} before, {load_after} after\n")
-    print("| method | wall s | images/s | vs CLI | steady images/s | vs CLI | start-up s | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, (seconds, rate, steady, startup, peak) in medians.items():
+    print(
+        "| method | wall s | images/s | vs CLI | steady images/s | start-up s | CPU ms/image | vs CLI "
+        "| start-up CPU s | peak RSS MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, (seconds, rate, steady, startup, cpu_ms, startup_cpu, peak) in medians.items():
         each = ", ".join(f"{result[1]:.0f}" for result in runs[name])
         print(
-            f"| {name} | {seconds:.1f} | {rate:.1f} ({each}) | {rate / cli[1]:.2f}x | {steady:.1f} "
-            f"| {steady / cli[2]:.2f}x | {startup:.1f} | {peak:.0f} |"
+            f"| {name} | {seconds:.1f} | {rate:.1f} ({each}) | {rate / cli[1]:.2f}x | {steady:.1f} | {startup:.1f} "
+            f"| {cpu_ms:.1f} | {cpu_ms / cli[4]:.2f}x | {startup_cpu:.1f} | {peak:.0f} |"
         )
     return 0
 

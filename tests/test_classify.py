@@ -321,3 +321,11 @@ def test_ctrl_c_on_the_command_commits_whole_parts_and_the_rerun_completes_the_t
     whole = tmp_path / "whole.parquet"
     _job(list_files([folder]), whole, InProcess(replica, batch_size=32), replica)
     _assert_same_rows(_rows(output), _rows(whole))
+
+
+def test_the_ray_engine_without_ray_says_how_to_install_it(monkeypatch, spec):
+    from catdog.bulk.ray_engine import RayEngine
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where the extra is not installed
+    with pytest.raises(JobError, match="pip install -r requirements-bulk.txt"):
+        list(RayEngine(spec, 2, 4).classify(["/photo.jpg"]))
