@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from catdog.bulk.replica import ModelReplica, ReplicaSpec
+from catdog.bulk.replica import ModelReplica, ReplicaSpec, start_worker_process
 from catdog.errors import CatdogError, JobError
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def _start_worker(spec: ReplicaSpec) -> None:
     global _replica, _load_error
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        _replica = spec.load()
+        _replica = start_worker_process(spec)
     except CatdogError as exc:  # raised again by the first task, where the job sees it
         _load_error = exc
 

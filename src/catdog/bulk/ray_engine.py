@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from catdog.bulk.replica import ReplicaSpec
+from catdog.bulk.replica import ReplicaSpec, start_worker_process
 from catdog.bulk.table import to_table
 from catdog.errors import JobError
 
@@ -34,7 +34,7 @@ class RayReplica:
     """One actor of the pool: one loaded model (the local engine's code path)."""
 
     def __init__(self, spec: ReplicaSpec):
-        self._replica = spec.load()
+        self._replica = start_worker_process(spec)
         self._classes = spec.classes
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:

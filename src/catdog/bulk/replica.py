@@ -57,20 +57,31 @@ class ReplicaSpec:
         )
 
     def load(self) -> ModelReplica:
-        """Load the model in this process (a worker's or an actor's).
-
-        TensorFlow reads its thread counts from the environment when it is
-        first imported, so they are set here, before the predictor imports it.
+        """Load the model in this process.
 
         Raises:
             ModelError: The model cannot be loaded.
         """
         from catdog.inference import Predictor
 
-        for variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
-            os.environ.setdefault(variable, str(self.threads))
         predictor = Predictor(self.model_path, self.classes, limits=self.limits, num_threads=self.threads)
         return ModelReplica(predictor, self.max_file_bytes)
+
+
+def start_worker_process(spec: ReplicaSpec) -> ModelReplica:
+    """Load a replica in a process of its own (a pool worker, a Ray actor), TensorFlow limited to its threads.
+
+    TensorFlow reads its thread counts from the environment when it is first
+    imported, so they are set before the model is loaded; the LiteRT runtime
+    takes them as an argument. Only for a process that runs nothing else: the
+    environment is changed for good.
+
+    Raises:
+        ModelError: The model cannot be loaded.
+    """
+    for variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(variable, str(spec.threads))
+    return spec.load()
 
 
 class ModelReplica:
