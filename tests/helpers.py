@@ -238,3 +238,33 @@ def run_litert_worker(model_path: Path, classes: list[str], tmp_path: Path, env:
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     return {**answer, "runtime": answer["info"]["runtime"]}
+
+
+def make_collection(folder: Path, photos: int = 10) -> dict[str, str | None]:
+    """A photo collection for ``catdog classify`` with one bad file of each kind; file name -> expected error code.
+
+    The limits it expects are the test config's (``serving.min_side`` 8); photos get ``None``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[str, tuple[bytes, str | None]] = {
+        f"photo_{i:02d}.jpg": (make_photo(size=(64 + 8 * i, 48 + 4 * i), seed=i), None) for i in range(photos)
+    }
+    jpeg = make_photo(seed=99)
+    ppm = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 120, 200)).save(ppm, format="PPM")
+    files.update(
+        {
+            "album/red.png": (solid_photo((220, 30, 30)), None),
+            "empty.jpg": (b"", "empty"),
+            "notes.jpg": (b"this is a text file, not a photo\n", "not_image"),
+            "thumbs.db": (OLE_MAGIC + bytes(1016), "not_image"),
+            "cut.jpg": (jpeg[: len(jpeg) // 2], "corrupt"),
+            "tiny.png": (encode_image("PNG", size=(4, 4)), "too_small"),
+            "bomb.png": (png_declaring(100_000, 100_000), "too_large"),
+            "portable.ppm": (ppm.getvalue(), "unsupported_format"),
+        }
+    )
+    for name, (data, _) in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return {name: code for name, (_, code) in files.items()}

@@ -232,6 +232,13 @@ class ServingSettings(_Section):
     )
 
 
+class BulkSettings(_Section):
+    """``catdog classify``: how a photo collection is cut into work (defaults for configs written before it)."""
+
+    batch_size: PositiveInt = 32
+    part_files: PositiveInt = 1000
+
+
 class Settings(BaseSettings):
     """All settings; ``CATDOG__SECTION__KEY`` environment variables are read by :func:`load_config`."""
 
@@ -241,6 +248,7 @@ class Settings(BaseSettings):
     training: TrainingSettings
     model: ModelSettings
     serving: ServingSettings
+    bulk: BulkSettings = BulkSettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **other_sources):

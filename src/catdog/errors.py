@@ -46,3 +46,7 @@ class InvalidImage(CatdogError):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class JobError(CatdogError):
+    """A bulk job cannot go on: a worker died, or the output holds another model's answers."""
