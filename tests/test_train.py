@@ -382,3 +382,22 @@ def test_ensemble_of_a_model_with_itself_scores_like_the_model(trained, tmp_path
     assert not out.with_name("ensemble_curves.png").exists() and out.with_name("ensemble_confusion.png").exists()
     with pytest.raises(train.ModelError, match="cannot read the metrics"):
         compose.ensemble(_settings(config_file), [model_file, tmp_path / "missing.h5"], out)
+
+
+def test_a_step_never_overwrites_the_model_it_reads(tiny_run: Path, tmp_path: Path):
+    """Fine-tuning, blending or combining a model with the default output must not replace that model."""
+    from catdog.errors import ModelError
+
+    settings = _settings(tiny_run, "training.architecture=resnet")
+    committed = Path(settings.model.dir) / "resnet.h5"  # the default output of a ResNet step
+    committed.parent.mkdir(parents=True, exist_ok=True)
+    committed.write_bytes(b"a committed model")
+    paths.trained_metrics(committed).write_text(json.dumps({"architecture": "resnet"}))
+    other = tmp_path / "tuned.h5"
+    with pytest.raises(ModelError, match="would be overwritten"):
+        train.train(settings, init_from=committed)
+    with pytest.raises(ModelError, match="would be overwritten"):
+        compose.average(settings, committed, other, 0.5)
+    with pytest.raises(ModelError, match="would be overwritten"):
+        compose.ensemble(settings, [other, committed], output=committed.parent / ".." / "model" / "resnet.h5")
+    assert committed.read_bytes() == b"a committed model"

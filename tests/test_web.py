@@ -270,7 +270,10 @@ def test_explain_adds_a_heatmap(client, how):
 def test_explain_in_a_batch(client):
     photos = [make_photo(seed=seed) for seed in range(2)]
     response = client.post("/predict?explain=1", data=multipart(*photos), content_type="multipart/form-data")
-    for item in response.get_json()["predictions"]:
+    items = response.get_json()["predictions"]
+    assert response.status_code == 200 and len(items) == len(photos)  # an empty list must not pass
+    for item in items:
+        assert_prediction(item)
         decoded_png(item["heatmap_png_base64"])
 
 

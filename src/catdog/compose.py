@@ -22,7 +22,7 @@ from catdog import paths
 from catdog.config import Settings
 from catdog.dirs import ensure_dirs, file_sha256
 from catdog.errors import ModelError
-from catdog.train import load_arrays, prepare_split, read_metrics, write_results
+from catdog.train import load_arrays, prepare_split, read_metrics, refuse_overwriting_inputs, write_results
 
 
 def adopt(settings: Settings, run_dir: Path, architecture: str, output: Path | None = None) -> dict:
@@ -111,11 +111,14 @@ def average(settings: Settings, first: Path, second: Path, share: float, output:
 
     if not 0.0 <= share <= 1.0:
         raise ModelError(f"the share of the second model must be between 0 and 1, got {share}")
+    facts = read_metrics(first)
+    output = refuse_overwriting_inputs(
+        Path(output or paths.trained_model(settings.model.dir, facts["architecture"])), [first, second]
+    )
     models = [keras.models.load_model(path, compile=False) for path in (first, second)]
     weights = [model.get_weights() for model in models]
     if [w.shape for w in weights[0]] != [w.shape for w in weights[1]]:
         raise ModelError(f"{first} and {second} do not share an architecture: their weights differ in shape")
-    facts = read_metrics(first)
     model = models[0]
     model.set_weights([(1.0 - share) * a + share * b for a, b in zip(*weights, strict=True)])
     settings = with_recorded_training(settings, facts["settings"])
@@ -127,7 +130,6 @@ def average(settings: Settings, first: Path, second: Path, share: float, output:
         "second": {"file": str(second), "sha256": file_sha256(second)},
         "share_of_second": share,
     }
-    output = Path(output or paths.trained_model(settings.model.dir, facts["architecture"]))
     return write_results(
         settings, model, run, split, arrays, root, output, {"manifest_sha256": manifest_hash, "initialised_from": None}
     )
@@ -147,6 +149,7 @@ def ensemble(settings: Settings, members: Sequence[Path], output: Path | None = 
 
     from catdog.models.ensemble import build_ensemble
 
+    output = refuse_overwriting_inputs(Path(output or paths.trained_model(settings.model.dir, "ensemble")), members)
     facts_of = [read_metrics(path) for path in members]
     described = [
         {
@@ -167,6 +170,5 @@ def ensemble(settings: Settings, members: Sequence[Path], output: Path | None = 
     split, root, manifest_hash = prepare_split(settings)
     arrays = load_arrays(settings, split, root)
     run = {"history": {}, "hardware": described[0].get("hardware"), "members": described}
-    output = Path(output or paths.trained_model(settings.model.dir, "ensemble"))
     provenance = {"manifest_sha256": manifest_hash, "initialised_from": None}
     return write_results(settings, model, run, split, arrays, root, output, provenance, architecture="ensemble")

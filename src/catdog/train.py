@@ -221,7 +221,9 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None, 
     """
     ensure_dirs(settings)
     t = settings.training
-    output = Path(output or paths.trained_model(settings.model.dir, t.architecture))
+    output = refuse_overwriting_inputs(
+        Path(output or paths.trained_model(settings.model.dir, t.architecture)), [init_from]
+    )
     runs = paths.run_dir(settings.data.artifacts_dir, t.architecture)
     if not resume and runs.exists():
         log.info("starting over: removing the previous run in %s (use --resume to continue it)", runs)
@@ -242,6 +244,19 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None, 
         output,
         {"manifest_sha256": manifest_hash, "initialised_from": init_from},
     )
+
+
+def refuse_overwriting_inputs(output: Path, inputs: Sequence[Path | None]) -> Path:
+    """Return ``output``, unless it is one of the models a step reads: it would be replaced by its own result.
+
+    Raises:
+        ModelError: ``output`` names one of ``inputs`` (the default output, ``model/<architecture>.h5``,
+            often does when fine-tuning or blending a committed model).
+    """
+    for given in inputs:
+        if given is not None and Path(given).resolve() == Path(output).resolve():
+            raise ModelError(f"{output} is also an input of this step and would be overwritten; choose --output")
+    return output
 
 
 def load_arrays(settings: Settings, split: Split, root: Path) -> dict:
