@@ -290,6 +290,9 @@ def test_another_models_table_is_refused_unless_overwritten(tmp_path, spec, repl
     assert {row["model_version"] for row in _rows(output)} == {replica.model_version}
 
 
+# Slow, and left out of the default run: under heavy load (load average 8 on 2 cores) the command once
+# finished with exit 0 despite the Ctrl-C, a window not yet understood (see docs/bulk.md, "Known issues").
+@pytest.mark.slow
 def test_ctrl_c_on_the_command_commits_whole_parts_and_the_rerun_completes_the_table(
     tmp_path, config_file, three_class_model_path, replica
 ):
