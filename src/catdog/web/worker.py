@@ -233,12 +233,9 @@ class BufferingWorker(ThreadWorker):
             self._take(client, leftover)
 
     def _on_readable(self, client: _Client, sock) -> None:
-        try:
-            data = sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if data and self.buffered + len(data) > self.max_buffered:
             self._refuse(client, _BUSY)
             return
@@ -367,12 +364,9 @@ class BufferingWorker(ThreadWorker):
         self.poller.register(client.conn.sock, selectors.EVENT_READ, partial(self._on_lingering, client))
 
     def _on_lingering(self, client: _Client, sock) -> None:
-        try:
-            data = sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         client.sent += len(data)
         if not data or client.sent > LINGER_BYTES:
             self._close(client)
@@ -426,3 +420,13 @@ def _close_quietly(sock) -> None:
 def _float_from_env(name: str, default: float) -> float:
     text = os.environ.get(name, "").strip()
     return float(text) if text else default
+
+
+def _receive(sock) -> bytes | None:
+    """What a non-blocking socket holds now: ``b""`` when the peer closed or failed, None when nothing yet."""
+    try:
+        return sock.recv(READ_SIZE)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
