@@ -129,9 +129,9 @@ def run_one(
     model, run = fit(settings, sub, sub_arrays, runs / name, resume=False, init_from=init_from)
 
     # The photos each figure needs, scored once; their features and logits are kept for open_set_table.
-    reference = sorted(sampled)[:: max(1, len(sampled) // REFERENCE_PETS)]
+    reference = set(sorted(sampled)[:: max(1, len(sampled) // REFERENCE_PETS)])
     sets = {
-        "reference_pets": subset(split, arrays, "train", lambda f, y: f in set(reference)),
+        "reference_pets": subset(split, arrays, "train", lambda f, y: f in reference),
         "validation": subset(sub, sub_arrays, "validation", lambda f, y: True),
         "test_pets": subset(split, arrays, "test", lambda f, y: y != other),
         "seen_other_test": subset(split, arrays, "test", lambda f, y: y == other and not unseen(f, y)),
@@ -243,13 +243,17 @@ def report(settings: Settings, table: dict | None = None) -> dict:
     return table
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def _scores(run: dict, key: str, classes: Sequence[str], fitted: dict) -> dict[str, np.ndarray]:
     """Every open-set score of one set of photos of a run."""
     other = list(classes).index(OTHER)
     pets = [i for i in range(len(classes)) if i != other]
     z = run[f"{key}_logits"]
-    shifted = z - z.max(axis=1, keepdims=True)
-    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    probabilities = _softmax(z)
     x = run[f"{key}_features"]
     return {
         "other_probability": probabilities[:, other],
@@ -322,13 +326,8 @@ def held_out_confidence(runs: Path, classes: Sequence[str], groups: Sequence[str
     table = {}
     for group in groups:
         run = dict(np.load(runs / group / "scores.npz"))
-
-        def softmax(z):
-            e = np.exp(z - z.max(axis=1, keepdims=True))
-            return e / e.sum(axis=1, keepdims=True)
-
-        temperature = fit_temperature(softmax(run["validation_logits"]), run["validation_labels"])
-        probabilities = apply_temperature(softmax(run["held_out_logits"]), temperature)
+        temperature = fit_temperature(_softmax(run["validation_logits"]), run["validation_labels"])
+        probabilities = apply_temperature(_softmax(run["held_out_logits"]), temperature)
         wrong = probabilities.argmax(axis=1) != other
         table[group] = {
             "temperature": temperature,
