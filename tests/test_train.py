@@ -181,9 +181,12 @@ def test_evaluate_cli_on_a_folder_and_on_the_test_part(trained, tmp_path: Path, 
     report = json.loads(out.read_text())
     assert report["images"] == len(split["files"]["test"])
     assert sum(row["images"] for row in report["by_source"].values()) == report["images"]
+    # No SOURCES.csv and no data.source_groups here: each photo's group is its class folder's.
+    test_counts = {name.lower(): split["labels"]["test"].count(i) for i, name in enumerate(["Cat", "Dog", "Other"])}
+    assert {group: row["images"] for group, row in report["by_group"].items()} == test_counts
     assert set(report["low_resolution"]) == {"16", "24", "32", "48", "64"}
     printed = capsys.readouterr().out
-    assert "per source:" in printed and "32 px" in printed
+    assert "per source:" in printed and "per group:" in printed and "32 px" in printed
 
 
 def test_evaluate_cli_fails_cleanly_on_a_missing_folder(trained, tmp_path: Path, capsys):
