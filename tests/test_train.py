@@ -141,6 +141,19 @@ def test_ship_picks_the_best_model_on_the_validation_part(tmp_path: Path):
         ship.best_by_validation(tmp_path / "empty")
 
 
+@pytest.mark.parametrize(("content", "message"), [("{not json", "cannot read the metrics"), ("{}", "no validation")])
+def test_ship_says_what_is_wrong_with_a_damaged_metrics_file(tmp_path: Path, capsys, content: str, message: str):
+    from catdog.cli import run
+
+    (tmp_path / "a.h5").write_bytes(b"model")
+    (tmp_path / "a.metrics.json").write_text(content)
+    with pytest.raises(ship.ModelError, match=message):
+        ship.best_by_validation(tmp_path)
+    # The command says it in one line, not a traceback.
+    assert run(ship.main, ["--set", f"model.dir={tmp_path}"]) == 1
+    assert message in capsys.readouterr().err
+
+
 def test_fine_tuning_starts_from_the_given_weights(trained, monkeypatch: pytest.MonkeyPatch):
     import keras
 

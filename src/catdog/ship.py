@@ -19,7 +19,6 @@ out, and the float twin serves.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from catdog.config import Settings
 from catdog.dirs import file_sha256
 from catdog.errors import ModelError
 from catdog.inference import calibration_of
+from catdog.train import read_metrics
 
 log = logging.getLogger("catdog.ship")  # not __name__: that is "__main__" under -m
 
@@ -42,8 +42,12 @@ def best_by_validation(model_dir: Path) -> Path:
     """
     scored = []
     for model_file in paths.trained_models_with_metrics(model_dir):
-        metrics = json.loads(paths.trained_metrics(model_file).read_text(encoding="utf-8"))
-        scored.append((metrics["validation"]["accuracy"], model_file))
+        metrics = read_metrics(model_file)
+        try:
+            scored.append((float(metrics["validation"]["accuracy"]), model_file))
+        except (KeyError, TypeError, ValueError) as exc:
+            where = paths.trained_metrics(model_file)
+            raise ModelError(f"{where} holds no validation accuracy; score the model again") from exc
     if not scored:
         raise ModelError(f"no trained model with metrics in {str(model_dir)!r}; run catdog.train first")
     for accuracy, model_file in scored:
@@ -80,6 +84,7 @@ def ship(model_file: Path, settings: Settings, *, litert: bool = True) -> Path:
     metrics_src = paths.trained_metrics(model_file)
     if not model_file.exists() or not metrics_src.exists():
         raise ModelError(f"{model_file} or its metrics file {metrics_src.name} is missing; train it first")
+    metrics = read_metrics(model_file)  # a damaged file stops the ship here, before any conversion
     files: dict[str, Path | bytes] = {target.name: model_file, paths.shipped_metrics(target).name: metrics_src}
     if litert:
         conversion = lite.convert(model_file, artifacts_dir=settings.data.artifacts_dir)
@@ -89,7 +94,7 @@ def ship(model_file: Path, settings: Settings, *, litert: bool = True) -> Path:
             conversion.record["check"]["source"],
         )
         temperature, class_bias = calibration_of(
-            json.loads(metrics_src.read_text(encoding="utf-8")),
+            metrics,
             file_sha256(model_file),
             metrics_src,
             len(settings.data.classes),
