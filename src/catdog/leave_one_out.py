@@ -113,11 +113,11 @@ def run_one(
     def unseen(f: str, y: int) -> bool:
         return y == other and group_of[f] == held_out
 
-    parts, sub_arrays = {}, {}
+    # The test part is the whole one (fit never reads it), shared rather than copied.
+    parts, sub_arrays = {"test": (split.files["test"], split.labels["test"])}, {"test": arrays["test"]}
     for part, keep in (
         ("train", lambda f, y: (y == other and not unseen(f, y)) or f in sampled),
         ("validation", lambda f, y: not unseen(f, y)),
-        ("test", lambda f, y: True),
     ):
         sub_arrays[part], labels, files = subset(split, arrays, part, keep)
         parts[part] = (files, labels)
@@ -172,8 +172,7 @@ def run_one(
             source: answered_other("held_out", source) for source in sorted(set(saved["held_out_sources"].tolist()))
         }
     else:
-        tested = [f for f, y in zip(split.files["test"], split.labels["test"], strict=True) if y == other]
-        groups = np.asarray([group_of[f] for f in tested])
+        groups = np.asarray([group_of[f] for f in sets["seen_other_test"][2]])
         answers = saved["seen_other_test_logits"].argmax(axis=1) == other
         result["test_flagged_by_group"] = {g: float(answers[groups == g].mean()) for g in sorted(set(groups.tolist()))}
     log.info("%s: %s", name, json.dumps(result))
@@ -235,9 +234,9 @@ def report(settings: Settings, table: dict | None = None) -> dict:
     if table is None:
         table = json.loads(table_file.read_text(encoding="utf-8"))
     runs = paths.run_dir(settings.data.artifacts_dir, "leave-one-out")
-    groups = list(table["held_out"])
-    table["open_set"] = open_set_table(runs, settings.data.classes, groups)
-    table["held_out_confidence"] = held_out_confidence(runs, settings.data.classes, groups)
+    scores = {group: dict(np.load(runs / group / "scores.npz")) for group in table["held_out"]}
+    table["open_set"] = open_set_table(scores, settings.data.classes)
+    table["held_out_confidence"] = held_out_confidence(scores, settings.data.classes)
     write_json_atomic(table_file, table)
     print(format_table(table))
     return table
@@ -264,18 +263,22 @@ def _scores(run: dict, key: str, classes: Sequence[str], fitted: dict) -> dict[s
     }
 
 
-def open_set_table(runs: Path, classes: Sequence[str], groups: Sequence[str]) -> dict:
+def open_set_table(scores: dict[str, dict[str, np.ndarray]], classes: Sequence[str]) -> dict:
     """Held-out flagged rate of each open-set rule at equal pet loss, per group and on average.
 
     Each rule flags a photo whose score passes the threshold at which the given
     share of the run's validation pets is set aside: each score alone, and each
     signal joined with the Other probability (:func:`catdog.openset.either`).
     ``"argmax"`` is the model's plain answer, with the pet loss it costs.
+
+    Args:
+        scores: Each held-out group's kept ``scores.npz``, as arrays by name.
+        classes: Class names, in index order.
     """
     other = list(classes).index(OTHER)
+    groups = list(scores)
     table: dict = {"pet_losses": list(PET_LOSSES), "groups": {}}
-    for group in groups:
-        run = dict(np.load(runs / group / "scores.npz"))
+    for group, run in scores.items():
         reference = run["reference_pets_features"]
         fitted = {"bank": openset.normalise(reference)}
         fitted["means"], fitted["precision"] = openset.fit_mahalanobis(reference, run["reference_pets_labels"])
@@ -315,7 +318,7 @@ def open_set_table(runs: Path, classes: Sequence[str], groups: Sequence[str]) ->
     return table
 
 
-def held_out_confidence(runs: Path, classes: Sequence[str], groups: Sequence[str]) -> dict:
+def held_out_confidence(scores: dict[str, dict[str, np.ndarray]], classes: Sequence[str]) -> dict:
     """ECE and the wrong answers' median confidence on each held-out group.
 
     Probabilities are calibrated first, with the temperature fitted on the run's validation part.
@@ -324,8 +327,7 @@ def held_out_confidence(runs: Path, classes: Sequence[str], groups: Sequence[str
 
     other = list(classes).index(OTHER)
     table = {}
-    for group in groups:
-        run = dict(np.load(runs / group / "scores.npz"))
+    for group, run in scores.items():
         temperature = fit_temperature(_softmax(run["validation_logits"]), run["validation_labels"])
         probabilities = apply_temperature(_softmax(run["held_out_logits"]), temperature)
         wrong = probabilities.argmax(axis=1) != other
