@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from catdog.dataset import class_weights, make_split, source_of
+from catdog.errors import DatasetError
 
 SPLITS = ("train", "validation", "test")
 
@@ -107,39 +108,82 @@ def _stripes(n: int = 8, side: int = 64) -> np.ndarray:
     return x
 
 
-def test_augmentation_off_is_the_identity() -> None:
-    from catdog.augment import augment_batch
+def _augmented(images, aug, shares=None, labels=None, seed: int = 3):
+    """One augmented training batch through :func:`catdog.dataset.tf_dataset`, with its labels."""
+    from catdog.dataset import tf_dataset
 
+    labels = np.zeros(len(images), dtype=np.int64) if labels is None else labels
+    out, one_hot = next(iter(tf_dataset(images, labels, 3, len(images), True, aug, seed, low_res_shares=shares)))
+    return out.numpy(), one_hot.numpy().argmax(axis=1)
+
+
+def test_augmentation_off_is_the_identity() -> None:
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
-    out = augment_batch(images, _settings(), 32).numpy()
-    assert out.dtype == np.float32 and np.allclose(out, images, atol=1e-3)
+    out, _ = _augmented(images, _settings())
+    assert out.dtype == np.float32 and np.allclose(np.sort(out, axis=0), np.sort(images, axis=0), atol=1e-3)
 
 
 def test_random_crops_change_framing_and_keep_the_size_and_range() -> None:
-    from catdog.augment import augment_batch
-
     ramp = np.tile(np.linspace(0, 255, 48, dtype=np.float32)[None, :, None], (48, 1, 3))
     images = np.stack([ramp] * 16).astype(np.uint8)
-    out = augment_batch(
-        images,
-        _settings(crop_scale=(0.3, 0.6), crop_aspect=(0.75, 1.333), brightness=0.2, contrast=0.2, flip=True),
-        40,
-        seed=3,
-    ).numpy()
-    assert out.shape == (16, 40, 40, 3)
+    aug = _settings(crop_scale=(0.3, 0.6), crop_aspect=(0.75, 1.333), brightness=0.2, contrast=0.2, flip=True)
+    out, _ = _augmented(images, aug)
+    assert out.shape == (16, 48, 48, 3)
     assert out.min() >= 0.0 and out.max() <= 255.0
     # A crop of at most 60% of the area never spans the whole ramp.
-    spans = out[:, 20, -1, 0] - out[:, 20, 0, 0]
+    spans = out[:, 24, -1, 0] - out[:, 24, 0, 0]
     assert (np.abs(spans) < 0.95 * 255).all()
     assert len({round(float(s), 1) for s in spans}) > 4, "every image got the same crop"
 
 
-def test_low_resolution_share_blurs_about_that_share() -> None:
-    from catdog.augment import random_low_resolution
+def _blurred(out: np.ndarray, images: np.ndarray) -> np.ndarray:
+    return out.std(axis=(1, 2, 3)) < 0.5 * images[0].std()
 
-    images = _stripes(n=400).astype(np.float32)
-    out = random_low_resolution(images, 0.25, (12, 24), seed=5).numpy()
-    contrast = out.std(axis=(1, 2, 3))
-    blurred = contrast < 0.5 * images[0].std()
+
+def test_low_resolution_share_blurs_about_that_share() -> None:
+    images = _stripes(n=400)
+    out, _ = _augmented(images, _settings(low_res_share=0.25, low_res_sides=(12, 24)))
+    blurred = _blurred(out, images)
     assert 0.15 < blurred.mean() < 0.35
     assert np.allclose(out[~blurred], images[~blurred])
+
+
+def test_per_image_shares_choose_which_images_are_shrunk() -> None:
+    images = _stripes(n=300)
+    labels = np.repeat([0, 1, 2], 100)
+    shares = np.array([1.0, 0.0, 0.5], dtype=np.float32)[labels]
+    out, seen = _augmented(images, _settings(low_res_share=0.1, low_res_sides=(12, 24)), shares, labels)
+    blurred = _blurred(out, images)
+    assert blurred[seen == 0].all() and not blurred[seen == 1].any()
+    assert 0.35 < blurred[seen == 2].mean() < 0.65
+
+
+def test_low_res_shares_give_every_class_the_same_share_of_small_pictures() -> None:
+    from catdog.augment import low_res_shares
+
+    # Pets: 10% natively small; Other: 60%.
+    labels = np.repeat([0, 1, 2], 100)
+    small = np.zeros(300, dtype=bool)
+    small[:10] = small[100:110] = small[200:260] = True
+    shares = low_res_shares(labels, small, 0.2, balance=True)
+    expected = 0.6 + 0.4 * 0.2  # the Other class's small share with its large photos shrunk at 0.2
+    for c in range(3):
+        mine = labels == c
+        assert small[mine].mean() + (shares[mine & ~small]).sum() / mine.sum() == pytest.approx(expected)
+    # Natively small photos, and the large photos of the class with most small ones, keep the configured share.
+    assert shares[small] == pytest.approx(0.2) and shares[260:] == pytest.approx(0.2)
+    assert shares[10:100] == pytest.approx((expected - 0.1) / 0.9)
+    assert (low_res_shares(labels, small, 0.2, balance=False) == np.float32(0.2)).all()
+
+
+def test_shorter_sides_reads_each_stored_size(tmp_path) -> None:
+    from PIL import Image
+
+    from catdog.dataset import shorter_sides
+
+    for name, size in (("wide.png", (90, 40)), ("tall.jpg", (50, 120))):
+        Image.new("RGB", size, "red").save(tmp_path / name)
+    assert shorter_sides([str(tmp_path / "wide.png"), str(tmp_path / "tall.jpg")]).tolist() == [40, 50]
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="broken.jpg"):
+        shorter_sides([str(tmp_path / "broken.jpg")])

@@ -1,107 +1,76 @@
-"""Random transforms of whole training batches, inside tf.data.
+"""Random transforms of whole training batches: one Keras layer for every backend.
 
-Every transform works on a batch of float32 pixels in 0..255 at once (one
-``crop_and_resize`` call crops the whole batch), which keeps augmentation far
-cheaper than the forward and backward pass on a 2-core CPU.
+The same layer augments batches inside tf.data when ``catdog.train`` trains
+with TensorFlow, and inside the compiled step when a run trains on JAX (see
+:mod:`catdog.train_pack`), so both see the same pictures. Every transform
+works on a batch of float32 pixels in 0..255 at once, which keeps
+augmentation far cheaper than the forward and backward pass on a 2-core CPU.
 
 * **Random resized crop** with aspect jitter: users upload photos framed in
   every way, so the model sees a random part of each photo (a share of its
   area, in a range of aspect ratios) stretched back to the full side, as the
   app stretches every upload.
-* **Low resolution**: a share of each batch is shrunk to a random side and
-  scaled back up, with the same bilinear resize the app uses, so a blurry
-  photo is not evidence for either class.
+* **Low resolution**: a share of each batch is shrunk to a small side and
+  scaled back up, the way the app scales a small upload, so that blur is no
+  evidence for a class. The share may differ per image:
+  :func:`low_res_shares` gives each class as many small pictures as the class
+  that has the most natively small photos (the Broad photos of neither are
+  mostly 64 px, the pets mostly 160-180 px; with one share for all, a network
+  learns "small means neither").
 * Horizontal flip, brightness and contrast.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+
+import numpy as np
 
 
-def augment_batch(images, aug, size: int, seed: int = 0):
-    """Return an augmented copy of a batch.
+def low_res_shares(labels: Sequence[int], small: Sequence[bool], share: float, balance: bool) -> np.ndarray:
+    """Each training image's chance of being shrunk, so that size tells no class apart.
 
-    Args:
-        images: ``(N, S, S, 3)`` float32 tensor of pixels in 0..255.
-        aug: The :class:`catdog.config.AugmentationSettings`.
-        size: Side of the output images.
-        seed: Op-level seed, so a seeded run repeats.
-
-    Returns:
-        ``(N, size, size, 3)`` float32 pixels in 0..255.
-    """
-    import tensorflow as tf
-
-    x = tf.cast(images, tf.float32)
-    n = tf.shape(x)[0]
-    x = random_resized_crop(x, size, aug.crop_scale, aug.crop_aspect, seed)
-    if aug.flip:
-        flip = tf.random.uniform([n, 1, 1, 1], seed=seed + 1) < 0.5
-        x = tf.where(flip, tf.reverse(x, axis=[2]), x)
-    if aug.low_res_share:
-        x = random_low_resolution(x, aug.low_res_share, aug.low_res_sides, seed + 2)
-    if aug.brightness:
-        shift = tf.random.uniform([n, 1, 1, 1], -aug.brightness, aug.brightness, seed=seed + 3) * 255.0
-        x = x + shift
-    if aug.contrast:
-        factor = tf.random.uniform([n, 1, 1, 1], 1.0 - aug.contrast, 1.0 + aug.contrast, seed=seed + 4)
-        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-        x = (x - mean) * factor + mean
-    return tf.clip_by_value(x, 0.0, 255.0)
-
-
-def random_resized_crop(images, size: int, scale: tuple[float, float], aspect: tuple[float, float], seed: int = 0):
-    """Crop a random box of each image and resize it to ``size`` (bilinear).
+    Without ``balance`` every image gets ``share``. With it, the target is the
+    share of small pictures (natively small, or shrunk) that the class with
+    the most natively small photos has when its large photos get ``share``;
+    every class's large photos are shrunk often enough to reach that target.
+    Natively small photos keep ``share`` (shrinking them further still varies
+    their size).
 
     Args:
-        images: ``(N, H, W, 3)`` float32 tensor.
-        size: Output side.
-        scale: Range of the box's area as a share of the image's.
-        aspect: Range of the box's width/height ratio (sampled on a log scale).
-        seed: Op-level seed.
+        labels: Class index of each image.
+        small: Whether each image was small before decoding (its shorter side
+            under the top of ``low_res_sides``).
+        share: The configured ``low_res_share``.
+        balance: The configured ``balance_low_res``.
 
     Returns:
-        ``(N, size, size, 3)`` float32 tensor.
+        ``(N,)`` float32 probabilities.
     """
-    import tensorflow as tf
-
-    n = tf.shape(images)[0]
-    area = tf.random.uniform([n], scale[0], scale[1], seed=seed)
-    ratio = tf.exp(tf.random.uniform([n], math.log(aspect[0]), math.log(aspect[1]), seed=seed + 10))
-    # Box sides as fractions of the image; a side that would pass 1 is cut to 1.
-    width = tf.minimum(1.0, tf.sqrt(area * ratio))
-    height = tf.minimum(1.0, tf.sqrt(area / ratio))
-    top = tf.random.uniform([n], seed=seed + 20) * (1.0 - height)
-    left = tf.random.uniform([n], seed=seed + 30) * (1.0 - width)
-    boxes = tf.stack([top, left, top + height, left + width], axis=1)
-    return tf.image.crop_and_resize(images, boxes, tf.range(n), [size, size], method="bilinear")
-
-
-def random_low_resolution(images, share: float, sides: tuple[int, int], seed: int = 0):
-    """Shrink a random ``share`` of the images to one random side, then scale them back.
-
-    The shrink is antialiased (like a camera or a thumbnail service); the way
-    back up is plain bilinear, which is what the app does to a small upload.
-    """
-    import tensorflow as tf
-
-    n = tf.shape(images)[0]
-    full = tf.shape(images)[1:3]
-    side = tf.random.uniform([], sides[0], sides[1] + 1, dtype=tf.int32, seed=seed)
-    small = tf.image.resize(images, [side, side], method="bilinear", antialias=True)
-    back = tf.image.resize(small, full, method="bilinear")
-    chosen = tf.random.uniform([n, 1, 1, 1], seed=seed + 1) < share
-    return tf.where(chosen, back, images)
+    labels = np.asarray(labels, dtype=np.int64)
+    small = np.asarray(small, dtype=bool)
+    shares = np.full(len(labels), share, dtype=np.float32)
+    if not balance or not len(labels):
+        return shares
+    classes = np.unique(labels)
+    native = {c: small[labels == c].mean() for c in classes}
+    most = max(native.values())
+    target = most + (1.0 - most) * share
+    for c in classes:
+        if native[c] < 1.0:
+            large = (labels == c) & ~small
+            shares[large] = (target - native[c]) / (1.0 - native[c])
+    return shares
 
 
 def augmentation_layer(aug, seed: int = 0):
-    """The same transforms as :func:`augment_batch`, as a Keras layer on any backend.
+    """The training transforms as a Keras layer on any backend.
 
-    :mod:`catdog.train_pack` puts it in front of the network, so the whole
-    augmentation runs on the accelerator inside the compiled training step
-    (tf.data is not there on JAX). It takes uint8 or float pixels in 0..255
-    and returns float32; outside training it only casts.
+    It takes uint8 or float pixels in 0..255 and returns float32; outside
+    training it only casts. Called with ``low_res_share`` (an ``(N,)`` tensor
+    of per-image chances, see :func:`low_res_shares`), that replaces
+    ``aug.low_res_share`` for the batch.
 
     The crop and the flip are one affine map per image; the low-resolution
     side is one of a few fixed sides per batch (a compiled step needs static
@@ -122,20 +91,22 @@ def augmentation_layer(aug, seed: int = 0):
 
     class BatchAugment(keras.layers.Layer):
         def __init__(self, **kwargs):
-            super().__init__(**kwargs)
+            # float32 whatever the global policy: bfloat16 cannot hold every pixel value 0..255.
+            super().__init__(dtype="float32", **kwargs)
             self.seed_generator = keras.random.SeedGenerator(seed)
 
         def compute_output_shape(self, input_shape):
             return input_shape
 
-        def call(self, images, training=False):
+        def call(self, images, training=False, low_res_share=None):
             x = ops.cast(images, "float32")
             if not training:
                 return x
             n, size = ops.shape(x)[0], x.shape[1]
             x = self._crop_and_flip(x, n, size)
-            if aug.low_res_share:
-                x = self._low_resolution(x, n, size)
+            if low_res_share is not None or aug.low_res_share:
+                share = aug.low_res_share if low_res_share is None else ops.reshape(low_res_share, (-1, 1, 1, 1))
+                x = self._low_resolution(x, n, size, share)
             if aug.brightness:
                 x = x + self._uniform((n, 1, 1, 1), -aug.brightness, aug.brightness) * 255.0
             if aug.contrast:
@@ -163,7 +134,9 @@ def augmentation_layer(aug, seed: int = 0):
             transform = ops.stack([x_scale, zero, x_offset, zero, height, top, zero, zero], axis=1)
             return ops.image.affine_transform(x, transform, interpolation="bilinear", fill_mode="nearest")
 
-        def _low_resolution(self, x, n, size):
+        def _low_resolution(self, x, n, size, share):
+            # The shrink is antialiased (like a camera or a thumbnail service); the way
+            # back up is plain bilinear, which is what the app does to a small upload.
             def shrunk(side):
                 def branch(images):
                     small = ops.image.resize(images, (side, side), interpolation="bilinear", antialias=True)
@@ -173,7 +146,7 @@ def augmentation_layer(aug, seed: int = 0):
 
             index = keras.random.randint((), 0, len(sides), seed=self.seed_generator)
             back = ops.switch(index, [shrunk(side) for side in sides], x)
-            chosen = self._uniform((n, 1, 1, 1)) < aug.low_res_share
+            chosen = self._uniform((n, 1, 1, 1)) < share
             return ops.where(chosen, back, x)
 
     return BatchAugment(name="augment")

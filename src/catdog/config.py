@@ -128,6 +128,7 @@ class AugmentationSettings(_Section):
     crop_aspect: FloatRange
     low_res_share: Fraction
     low_res_sides: IntRange
+    balance_low_res: StrictBool = False
     contrast: Fraction
     brightness: Fraction
 
@@ -190,7 +191,8 @@ class TrainingSettings(_Section):
     label_smoothing: Fraction
     class_weight_power: Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
     balance_recall: tuple[StrictStr, ...]
-    mixed_precision: StrictBool
+    # auto: mixed_bfloat16 only where the CPU does bfloat16 natively (see catdog/cpu.py)
+    mixed_precision: StrictBool | Literal["auto"]
     early_stopping_patience: NonNegativeInt
     seed: StrictInt
     validation_fraction: Annotated[StrictFloat, Field(gt=0.0, lt=1.0)]

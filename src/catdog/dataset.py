@@ -179,6 +179,27 @@ def cached_arrays(paths: Sequence[str], size: int, cache_dir: Path, part: str) -
     return arrays
 
 
+def shorter_sides(paths: Sequence[str]) -> np.ndarray:
+    """Each image's shorter side in pixels as stored, read from its header only.
+
+    Training uses it to tell natively small photos from large ones, which the
+    decoded arrays (all stretched to one side) no longer show.
+
+    Raises:
+        DatasetError: A file no longer opens (the data changed since validation).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    sides = np.empty(len(paths), dtype=np.int32)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as image:
+                sides[i] = min(image.size)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DatasetError(f"image failed to open since validation: {path}: {exc}") from exc
+    return sides
+
+
 def tf_dataset(
     images: np.ndarray,
     labels: Sequence[int],
@@ -188,30 +209,36 @@ def tf_dataset(
     aug=None,
     seed: int = 0,
     class_weights: Sequence[float] | None = None,
+    low_res_shares: np.ndarray | None = None,
 ):
     """Batches of (float32 pixels 0..255, one-hot labels[, sample weights]).
 
-    When training, batches are shuffled and augmented (:mod:`catdog.augment`).
+    When training, batches are shuffled and augmented by the layer of
+    :func:`catdog.augment.augmentation_layer`, each image shrunk with its chance
+    from ``low_res_shares`` when given (see :func:`catdog.augment.low_res_shares`).
     With ``class_weights``, each example also carries its class's loss weight.
     """
     import tensorflow as tf
 
-    from catdog.augment import augment_batch
-
     labels = np.asarray(labels, dtype=np.int64)
     one_hot = np.eye(num_classes, dtype=np.float32)[labels]
-    columns = (images, one_hot)
+    augmenting = training and aug is not None
+    if low_res_shares is None or not augmenting:
+        low_res_shares = np.full(len(labels), aug.low_res_share if augmenting else 0.0, dtype=np.float32)
+    columns = (images, np.asarray(low_res_shares, dtype=np.float32), one_hot)
     if class_weights is not None:
         columns += (np.asarray(class_weights, dtype=np.float32)[labels],)
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    size = int(images.shape[1])
-    if training and aug is not None:
-        ds = ds.map(lambda x, *rest: (augment_batch(x, aug, size, seed), *rest), num_parallel_calls=tf.data.AUTOTUNE)
+    if augmenting:
+        from catdog.augment import augmentation_layer
+
+        layer = augmentation_layer(aug, seed)
+        ds = ds.map(lambda x, share, *rest: (layer(x, training=True, low_res_share=share), *rest))
     else:
-        ds = ds.map(lambda x, *rest: (tf.cast(x, tf.float32), *rest), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, share, *rest: (tf.cast(x, tf.float32), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

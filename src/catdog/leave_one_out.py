@@ -86,6 +86,7 @@ def run_one(
     settings: Settings,
     split: Split,
     arrays: dict,
+    root: Path,
     group_of: dict[str, str],
     held_out: str | None,
     pets_per_class: int,
@@ -126,7 +127,7 @@ def run_one(
     if (runs / name).exists():
         shutil.rmtree(runs / name)
     (runs / name).mkdir(parents=True)
-    model, run = fit(settings, sub, sub_arrays, runs / name, resume=False, init_from=init_from)
+    model, run = fit(settings, sub, sub_arrays, root, runs / name, resume=False, init_from=init_from)
 
     # The photos each figure needs, scored once; their features and logits are kept for open_set_table.
     reference = set(sorted(sampled)[:: max(1, len(sampled) // REFERENCE_PETS)])
@@ -214,7 +215,7 @@ def leave_one_group_out(
         if kept and (runs / name / "scores.npz").exists() and not (groups and group):
             log.info("%s: kept from an earlier run of the same protocol", name)
             continue
-        result = run_one(settings, split, arrays, group_of, group, pets_per_class, init_from, runs)
+        result = run_one(settings, split, arrays, root, group_of, group, pets_per_class, init_from, runs)
         if group is None:
             table["control"] = result
         else:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from catdog import cli, paths
 from catdog.config import Settings
+from catdog.cpu import use_mixed_precision
 from catdog.dataset import (
     Split,
     cached_arrays,
@@ -37,11 +38,13 @@ from catdog.dataset import (
     load_split,
     make_split,
     save_split,
+    shorter_sides,
     tf_dataset,
     with_synthetic_other,
 )
 from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_json_atomic
 from catdog.errors import ConfigError, ModelError
+from catdog.labels import OTHER
 from catdog.metrics import classification_report, format_report
 
 log = logging.getLogger("catdog.train")  # not __name__: that is "__main__" under -m
@@ -233,7 +236,7 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None, 
     split, root, manifest_hash = prepare_split(settings)
     log.info("split: %s", json.dumps(split.counts()))
     arrays = load_arrays(settings, split, root)
-    model, run = fit(settings, split, arrays, runs, resume, init_from)
+    model, run = fit(settings, split, arrays, root, runs, resume, init_from)
     return write_results(
         settings,
         model,
@@ -268,7 +271,7 @@ def load_arrays(settings: Settings, split: Split, root: Path) -> dict:
     }
 
 
-def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool, init_from: Path | None):
+def fit(settings: Settings, split: Split, arrays: dict, root: Path, runs: Path, resume: bool, init_from: Path | None):
     """Fit the configured network; return the best weights as a float32 model and the run's facts."""
     import keras
 
@@ -285,13 +288,17 @@ def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool
     train_images, train_labels = with_synthetic_other(
         arrays["train"], split.labels["train"], settings.data.classes, t.synthetic_other, t.seed
     )
-    train_ds = tf_dataset(train_images, train_labels, num_classes, t.batch_size, True, t.augmentation, t.seed, weights)
+    shares = training_low_res_shares(settings, split, root, len(train_labels) - len(split.labels["train"]))
+    train_ds = tf_dataset(
+        train_images, train_labels, num_classes, t.batch_size, True, t.augmentation, t.seed, weights, shares
+    )
     val_ds = tf_dataset(arrays["validation"], split.labels["validation"], num_classes, t.batch_size, False)
     steps = math.ceil(len(train_images) / t.batch_size)
 
-    # bfloat16 activations roughly halve training time on CPUs with AVX-512
-    # BF16; the weights stay float32, and the saved model is a float32 copy.
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if t.mixed_precision else "float32")
+    # bfloat16 activations roughly halve training time on CPUs with AVX-512 BF16 (and multiply it
+    # by ten where it is emulated: see catdog/cpu.py); the weights stay float32, and the saved model
+    # is a float32 copy.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if use_mixed_precision(t.mixed_precision) else "float32")
     try:
         model = build_model(t, num_classes)
         if init_from is not None:
@@ -352,6 +359,41 @@ def fit(settings: Settings, split: Split, arrays: dict, runs: Path, resume: bool
         "history": read_history(runs / "history.csv"),
     }
     return final, run
+
+
+def training_low_res_shares(settings: Settings, split: Split, root: Path, generated: int):
+    """Each training image's chance of being shrunk (:func:`catdog.augment.low_res_shares`).
+
+    Args:
+        settings: The loaded settings.
+        split: The split; its training files come first in the training arrays.
+        root: The folder the split's paths are relative to.
+        generated: How many generated pictures follow them (large, labelled Other).
+    """
+    import numpy as np
+
+    from catdog.augment import low_res_shares
+
+    aug = settings.training.augmentation
+    labels = np.asarray(split.labels["train"], dtype=np.int64)
+    if aug.balance_low_res:
+        small = shorter_sides([str(root / f) for f in split.files["train"]]) < aug.low_res_sides[1]
+    else:
+        small = np.zeros(len(labels), dtype=bool)
+    other = settings.data.classes.index(OTHER) if OTHER in settings.data.classes else 0
+    labels = np.concatenate([labels, np.full(generated, other, dtype=np.int64)])
+    small = np.concatenate([small, np.zeros(generated, dtype=bool)])
+    shares = low_res_shares(labels, small, aug.low_res_share, aug.balance_low_res)
+    for index, name in enumerate(settings.data.classes):
+        mine = labels == index
+        if mine.any():
+            log.info(
+                "%s: %.1f%% natively small, %.1f%% of its large photos shrunk",
+                name,
+                100 * small[mine].mean(),
+                100 * float(shares[mine & ~small].mean()) if (mine & ~small).any() else 0.0,
+            )
+    return shares
 
 
 def transfer_weights(source, target) -> int:
