@@ -10,6 +10,7 @@ import pydantic
 import pytest
 import yaml
 
+from catdog import config
 from catdog.cli import make_parser, settings_from_args
 from catdog.config import ARCHITECTURES, load_config
 from catdog.errors import ConfigError
@@ -268,3 +269,83 @@ def test_with_overrides_returns_checked_copy(settings) -> None:
     assert settings.training.epochs == before
     with pytest.raises(ConfigError, match="training.epochs"):
         settings.with_overrides({"training.epochs": -1})
+
+
+# --- paths and where the config file is found -----------------------------------------------------
+
+
+def _write_config(folder: Path, shipped_config: dict, **data: Any) -> Path:
+    """The shipped config with ``data`` values replaced, written to ``folder/config.yaml``."""
+    shipped_config["data"].update(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(shipped_config), encoding="utf-8")
+    return path
+
+
+def test_relative_paths_in_the_file_are_relative_to_its_folder(tmp_path: Path, shipped_config: dict) -> None:
+    shipped_config["model"] = {"dir": "model", "path": "model/model.h5"}
+    archives = {
+        "local": {"source_url": "source/a.zip", "sha256": None, "folder": "A"},
+        "web": {"source_url": "https://example.org/b.zip", "sha256": None, "folder": "B"},
+        "absolute": {"source_url": str(tmp_path / "c.zip"), "sha256": None, "folder": "C"},
+        "url": {"source_url": "file:///srv/d.zip", "sha256": None, "folder": "D"},
+    }
+    path = _write_config(tmp_path / "conf", shipped_config, archives=archives, download_dir="dl", extract_dir="../raw")
+    settings = load_config(path, environ={})
+    here = path.parent
+    assert settings.data.download_dir == str(here / "dl")
+    assert settings.data.extract_dir == str(here / "../raw")
+    assert settings.data.artifacts_dir == str(here / "artifacts")
+    assert (settings.model.dir, settings.model.path) == (str(here / "model"), str(here / "model/model.h5"))
+    sources = {name: archive.source_url for name, archive in settings.data.archives.items()}
+    assert sources == {
+        "local": str(here / "source/a.zip"),
+        "web": "https://example.org/b.zip",
+        "absolute": str(tmp_path / "c.zip"),
+        "url": "file:///srv/d.zip",
+    }
+
+
+def test_relative_paths_given_on_the_command_line_or_environment_are_relative_to_the_working_folder(
+    tmp_path: Path, shipped_config: dict
+) -> None:
+    path = _write_config(tmp_path / "conf", shipped_config)
+    environ = {"CATDOG__DATA__EXTRACT_DIR": "env-raw", "CATDOG__DATA__ARCHIVES__EXTRA__SOURCE_URL": "x.zip"}
+    settings = load_config(path, ["data.download_dir=cli-dl", "model.path=m.h5"], environ=environ)
+    assert (settings.data.download_dir, settings.data.extract_dir, settings.model.path) == ("cli-dl", "env-raw", "m.h5")
+    assert settings.data.archives["extra"].source_url == "x.zip"
+    assert settings.data.artifacts_dir == str(path.parent / "artifacts")  # from the file
+
+
+def test_a_config_file_in_the_working_folder_keeps_its_paths_as_written(
+    tmp_path: Path, shipped_config: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_config(tmp_path, shipped_config)
+    monkeypatch.chdir(tmp_path)
+    settings = load_config(environ={})
+    assert (settings.data.download_dir, settings.model.path) == ("data/downloads", "model/model.h5")
+
+
+def test_find_config_order(tmp_path: Path, shipped_config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$CATDOG_CONFIG, else ./config.yaml, else the checkout's."""
+    monkeypatch.chdir(tmp_path)
+    checkout = config.source_checkout()
+    assert checkout is not None  # the tests run from the source tree
+    assert config.find_config({}) == checkout / "config.yaml"
+    _write_config(tmp_path, shipped_config)
+    assert config.find_config({}) == Path("config.yaml")
+    assert config.find_config({"CATDOG_CONFIG": "other.yaml"}) == Path("other.yaml")
+
+
+def test_an_installed_package_without_a_config_file_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config, "source_checkout", lambda: None)
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={})
+    message = str(caught.value)
+    assert "--config" in message and "CATDOG_CONFIG" in message
+    assert str(tmp_path / "config.yaml") in message
+    assert "not run from a source checkout" in message

@@ -50,7 +50,9 @@ def configure_logging(verbose: bool = False) -> None:
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """Return a step's parser: it knows ``--config``, ``--set`` and ``-v``, and sets up logging."""
     parser = _StepParser(prog=prog, description=description)
-    parser.add_argument("--config", help="YAML config file (default: $CATDOG_CONFIG or config.yaml)")
+    parser.add_argument(
+        "--config", help="YAML config file (default: $CATDOG_CONFIG, else ./config.yaml, else the checkout's)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
