@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -349,3 +350,52 @@ def test_an_installed_package_without_a_config_file_says_where_it_looked(
     assert "--config" in message and "CATDOG_CONFIG" in message
     assert str(tmp_path / "config.yaml") in message
     assert "not run from a source checkout" in message
+
+
+# --- overlays ----------------------------------------------------------------------------------------
+
+
+def _write_overlay(path: Path, content: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(content), encoding="utf-8")
+    return path
+
+
+def test_an_overlay_changes_only_its_keys_and_its_paths_are_relative_to_it(config_file: Path, tmp_path: Path) -> None:
+    overlay = _write_overlay(
+        tmp_path / "local" / "datasets.yaml",
+        {"data": {"archives": {"petimages": {"source_url": "copies/pets.zip", "sha256": "ab" * 32}}}},
+    )
+    settings = load_config(config_file, environ={}, overlays=[overlay])
+    archive = settings.data.archives["petimages"]
+    assert (archive.source_url, archive.sha256) == (str(overlay.parent / "copies/pets.zip"), "ab" * 32)
+    assert archive.folder == "PetImages"  # kept from the file
+    assert settings.data.download_dir == str(tmp_path / "downloads")
+
+
+def test_overlays_apply_in_order_under_the_environment_and_set(config_file: Path, tmp_path: Path) -> None:
+    first = _write_overlay(tmp_path / "a.yaml", {"training": {"epochs": 3, "batch_size": 4, "seed": 1}})
+    second = _write_overlay(tmp_path / "b.yaml", {"training": {"epochs": 5, "batch_size": 6}})
+    settings = load_config(
+        config_file, ["training.epochs=9"], environ={"CATDOG__TRAINING__BATCH_SIZE": "8"}, overlays=[first, second]
+    )
+    assert (settings.training.seed, settings.training.batch_size, settings.training.epochs) == (1, 8, 9)
+
+
+def test_catdog_config_overlay_names_overlays_unless_given(config_file: Path, tmp_path: Path) -> None:
+    first = _write_overlay(tmp_path / "a.yaml", {"training": {"epochs": 3}})
+    second = _write_overlay(tmp_path / "b.yaml", {"training": {"seed": 7}})
+    environ = {"CATDOG_CONFIG_OVERLAY": f"{first}{os.pathsep}{second}"}
+    settings = load_config(config_file, environ=environ)
+    assert (settings.training.epochs, settings.training.seed) == (3, 7)
+    assert load_config(config_file, environ=environ, overlays=[second]).training.epochs != 3
+    args = make_parser("test", "test").parse_args(["--config", str(config_file), "--config-overlay", str(first)])
+    assert settings_from_args(args).training.epochs == 3
+
+
+def test_a_bad_overlay_is_named(config_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file .*missing.yaml"):
+        load_config(config_file, environ={}, overlays=[tmp_path / "missing.yaml"])
+    bad = _write_overlay(tmp_path / "bad.yaml", {"training": {"epochz": 3}})
+    with pytest.raises(ConfigError, match="training.epochz"):
+        load_config(config_file, environ={}, overlays=[bad])

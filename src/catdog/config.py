@@ -3,7 +3,10 @@
 The file is the single source of configuration. It is the one ``--config``
 or ``CATDOG_CONFIG`` names, else ``config.yaml`` in the working folder, else
 the source checkout's ``config.yaml`` when catdog runs from one (see
-:func:`find_config`). Single values are overridden with
+:func:`find_config`). Overlay files (``--config-overlay`` or
+``CATDOG_CONFIG_OVERLAY``) are merged on top of it: each holds only the keys it
+changes, e.g. ``config.local-datasets.yaml`` pointing the archives at local
+copies. Single values are overridden with
 ``CATDOG__SECTION__KEY=value`` (read by pydantic-settings) or
 ``--set section.key=value``, which wins. Override values are parsed as YAML,
 so ``3``, ``0.5``, ``true`` and ``[a, b]`` keep their types.
@@ -50,6 +53,7 @@ Activation = Literal["relu", "leaky_relu"]  # leaky_relu: negative slope 0.01
 ARCHITECTURES = get_args(Architecture)
 ENV_PREFIX = "CATDOG__"
 ENV_CONFIG = "CATDOG_CONFIG"
+ENV_OVERLAY = "CATDOG_CONFIG_OVERLAY"  # overlay files, separated by os.pathsep
 CONFIG_NAME = "config.yaml"
 # The source checkout this module lies in (src/catdog/config.py). Only meaningful when catdog runs from one
 # (an editable install, or src/ on the path): tests, benchmarks and the app's files; see source_checkout().
@@ -309,14 +313,21 @@ def load_config(
     path: str | os.PathLike | None = None,
     overrides: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
+    overlays: Iterable[str | os.PathLike] | None = None,
 ) -> Settings:
     """Load, override and check the settings.
+
+    Each layer wins over the one before: the file, the overlays in order, the
+    ``CATDOG__*`` environment, then ``overrides``.
 
     Args:
         path: YAML file; defaults to :func:`find_config`'s choice.
         overrides: ``section.key=value`` strings, applied after the environment.
-        environ: Environment to read ``CATDOG_CONFIG`` and ``CATDOG__*`` from
-            (defaults to ``os.environ``).
+        environ: Environment to read ``CATDOG_CONFIG``, ``CATDOG_CONFIG_OVERLAY``
+            and ``CATDOG__*`` from (defaults to ``os.environ``).
+        overlays: YAML files holding some keys each, merged on top of the file
+            (relative paths in them are relative to their own folder); None:
+            those ``CATDOG_CONFIG_OVERLAY`` names.
 
     Returns:
         The checked, read-only settings.
@@ -327,6 +338,10 @@ def load_config(
     """
     environ = os.environ if environ is None else environ
     raw = _read_file(Path(path) if path else find_config(environ))
+    if overlays is None:
+        overlays = [name for name in environ.get(ENV_OVERLAY, "").split(os.pathsep) if name]
+    for overlay in overlays:
+        _merge(raw, _read_file(Path(overlay)))
     _merge(raw, _YamlEnvSource(environ)())
     for item in overrides:
         dotted, sep, value = item.partition("=")
