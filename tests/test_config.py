@@ -399,3 +399,17 @@ def test_a_bad_overlay_is_named(config_file: Path, tmp_path: Path) -> None:
     bad = _write_overlay(tmp_path / "bad.yaml", {"training": {"epochz": 3}})
     with pytest.raises(ConfigError, match="training.epochz"):
         load_config(config_file, environ={}, overlays=[bad])
+
+
+def test_each_shipped_archive_has_a_public_download_or_names_its_public_sources(shipped_config: dict) -> None:
+    for name, archive in shipped_config["data"]["archives"].items():
+        assert archive["source_url"] is None or archive["source_url"].startswith("https://"), name
+        assert archive["sources"] and all(url.startswith(("https://", "http://")) for url in archive["sources"]), name
+
+
+def test_the_local_datasets_overlay_names_a_copy_of_every_archive() -> None:
+    overlay = config.PROJECT_ROOT / "config.local-datasets.yaml"
+    settings = load_config(config.PROJECT_ROOT / "config.yaml", environ={}, overlays=[overlay])
+    for name, archive in settings.data.archives.items():
+        assert archive.source_url == str(config.PROJECT_ROOT / "../shared/datasets" / Path(archive.source_url).name)
+        assert archive.sha256, name

@@ -105,11 +105,18 @@ class _Section(BaseModel):
 
 
 class ArchiveSettings(_Section):
-    """One dataset archive: where to fetch it and the folder it unpacks to."""
+    """One dataset archive: where to fetch it, where its photos come from and the folder it unpacks to.
 
-    source_url: Annotated[StrictStr, Field(min_length=1)]
+    ``source_url`` is None for an archive with no public download (one we
+    assembled from several public datasets): an overlay or ``--set`` points it
+    at a copy. ``sources`` names the public pages of the data it holds.
+    """
+
+    source_url: Annotated[StrictStr, Field(min_length=1)] | None
     sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
     folder: PlainName
+    # A default: configs written before it existed named no sources.
+    sources: tuple[Annotated[StrictStr, Field(min_length=1)], ...] = ()
 
 
 class DataSettings(_Section):
