@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from catdog import validate
-from catdog.config import DEFAULT_CONFIG, Settings, load_config
+from catdog.config import CONFIG_NAME, PROJECT_ROOT, Settings, load_config
 from helpers import (
     CLASSES_OVERRIDE,
     OLE_MAGIC,
@@ -44,7 +44,7 @@ def _no_catdog_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def shipped_config() -> dict:
     """The project's config.yaml as a plain, mutable mapping."""
-    return yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    return yaml.safe_load((PROJECT_ROOT / CONFIG_NAME).read_text(encoding="utf-8"))
 
 
 @pytest.fixture

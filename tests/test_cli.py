@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
+import catdog
 from catdog import cli
 
 
@@ -67,3 +72,35 @@ def test_debug_messages_show_with_v_under_python_m(config_file, sample_zip, verb
     assert "INFO catdog.ingest:" in result.stderr
     assert ("DEBUG catdog.dirs: folder ready" in result.stderr) is verbose
     assert "__main__" not in result.stderr
+
+
+def test_a_step_run_from_another_folder_finds_paths_beside_its_config(tmp_path, sample_zip, shipped_config):
+    """``python -m catdog.ingest --config`` from elsewhere: the file's relative paths resolve against its folder."""
+    project = tmp_path / "project"
+    (project / "archives").mkdir(parents=True)
+    shutil.copy(sample_zip, project / "archives" / "sample.zip")
+    shipped_config["data"].update(
+        archives={"pets": {"source_url": "archives/sample.zip", "sha256": None, "folder": "PetImages"}},
+        download_dir="data/downloads",
+        extract_dir="data/raw",
+        artifacts_dir="artifacts",
+    )
+    shipped_config["model"] = {"dir": "model", "path": "model/model.h5"}
+    (project / "config.yaml").write_text(yaml.safe_dump(shipped_config), encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    source = str(Path(catdog.__file__).resolve().parents[1])  # this checkout's src/, not another install
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(
+        [sys.executable, "-m", "catdog.ingest", "--config", str(project / "config.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (project / "data" / "downloads" / "sample.zip").is_file()
+    assert (project / "data" / "raw" / "pets" / "PetImages" / "Cat" / "1.jpg").is_file()
+    assert (project / "artifacts").is_dir() and (project / "model").is_dir()
+    assert list(elsewhere.iterdir()) == []

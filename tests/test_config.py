@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pydantic
 import pytest
 import yaml
 
+from catdog import config
 from catdog.cli import make_parser, settings_from_args
 from catdog.config import ARCHITECTURES, load_config
 from catdog.errors import ConfigError
@@ -268,3 +270,146 @@ def test_with_overrides_returns_checked_copy(settings) -> None:
     assert settings.training.epochs == before
     with pytest.raises(ConfigError, match="training.epochs"):
         settings.with_overrides({"training.epochs": -1})
+
+
+# --- paths and where the config file is found -----------------------------------------------------
+
+
+def _write_config(folder: Path, shipped_config: dict, **data: Any) -> Path:
+    """The shipped config with ``data`` values replaced, written to ``folder/config.yaml``."""
+    shipped_config["data"].update(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(shipped_config), encoding="utf-8")
+    return path
+
+
+def test_relative_paths_in_the_file_are_relative_to_its_folder(tmp_path: Path, shipped_config: dict) -> None:
+    shipped_config["model"] = {"dir": "model", "path": "model/model.h5"}
+    archives = {
+        "local": {"source_url": "source/a.zip", "sha256": None, "folder": "A"},
+        "web": {"source_url": "https://example.org/b.zip", "sha256": None, "folder": "B"},
+        "absolute": {"source_url": str(tmp_path / "c.zip"), "sha256": None, "folder": "C"},
+        "url": {"source_url": "file:///srv/d.zip", "sha256": None, "folder": "D"},
+    }
+    path = _write_config(tmp_path / "conf", shipped_config, archives=archives, download_dir="dl", extract_dir="../raw")
+    settings = load_config(path, environ={})
+    here = path.parent
+    assert settings.data.download_dir == str(here / "dl")
+    assert settings.data.extract_dir == str(here / "../raw")
+    assert settings.data.artifacts_dir == str(here / "artifacts")
+    assert (settings.model.dir, settings.model.path) == (str(here / "model"), str(here / "model/model.h5"))
+    sources = {name: archive.source_url for name, archive in settings.data.archives.items()}
+    assert sources == {
+        "local": str(here / "source/a.zip"),
+        "web": "https://example.org/b.zip",
+        "absolute": str(tmp_path / "c.zip"),
+        "url": "file:///srv/d.zip",
+    }
+
+
+def test_relative_paths_given_on_the_command_line_or_environment_are_relative_to_the_working_folder(
+    tmp_path: Path, shipped_config: dict
+) -> None:
+    path = _write_config(tmp_path / "conf", shipped_config)
+    environ = {"CATDOG__DATA__EXTRACT_DIR": "env-raw", "CATDOG__DATA__ARCHIVES__EXTRA__SOURCE_URL": "x.zip"}
+    settings = load_config(path, ["data.download_dir=cli-dl", "model.path=m.h5"], environ=environ)
+    assert (settings.data.download_dir, settings.data.extract_dir, settings.model.path) == ("cli-dl", "env-raw", "m.h5")
+    assert settings.data.archives["extra"].source_url == "x.zip"
+    assert settings.data.artifacts_dir == str(path.parent / "artifacts")  # from the file
+
+
+def test_a_config_file_in_the_working_folder_keeps_its_paths_as_written(
+    tmp_path: Path, shipped_config: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_config(tmp_path, shipped_config)
+    monkeypatch.chdir(tmp_path)
+    settings = load_config(environ={})
+    assert (settings.data.download_dir, settings.model.path) == ("data/downloads", "model/model.h5")
+
+
+def test_find_config_order(tmp_path: Path, shipped_config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$CATDOG_CONFIG, else ./config.yaml, else the checkout's."""
+    monkeypatch.chdir(tmp_path)
+    checkout = config.source_checkout()
+    assert checkout is not None  # the tests run from the source tree
+    assert config.find_config({}) == checkout / "config.yaml"
+    _write_config(tmp_path, shipped_config)
+    assert config.find_config({}) == Path("config.yaml")
+    assert config.find_config({"CATDOG_CONFIG": "other.yaml"}) == Path("other.yaml")
+
+
+def test_an_installed_package_without_a_config_file_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config, "source_checkout", lambda: None)
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={})
+    message = str(caught.value)
+    assert "--config" in message and "CATDOG_CONFIG" in message
+    assert str(tmp_path / "config.yaml") in message
+    assert "not run from a source checkout" in message
+
+
+# --- overlays ----------------------------------------------------------------------------------------
+
+
+def _write_overlay(path: Path, content: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(content), encoding="utf-8")
+    return path
+
+
+def test_an_overlay_changes_only_its_keys_and_its_paths_are_relative_to_it(config_file: Path, tmp_path: Path) -> None:
+    overlay = _write_overlay(
+        tmp_path / "local" / "datasets.yaml",
+        {"data": {"archives": {"petimages": {"source_url": "copies/pets.zip", "sha256": "ab" * 32}}}},
+    )
+    settings = load_config(config_file, environ={}, overlays=[overlay])
+    archive = settings.data.archives["petimages"]
+    assert (archive.source_url, archive.sha256) == (str(overlay.parent / "copies/pets.zip"), "ab" * 32)
+    assert archive.folder == "PetImages"  # kept from the file
+    assert settings.data.download_dir == str(tmp_path / "downloads")
+
+
+def test_overlays_apply_in_order_under_the_environment_and_set(config_file: Path, tmp_path: Path) -> None:
+    first = _write_overlay(tmp_path / "a.yaml", {"training": {"epochs": 3, "batch_size": 4, "seed": 1}})
+    second = _write_overlay(tmp_path / "b.yaml", {"training": {"epochs": 5, "batch_size": 6}})
+    settings = load_config(
+        config_file, ["training.epochs=9"], environ={"CATDOG__TRAINING__BATCH_SIZE": "8"}, overlays=[first, second]
+    )
+    assert (settings.training.seed, settings.training.batch_size, settings.training.epochs) == (1, 8, 9)
+
+
+def test_catdog_config_overlay_names_overlays_unless_given(config_file: Path, tmp_path: Path) -> None:
+    first = _write_overlay(tmp_path / "a.yaml", {"training": {"epochs": 3}})
+    second = _write_overlay(tmp_path / "b.yaml", {"training": {"seed": 7}})
+    environ = {"CATDOG_CONFIG_OVERLAY": f"{first}{os.pathsep}{second}"}
+    settings = load_config(config_file, environ=environ)
+    assert (settings.training.epochs, settings.training.seed) == (3, 7)
+    assert load_config(config_file, environ=environ, overlays=[second]).training.epochs != 3
+    args = make_parser("test", "test").parse_args(["--config", str(config_file), "--config-overlay", str(first)])
+    assert settings_from_args(args).training.epochs == 3
+
+
+def test_a_bad_overlay_is_named(config_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file .*missing.yaml"):
+        load_config(config_file, environ={}, overlays=[tmp_path / "missing.yaml"])
+    bad = _write_overlay(tmp_path / "bad.yaml", {"training": {"epochz": 3}})
+    with pytest.raises(ConfigError, match="training.epochz"):
+        load_config(config_file, environ={}, overlays=[bad])
+
+
+def test_each_shipped_archive_has_a_public_download_or_names_its_public_sources(shipped_config: dict) -> None:
+    for name, archive in shipped_config["data"]["archives"].items():
+        assert archive["source_url"] is None or archive["source_url"].startswith("https://"), name
+        assert archive["sources"] and all(url.startswith(("https://", "http://")) for url in archive["sources"]), name
+
+
+def test_the_local_datasets_overlay_names_a_copy_of_every_archive() -> None:
+    overlay = config.PROJECT_ROOT / "config.local-datasets.yaml"
+    settings = load_config(config.PROJECT_ROOT / "config.yaml", environ={}, overlays=[overlay])
+    for name, archive in settings.data.archives.items():
+        assert archive.source_url == str(config.PROJECT_ROOT / "../shared/datasets" / Path(archive.source_url).name)
+        assert archive.sha256, name

@@ -509,6 +509,38 @@ def test_cli_ingests_every_archive_into_its_own_folder(
         ingest.main(["--config", str(config_file), "--only", "nope"])
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            "{source_url: null, sha256: null, folder: Extra, sources: [https://example.org/pets]}",
+            ["archive 'extra' has no public download", "data.archives.extra.sources"],
+        ),
+        ("{source_url: copies/Extra.zip, sha256: null, folder: Extra}", ["archive 'extra' is not at", "Extra.zip"]),
+    ],
+    ids=["no source", "local copy missing"],
+)
+def test_an_archive_without_a_copy_says_what_to_do_before_fetching_anything(
+    config_file: Path, sample_zip: Path, tmp_path: Path, capsys, extra: str, expected: list[str]
+) -> None:
+    """A fresh clone: one line naming the archive, where it comes from and the override; nothing fetched."""
+    archives = (
+        f"data.archives={{petimages: {{source_url: '{sample_zip}', sha256: null, folder: PetImages}}, extra: {extra}}}"
+    )
+    assert run(ingest.main, ["--config", str(config_file), "--set", archives]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    for text in [
+        *expected,
+        "--set data.archives.extra.source_url=PATH",
+        "--config-overlay",
+        "config.local-datasets.yaml",
+        "--only petimages",
+    ]:
+        assert text in err
+    assert not (tmp_path / "downloads").exists()
+
+
 def test_missing_archive(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="does not exist"):
         extract(tmp_path / "nope.zip", tmp_path / "raw", max_bytes=100)

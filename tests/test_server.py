@@ -171,3 +171,13 @@ def test_sigterm_stops_the_server_cleanly(server):
     log = Path(server.log.name).read_text()
     assert "Worker exiting" in log and "Shutting down: Master" in log
     assert "Traceback" not in log
+
+
+def test_outside_a_source_checkout_the_server_needs_the_folder_of_app_py(monkeypatch, tmp_path):
+    from catdog.web import server
+
+    monkeypatch.setattr(server, "source_checkout", lambda: None)
+    with (tmp_path / "log").open("w") as log, pytest.raises(server.ServerError, match="pass root"):
+        server.GunicornServer(tmp_path / "model.h5", log)
+    with (tmp_path / "log").open("w") as log:
+        assert server.GunicornServer(tmp_path / "model.h5", log, root=tmp_path).root == tmp_path

@@ -48,9 +48,19 @@ def configure_logging(verbose: bool = False) -> None:
 
 
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """Return a step's parser: it knows ``--config``, ``--set`` and ``-v``, and sets up logging."""
+    """Return a step's parser: it knows ``--config``, ``--config-overlay``, ``--set`` and ``-v``; it sets up logging."""
     parser = _StepParser(prog=prog, description=description)
-    parser.add_argument("--config", help="YAML config file (default: $CATDOG_CONFIG or config.yaml)")
+    parser.add_argument(
+        "--config", help="YAML config file (default: $CATDOG_CONFIG, else ./config.yaml, else the checkout's)"
+    )
+    parser.add_argument(
+        "--config-overlay",
+        dest="overlays",
+        action="append",
+        metavar="FILE",
+        help="YAML file of some config keys merged on top of the config, e.g. config.local-datasets.yaml "
+        "(repeatable; default: $CATDOG_CONFIG_OVERLAY)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -64,8 +74,8 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Load the settings named by ``--config`` and ``--set``."""
-    return load_config(args.config, args.overrides)
+    """Load the settings named by ``--config``, ``--config-overlay`` and ``--set``."""
+    return load_config(args.config, args.overrides, overlays=args.overlays)
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:

@@ -1,10 +1,20 @@
 """Typed, read-only settings loaded from config.yaml.
 
-The file is the single source of configuration. A different file can be
-chosen with ``--config`` or the ``CATDOG_CONFIG`` environment variable, and
-single values overridden with ``CATDOG__SECTION__KEY=value`` (read by
-pydantic-settings) or ``--set section.key=value``, which wins. Override values
-are parsed as YAML, so ``3``, ``0.5``, ``true`` and ``[a, b]`` keep their types.
+The file is the single source of configuration. It is the one ``--config``
+or ``CATDOG_CONFIG`` names, else ``config.yaml`` in the working folder, else
+the source checkout's ``config.yaml`` when catdog runs from one (see
+:func:`find_config`). Overlay files (``--config-overlay`` or
+``CATDOG_CONFIG_OVERLAY``) are merged on top of it: each holds only the keys it
+changes, e.g. ``config.local-datasets.yaml`` pointing the archives at local
+copies. Single values are overridden with
+``CATDOG__SECTION__KEY=value`` (read by pydantic-settings) or
+``--set section.key=value``, which wins. Override values are parsed as YAML,
+so ``3``, ``0.5``, ``true`` and ``[a, b]`` keep their types.
+
+Relative paths written in a config file (the keys of :data:`PATH_KEYS`) are
+relative to that file's folder, so a command finds the same folders from any
+working folder; relative paths given in the environment or with ``--set`` are
+relative to the working folder, as with any command-line argument.
 
 The pydantic models below hold every rule once. Any problem (unknown key,
 missing key, wrong type, impossible value) raises :class:`ConfigError` with one
@@ -14,7 +24,8 @@ message naming the key and the bad value.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -42,8 +53,21 @@ Activation = Literal["relu", "leaky_relu"]  # leaky_relu: negative slope 0.01
 ARCHITECTURES = get_args(Architecture)
 ENV_PREFIX = "CATDOG__"
 ENV_CONFIG = "CATDOG_CONFIG"
+ENV_OVERLAY = "CATDOG_CONFIG_OVERLAY"  # overlay files, separated by os.pathsep
+CONFIG_NAME = "config.yaml"
+# The source checkout this module lies in (src/catdog/config.py). Only meaningful when catdog runs from one
+# (an editable install, or src/ on the path): tests, benchmarks and the app's files; see source_checkout().
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = PROJECT_ROOT / "config.yaml"
+# Settings that are paths: a relative one in a config file is relative to that file's folder ("*": any archive).
+# A source_url is anchored only when it is a plain path, not a URL.
+PATH_KEYS = (
+    "data.download_dir",
+    "data.extract_dir",
+    "data.artifacts_dir",
+    "data.archives.*.source_url",
+    "model.dir",
+    "model.path",
+)
 
 
 def _plain_name(text: str) -> str:
@@ -81,11 +105,18 @@ class _Section(BaseModel):
 
 
 class ArchiveSettings(_Section):
-    """One dataset archive: where to fetch it and the folder it unpacks to."""
+    """One dataset archive: where to fetch it, where its photos come from and the folder it unpacks to.
 
-    source_url: Annotated[StrictStr, Field(min_length=1)]
+    ``source_url`` is None for an archive with no public download (one we
+    assembled from several public datasets): an overlay or ``--set`` points it
+    at a copy. ``sources`` names the public pages of the data it holds.
+    """
+
+    source_url: Annotated[StrictStr, Field(min_length=1)] | None
     sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
     folder: PlainName
+    # A default: configs written before it existed named no sources.
+    sources: tuple[Annotated[StrictStr, Field(min_length=1)], ...] = ()
 
 
 class DataSettings(_Section):
@@ -291,23 +322,88 @@ def load_config(
     path: str | os.PathLike | None = None,
     overrides: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
+    overlays: Iterable[str | os.PathLike] | None = None,
 ) -> Settings:
     """Load, override and check the settings.
 
+    Each layer wins over the one before: the file, the overlays in order, the
+    ``CATDOG__*`` environment, then ``overrides``.
+
     Args:
-        path: YAML file; defaults to ``$CATDOG_CONFIG`` or the project's config.yaml.
+        path: YAML file; defaults to :func:`find_config`'s choice.
         overrides: ``section.key=value`` strings, applied after the environment.
-        environ: Environment to read ``CATDOG_CONFIG`` and ``CATDOG__*`` from
-            (defaults to ``os.environ``).
+        environ: Environment to read ``CATDOG_CONFIG``, ``CATDOG_CONFIG_OVERLAY``
+            and ``CATDOG__*`` from (defaults to ``os.environ``).
+        overlays: YAML files holding some keys each, merged on top of the file
+            (relative paths in them are relative to their own folder); None:
+            those ``CATDOG_CONFIG_OVERLAY`` names.
 
     Returns:
         The checked, read-only settings.
 
     Raises:
-        ConfigError: The file is missing or invalid, or a value is wrong.
+        ConfigError: No config file was found, the file is unreadable or
+            invalid, or a value is wrong.
     """
     environ = os.environ if environ is None else environ
-    path = Path(path or environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
+    raw = _read_file(Path(path) if path else find_config(environ))
+    if overlays is None:
+        overlays = [name for name in environ.get(ENV_OVERLAY, "").split(os.pathsep) if name]
+    for overlay in overlays:
+        _merge(raw, _read_file(Path(overlay)))
+    _merge(raw, _YamlEnvSource(environ)())
+    for item in overrides:
+        dotted, sep, value = item.partition("=")
+        if not sep or not dotted.strip():
+            raise ConfigError(f"override must look like section.key=value, got {item!r}")
+        _set(raw, dotted.strip(), _parse_value(dotted.strip(), value))
+    return _validate(raw)
+
+
+def find_config(environ: Mapping[str, str] | None = None) -> Path:
+    """The config file to read when none is named: the first of these that is set or exists.
+
+    1. ``$CATDOG_CONFIG``;
+    2. ``config.yaml`` in the working folder;
+    3. the source checkout's ``config.yaml``, when catdog runs from one.
+
+    Args:
+        environ: Environment to read ``CATDOG_CONFIG`` from (defaults to ``os.environ``).
+
+    Raises:
+        ConfigError: None of them is there; the message says where it looked.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(ENV_CONFIG):
+        return Path(environ[ENV_CONFIG])
+    local = Path(CONFIG_NAME)
+    if local.is_file():
+        return local
+    checkout = source_checkout()
+    if checkout is not None and (checkout / CONFIG_NAME).is_file():
+        return checkout / CONFIG_NAME
+    looked = [str(Path.cwd() / CONFIG_NAME)] + ([str(checkout / CONFIG_NAME)] if checkout else [])
+    raise ConfigError(
+        f"no config file: pass --config FILE or set {ENV_CONFIG} (looked for {' and '.join(map(repr, looked))}"
+        + ("" if checkout else "; catdog is installed, not run from a source checkout")
+        + ")"
+    )
+
+
+def source_checkout() -> Path | None:
+    """The source checkout catdog runs from (an editable install or ``src/`` on the path), else None.
+
+    An installed package lies in site-packages, with no ``src/`` folder and no
+    ``pyproject.toml`` above it.
+    """
+    package = Path(__file__).resolve().parent
+    if package.parent.name == "src" and (PROJECT_ROOT / "pyproject.toml").is_file():
+        return PROJECT_ROOT
+    return None
+
+
+def _read_file(path: Path) -> dict:
+    """A config file's mapping, its relative paths made relative to the file's folder."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -316,14 +412,39 @@ def load_config(
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(raw).__name__}")
+    _anchor_paths(raw, path.parent)
+    return raw
 
-    _merge(raw, _YamlEnvSource(environ)())
-    for item in overrides:
-        dotted, sep, value = item.partition("=")
-        if not sep or not dotted.strip():
-            raise ConfigError(f"override must look like section.key=value, got {item!r}")
-        _set(raw, dotted.strip(), _parse_value(dotted.strip(), value))
-    return _validate(raw)
+
+def _anchor_paths(raw: dict, folder: Path) -> None:
+    """Join each relative path of :data:`PATH_KEYS` in ``raw`` to ``folder``, in place (``~`` is expanded).
+
+    ``folder`` is kept as given: for ``config.yaml`` in the working folder it
+    is ``.``, and the paths stay as they are written.
+    """
+    for dotted in PATH_KEYS:
+        for parent, key in _locate(raw, dotted.split(".")):
+            value = parent[key]
+            if isinstance(value, str) and value and _is_plain_path(value):
+                parent[key] = str(folder / Path(value).expanduser())
+
+
+def _locate(node: Any, parts: list[str]) -> Iterator[tuple[dict, str]]:
+    """Yield (mapping, key) for each value at the dotted ``parts`` in ``node`` (``*``: every key)."""
+    if not isinstance(node, dict):
+        return
+    head, *rest = parts
+    for key in list(node) if head == "*" else [head] if head in node else []:
+        if rest:
+            yield from _locate(node[key], rest)
+        else:
+            yield node, key
+
+
+def _is_plain_path(text: str) -> bool:
+    """True for a file path, False for a URL (``https://``, ``file://``; a one-letter scheme is a drive)."""
+    scheme = urllib.parse.urlsplit(text).scheme
+    return scheme == "" or len(scheme) == 1
 
 
 def _validate(raw: dict) -> Settings:

@@ -1,8 +1,7 @@
 """Fetch the dataset archives and unpack them safely: ``python -m catdog.ingest``.
 
 Each archive in ``data.archives`` (its ``source_url``: http, https, a
-``file://`` URL or a plain path, relative to the working folder) is streamed
-into ``data.download_dir`` through a temporary file, checked against its
+``file://`` URL or a plain path) is streamed into ``data.download_dir`` through a temporary file, checked against its
 ``sha256`` when one is configured, and renamed into place, so a failed or
 interrupted download never leaves a partial file. Its name is the last
 segment of the URL's decoded path and must be a plain file name; a download
@@ -21,6 +20,10 @@ renamed in, and the old one deleted only then (or renamed back if the swap
 fails). A marker records the archive's sha256 and its top-level entries so
 the next run skips the work; entries it names are checked like archive
 members before anything is done with them.
+
+An archive with no ``source_url`` (one with no public download) or whose
+local copy is missing stops the command before anything is fetched, with one
+message saying what to point ``source_url`` at and how.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import requests
 from tqdm import tqdm
 
 from catdog.cli import make_parser, run, settings_from_args
+from catdog.config import ArchiveSettings
 from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_text_atomic
 from catdog.errors import DatasetError, DownloadError, UnsafeArchiveError
 
@@ -585,6 +589,48 @@ def _is_plain_entry(entry: str) -> bool:
 # --- command line -----------------------------------------------------------
 
 
+def _require_sources(archives: dict[str, ArchiveSettings]) -> None:
+    """Refuse to start when an archive has no source, or its local copy is not there.
+
+    Raises:
+        DownloadError: One line naming the first such archive, where its photos
+            come from and how to point its ``source_url`` at a copy.
+    """
+    problems = {name: _source_problem(name, archive) for name, archive in archives.items()}
+    missing = [name for name, problem in problems.items() if problem]
+    if not missing:
+        return
+    name = missing[0]
+    archive = archives[name]
+    key = f"data.archives.{name}.source_url"
+    origin = (
+        f"; its photos come from the public datasets listed in data.archives.{name}.sources" if archive.sources else ""
+    )
+    which = f" (sha256 {archive.sha256})" if archive.sha256 else ""
+    message = (
+        f"{problems[name]}{origin}. Put a copy of the archive{which} anywhere and point {key} at it: "
+        f"--set {key}=PATH (or a URL), or an overlay file, --config-overlay FILE "
+        "(this repository's config.local-datasets.yaml names the team's copies in ../shared/datasets)"
+    )
+    if len(missing) > 1:
+        message += f"; the same goes for {', '.join(map(repr, missing[1:]))}"
+    ready = [other for other in archives if other not in missing]
+    if ready:
+        message += f"; or ingest only the others: {' '.join(f'--only {other}' for other in ready)}"
+    raise DownloadError(message)
+
+
+def _source_problem(name: str, archive: ArchiveSettings) -> str | None:
+    """Why archive ``name`` cannot be fetched before anything is tried, or None."""
+    key = f"data.archives.{name}.source_url"
+    if archive.source_url is None:
+        return f"archive {name!r} has no public download to fetch ({key} is null)"
+    remote, location, _ = _parse_source(archive.source_url)
+    if remote or Path(location).is_file():
+        return None
+    return f"archive {name!r} is not at {location!r} ({key})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m catdog.ingest``: fetch and unpack every configured archive."""
     parser = make_parser("python -m catdog.ingest", "Fetch the dataset archives and unpack them safely.")
@@ -597,11 +643,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(args.only or ()) - set(data.archives))
     if unknown:
         parser.error(f"--only {unknown[0]!r} is not in data.archives ({', '.join(data.archives)})")
+    chosen = {name: archive for name, archive in data.archives.items() if not args.only or name in args.only}
+    _require_sources(chosen)  # before any download: a missing copy should not wait for a long one
     ensure_dirs(settings)
 
-    for name, archive in data.archives.items():
-        if args.only and name not in args.only:
-            continue
+    for name, archive in chosen.items():
         fetched = fetch(
             archive.source_url,
             data.download_dir,

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from catdog.config import PROJECT_ROOT
+from catdog.config import source_checkout
 
 
 def free_port() -> int:
@@ -44,7 +44,11 @@ class GunicornServer:
         workers: Worker processes.
         threads: Threads per worker.
         env: Extra environment variables.
-        root: Folder holding ``app.py`` and ``gunicorn.conf.py``.
+        root: Folder holding ``app.py`` and ``gunicorn.conf.py``; defaults to the source checkout
+            catdog runs from (they are not part of the installed package).
+
+    Raises:
+        ServerError: No ``root`` was given and catdog is not run from a source checkout.
     """
 
     def __init__(
@@ -55,11 +59,13 @@ class GunicornServer:
         workers: int = 1,
         threads: int = 2,
         env: Mapping[str, str] | None = None,
-        root: Path = PROJECT_ROOT,
+        root: Path | None = None,
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.root = root
+        self.root = root or source_checkout()
+        if self.root is None:
+            raise ServerError("catdog is installed, not run from a source checkout: pass root, the folder of app.py")
         self.log = log
         self.env = {
             **os.environ,
