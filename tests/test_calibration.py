@@ -9,6 +9,7 @@ from catdog.calibration import (
     apply_temperature,
     expected_calibration_error,
     fit_class_bias,
+    fit_other_offset,
     fit_temperature,
     negative_log_likelihood,
     reliability,
@@ -102,3 +103,37 @@ def test_temperature_and_bias_together() -> None:
     z = np.log(probs) / 2.0 + np.array(bias)
     expected = np.exp(z) / np.exp(z).sum()
     assert np.allclose(apply_temperature(probs, 2.0, bias), expected, atol=1e-6)
+
+
+def _three_way(n_pets: int, n_other: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities of Cat, Dog, Other where the Other score of pets and non-pets overlaps."""
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([rng.integers(0, 2, n_pets), np.full(n_other, 2)])
+    logits = rng.normal(0.0, 1.0, (len(labels), 3))
+    logits[np.arange(len(labels)), labels] += 2.5
+    return _softmax(logits), labels
+
+
+def _pets_as_other(probabilities: np.ndarray, labels: np.ndarray, offset: float) -> float:
+    shifted = apply_temperature(probabilities, 1.0, [0.0, 0.0, offset])
+    return float((shifted[labels != 2].argmax(axis=1) == 2).mean())
+
+
+@pytest.mark.parametrize("cap", [0.002, 0.01, 0.05])
+def test_other_offset_sets_aside_at_most_the_cap_of_pets_and_no_more_than_needed(cap: float) -> None:
+    probabilities, labels = _three_way(4000, 2000)
+    offset = fit_other_offset(probabilities, labels, 2, cap)
+    assert _pets_as_other(probabilities, labels, offset) <= cap
+    # One grid step more would pass the cap: the budget is spent, not wasted.
+    assert _pets_as_other(probabilities, labels, offset + 0.01) > cap
+    # A tighter cap flags fewer photos of neither.
+    if cap < 0.05:
+        looser = fit_other_offset(probabilities, labels, 2, 0.05)
+        assert looser > offset
+
+
+def test_other_offset_without_pets_is_zero_and_an_impossible_cap_is_the_limit() -> None:
+    probabilities, labels = _three_way(0, 50)
+    assert fit_other_offset(probabilities, labels, 2, 0.01) == 0.0
+    certain = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])  # pets the model is sure are Other
+    assert fit_other_offset(certain, np.array([0, 1]), 2, 0.0, limit=2.0) == -2.0

@@ -302,6 +302,22 @@ def test_recalibrate_refits_the_calibration_without_training(trained, capsys):
         train.recalibrate(_settings(config_file), other)
 
 
+def test_recalibrating_with_a_pet_budget_moves_the_other_boundary(trained):
+    config_file, model_file = trained
+    assert (
+        train.main(
+            ["--config", str(config_file), "--recalibrate", str(model_file), "--set", "training.max_pets_as_other=0.0"]
+        )
+        == 0
+    )
+    after = json.loads(model_file.with_suffix(".metrics.json").read_text())
+    calibration = after["calibration"]
+    assert "Other logit" in calibration["method"]
+    # No validation cat or dog is answered Other any more, whatever the tiny model learnt.
+    matrix = np.array(after["validation"]["confusion_matrix"]["rows_true_columns_predicted"])
+    assert matrix[:2, 2].sum() == 0 and calibration["class_bias"][2] <= 0.0
+
+
 def test_a_run_trained_from_a_pack_is_adopted_with_its_record(tiny_run: Path, tmp_path: Path):
     from catdog import pack, train_pack
 

@@ -81,6 +81,43 @@ def fit_class_bias(
     return bias
 
 
+def fit_other_offset(
+    probabilities: np.ndarray, labels: Sequence[int], other: int, cap: float, step: float = 0.01, limit: float = 4.0
+) -> float:
+    """A logit offset for the "neither" class that sets aside at most ``cap`` of the real pets.
+
+    Answering Other for a cat or a dog costs a user more than a missed
+    "neither", so the boundary is placed by the pets: the offset is the
+    largest in ``[-limit, limit]`` whose share of validation pets answered
+    Other stays at or under ``cap``. A positive offset spends the unused part
+    of that budget on flagging more photos of neither; a negative one buys
+    pets back.
+
+    Args:
+        probabilities: ``(N, C)`` calibrated probabilities of the validation part.
+        labels: True class indices.
+        other: Index of the "neither" class.
+        cap: Largest share of pets (every other class) that may be answered Other.
+        step: Grid step of the search.
+        limit: Largest offset considered, either way.
+
+    Returns:
+        The offset to add to the Other logit; ``-limit`` when no offset in range meets the cap.
+    """
+    logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), _FLOOR, 1.0))
+    pets = logits[np.asarray(labels, dtype=np.int64) != other]
+    if not len(pets):
+        return 0.0
+    rest = np.delete(pets, other, axis=1).max(axis=1)
+    # A pet is answered Other when its Other logit plus the offset beats every pet logit.
+    margin = rest - pets[:, other]
+    best = -limit
+    for offset in np.arange(-limit, limit + step / 2, step):
+        if (margin < offset).mean() <= cap:
+            best = float(round(offset, 6))
+    return best
+
+
 def fit_temperature(probabilities: np.ndarray, labels: Sequence[int], low: float = 0.05, high: float = 20.0) -> float:
     """The temperature that minimises the negative log-likelihood of ``labels``.
 

@@ -455,7 +455,7 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
         The reports by part, the calibration (temperature, test reliability before and after) and the
         low-resolution report.
     """
-    from catdog.calibration import apply_temperature, fit_class_bias, fit_temperature, reliability
+    from catdog.calibration import apply_temperature, fit_class_bias, fit_other_offset, fit_temperature, reliability
     from catdog.evaluate import breakdown, format_breakdown, low_resolution_report, synthetic_report
 
     classes = settings.data.classes
@@ -463,6 +463,12 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
     temperature = fit_temperature(raw["validation"], split.labels["validation"])
     balanced = balanced_indices(settings)
     bias = fit_class_bias(apply_temperature(raw["validation"], temperature), split.labels["validation"], balanced)
+    cap = settings.training.max_pets_as_other
+    other_offset = cap is not None and OTHER in classes
+    if other_offset:
+        other = classes.index(OTHER)
+        shifted = apply_temperature(raw["validation"], temperature, bias)
+        bias[other] += fit_other_offset(shifted, split.labels["validation"], other, cap)
     calibrated = {part: apply_temperature(probs, temperature, bias) for part, probs in raw.items()}
     reports = {}
     for part in ("validation", "test"):
@@ -477,7 +483,8 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
     calibration = {
         "method": "temperature scaling, then a logit offset evening the recall of "
         + (" and ".join(settings.training.balance_recall) or "no classes")
-        + ", both fitted on the validation part",
+        + (f", and an offset of the Other logit setting aside at most {cap:.2%} of pets" if other_offset else "")
+        + ", all fitted on the validation part",
         "temperature": temperature,
         "class_bias": bias,
         "test_before": reliability(raw["test"], split.labels["test"]),
