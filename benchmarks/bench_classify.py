@@ -3,7 +3,7 @@
 Generates ``--images`` photo-like JPEGs (500x375, as ``bench_predict``), then
 runs, back to back, each as its own command, as a user would:
 
-* ``python -m catdog.predict FILE...`` (the console CLI: one file at a time);
+* ``python -m catdog.serving.predict FILE...`` (the console CLI: one file at a time);
 * ``python -m catdog.classify DIR --workers 1`` and ``--workers 2`` (the local pool);
 * ``python -m catdog.classify DIR --engine ray --workers 2`` (Ray Data, a local Ray started for the job).
 
@@ -38,9 +38,10 @@ from pathlib import Path
 import psutil
 
 from benchmarks.bench_predict import typical_jpeg
+from catdog.cli import STEPS
 
 METHODS = {
-    "console CLI (`python -m catdog.predict`)": ["predict"],
+    "console CLI (`python -m catdog.serving.predict`)": ["predict"],
     "classify, local pool, 1 worker": ["classify", "--workers", "1"],
     "classify, local pool, 2 workers": ["classify", "--workers", "2"],
     "classify, Ray Data (local Ray), 2 replicas": ["classify", "--engine", "ray", "--workers", "2"],
@@ -99,7 +100,7 @@ def run(command: list[str]) -> tuple[float, float, float]:
 
 def command_for(method: list[str], folder: Path, files: list[Path], model: str, output: Path) -> list[str]:
     step, *options = method
-    base = [sys.executable, "-m", f"catdog.{step}", "--model", model]
+    base = [sys.executable, "-m", STEPS[step][0], "--model", model]
     if step == "predict":
         return [*base, *map(str, files)]
     return [*base, str(folder), "--output", str(output), "--overwrite", *options]

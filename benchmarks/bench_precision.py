@@ -43,7 +43,7 @@ from bench_runtimes import start_once
 from catdog.config import load_config
 from catdog.dirs import file_sha256
 from catdog.paths import served_model
-from catdog.runtime import read_litert_record
+from catdog.serving.runtime import read_litert_record
 from catdog.web.server import GunicornServer
 
 PATHS = ("naive", "float", "int8")

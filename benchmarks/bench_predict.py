@@ -37,8 +37,8 @@ import requests
 from PIL import Image
 
 from catdog.config import load_config
-from catdog.inference import Predictor
-from catdog.preprocess import load_image
+from catdog.serving.inference import Predictor
+from catdog.serving.preprocess import load_image
 from catdog.web.server import GunicornServer
 
 

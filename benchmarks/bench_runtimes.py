@@ -41,9 +41,9 @@ from bench_predict import p95, post_predict, rss_mib, throughput, typical_jpeg
 from catdog import litert
 from catdog.config import load_config
 from catdog.dirs import file_sha256
-from catdog.inference import Predictor
 from catdog.paths import litert_paths, served_model
-from catdog.runtime import read_litert_record
+from catdog.serving.inference import Predictor
+from catdog.serving.runtime import read_litert_record
 from catdog.web.server import GunicornServer
 
 PATHS = ("tensorflow", "litert")

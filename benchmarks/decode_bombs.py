@@ -164,8 +164,8 @@ def corpus() -> dict[str, bytes]:
 
 
 def worst_accepted() -> dict[str, bytes]:
-    """The same kinds of file at the limits of :mod:`catdog.image_checks`: each must decode within bounds."""
-    from catdog.image_checks import (
+    """The same kinds of file at the limits of :mod:`catdog.serving.image_checks`: each must decode within bounds."""
+    from catdog.serving.image_checks import (
         MAX_GIF_BLOCKS,
         MAX_JPEG_SEGMENTS,
         MAX_JPEG_STRAY_BYTES,

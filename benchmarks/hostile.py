@@ -60,8 +60,8 @@ import requests
 from PIL import Image
 
 from catdog.config import PROJECT_ROOT
-from catdog.image_checks import MAX_JPEG_SCANS, jpeg_scan_count
-from catdog.preprocess import open_image
+from catdog.serving.image_checks import MAX_JPEG_SCANS, jpeg_scan_count
+from catdog.serving.preprocess import open_image
 from catdog.web.server import GunicornServer
 
 PROBE_LIMIT_S = 2.0

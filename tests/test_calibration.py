@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from catdog.calibration import (
+from catdog.serving.calibration import (
     apply_temperature,
     expected_calibration_error,
     fit_class_bias,

@@ -22,8 +22,8 @@ from catdog.bulk.replica import ReplicaSpec, read_file
 from catdog.bulk.sources import list_files
 from catdog.bulk.table import PartStore, read_table, schema, to_table, write_table
 from catdog.errors import DatasetError, InvalidImage, JobError
-from catdog.inference import Predictor
-from catdog.preprocess import ImageLimits
+from catdog.serving.inference import Predictor
+from catdog.serving.preprocess import ImageLimits
 from helpers import CLASSES, make_collection, make_photo
 
 # The documented columns, in order, for the classes Cat, Dog and Other.

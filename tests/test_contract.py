@@ -79,7 +79,7 @@ def test_the_page_says_cat_as_cat(colour_client):
 
 
 def test_the_console_says_neither_a_cat_nor_a_dog(colour_model_path, config_file, tmp_path, capsys):
-    from catdog import predict
+    from catdog.serving import predict
 
     paths = []
     for name, colour in (("red", RED), ("blue", BLUE)):
@@ -113,7 +113,8 @@ def test_a_model_whose_outputs_do_not_match_the_classes_is_refused_with_503(tmp_
 
 
 def test_the_console_refuses_a_model_whose_outputs_do_not_match(config_file, tmp_path, capsys):
-    from catdog import cli, predict
+    from catdog import cli
+    from catdog.serving import predict
 
     model = save_model(build_tiny_model(classes=2), tmp_path / "two_class.h5")
     image = tmp_path / "blue.png"

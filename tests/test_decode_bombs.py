@@ -21,8 +21,8 @@ from benchmarks.decode_bombs import MAX_FILE, corpus, worst_accepted
 from benchmarks.hostile import progressive_bomb
 from catdog.config import load_config
 from catdog.errors import InvalidImage
-from catdog.image_checks import MAX_JPEG_SCANS
-from catdog.preprocess import ImageLimits, declared_pixels, open_image
+from catdog.serving.image_checks import MAX_JPEG_SCANS
+from catdog.serving.preprocess import ImageLimits, declared_pixels, open_image
 
 CPU_LIMIT_S = 1.0
 MEMORY_LIMIT_MIB = 300.0
@@ -54,7 +54,7 @@ MEASURE = r"""
 import json, sys, time
 from pathlib import Path
 from catdog.config import load_config
-from catdog.preprocess import ImageLimits, load_image
+from catdog.serving.preprocess import ImageLimits, load_image
 
 def peak_mib():
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))

@@ -1,4 +1,4 @@
-"""Tests for catdog.inference: loading, the forward pass, Grad-CAM and the overlay."""
+"""Tests for catdog.serving.inference: loading, the forward pass, Grad-CAM and the overlay."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from catdog.errors import InvalidImage, ModelError
-from catdog.inference import Prediction, Predictor, overlay_heatmap
-from catdog.preprocess import ImageLimits, load_image
+from catdog.serving.inference import Prediction, Predictor, overlay_heatmap
+from catdog.serving.preprocess import ImageLimits, load_image
 from helpers import answers_from_threads, build_tiny_model, make_photo, save_model
 
 CLASSES = ("Cat", "Dog")
@@ -25,7 +25,7 @@ def predictor(tiny_model_path) -> Predictor:
 
 
 def test_importing_does_not_import_tensorflow():
-    code = "import sys, catdog.inference; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    code = "import sys, catdog.serving.inference; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

@@ -14,7 +14,7 @@ from PIL import Image
 from catdog import litert
 from catdog.errors import ModelError
 from catdog.paths import litert_paths, served_model, shipped_metrics
-from catdog.preprocess import load_image
+from catdog.serving.preprocess import load_image
 from catdog.ship import main as ship_main
 from catdog.ship import ship
 from helpers import build_tiny_model, save_model

@@ -1,4 +1,4 @@
-"""Property tests of the shared preprocessing (catdog.preprocess) with hypothesis.
+"""Property tests of the shared preprocessing (catdog.serving.preprocess) with hypothesis.
 
 Any image, in any mode Pillow writes to a format we accept, of any size from
 1x1 up to the pixel limit, with any EXIF orientation, becomes a
@@ -24,8 +24,8 @@ from PIL import Image
 
 from benchmarks.hostile import big_png, progressive_bomb, scan_segments
 from catdog.errors import InvalidImage
-from catdog.image_checks import MAX_JPEG_SCANS, jpeg_scan_count
-from catdog.preprocess import ImageLimits, load_image, open_image
+from catdog.serving.image_checks import MAX_JPEG_SCANS, jpeg_scan_count
+from catdog.serving.preprocess import ImageLimits, load_image, open_image
 from helpers import damage
 
 REASONS = {"empty", "not_image", "unsupported_format", "corrupt", "too_large", "too_small", "too_complex"}

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from catdog import litert, quantize
-from catdog.calibration import expected_calibration_error
 from catdog.config import load_config
 from catdog.errors import ConfigError, ModelError
-from catdog.inference import Predictor
 from catdog.paths import litert_paths
+from catdog.serving.calibration import expected_calibration_error
+from catdog.serving.inference import Predictor
 from helpers import build_tiny_model, run_litert_worker, save_model
 
 CLASSES = ("Cat", "Dog", "Other")
@@ -126,7 +126,7 @@ def test_a_twin_whose_quantized_outputs_disagree_is_refused(refused_path, caplog
     check = record["check"]
     assert check["passed"] is False and check["agreement"] < 0.9
     assert check["failures"][0].startswith("labels agree with the float model on ")
-    caplog.set_level("INFO", logger="catdog.runtime")
+    caplog.set_level("INFO", logger="catdog.serving.runtime")
     predictor = Predictor(refused_path, CLASSES)
     assert (predictor.runtime, predictor.precision) == ("litert", "float")
     assert "int8 twin was refused by its check: labels agree" in predictor.precision_note

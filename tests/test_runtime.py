@@ -1,4 +1,4 @@
-"""Tests for catdog.runtime through the Predictor: LiteRT vs TensorFlow, CAM, calibration temperature."""
+"""Tests for catdog.serving.runtime through the Predictor: LiteRT vs TensorFlow, CAM, calibration temperature."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from catdog import litert
-from catdog.calibration import apply_temperature
 from catdog.errors import ModelError
-from catdog.inference import Predictor
 from catdog.paths import litert_paths
-from catdog.preprocess import load_image
-from catdog.runtime import class_activation_map
+from catdog.serving.calibration import apply_temperature
+from catdog.serving.inference import Predictor
+from catdog.serving.preprocess import load_image
+from catdog.serving.runtime import class_activation_map
 from helpers import answers_from_threads, build_tiny_model, make_photo, run_litert_worker, save_model
 
 CLASSES = {2: ("Cat", "Dog"), 3: ("Cat", "Dog", "Other")}
@@ -132,7 +132,7 @@ def served_dir(tmp_path, twin_path) -> Path:
 def test_a_twin_of_another_model_is_not_served(served_dir, caplog):
     classes = CLASSES[3]
     save_model(build_tiny_model(classes=3, name="othernet"), served_dir)  # retrained; the twin is stale
-    caplog.set_level("INFO", logger="catdog.runtime")
+    caplog.set_level("INFO", logger="catdog.serving.runtime")
     predictor = Predictor(served_dir, classes)
     assert predictor.runtime == "tensorflow" and predictor.architecture == "othernet"
     assert "converted from another model.h5" in caplog.text
@@ -293,7 +293,7 @@ def test_the_app_gives_litert_the_configured_threads(twin_path, settings, monkey
 def test_an_ensemble_is_served_like_one_model_and_averages_logits(tmp_path: Path):
     """Two members with 16x16 and 32x32 feature maps, through both runtimes and the LiteRT check."""
     from catdog.models.ensemble import build_ensemble
-    from catdog.runtime import check_contract
+    from catdog.serving.runtime import check_contract
     from helpers import build_colour_model
 
     members = [build_tiny_model(classes=3), build_colour_model()]

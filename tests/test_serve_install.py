@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from catdog import litert
-from catdog.inference import Predictor
+from catdog.serving.inference import Predictor
 from catdog.web.server import free_port
 from helpers import build_tiny_model, make_photo, save_model
 

@@ -82,9 +82,9 @@ def test_the_shipped_model_knows_when_it_does_not_know():
 
 
 def test_the_shipped_model_is_calibrated_and_serves_its_temperature(photo_bytes):
-    from catdog.calibration import apply_temperature
-    from catdog.inference import Predictor
-    from catdog.preprocess import load_image
+    from catdog.serving.calibration import apply_temperature
+    from catdog.serving.inference import Predictor
+    from catdog.serving.preprocess import load_image
 
     metrics = _metrics_for("model.h5")
     calibration = metrics["calibration"]
@@ -106,7 +106,7 @@ def test_the_shipped_model_reads_small_photos():
 
 
 def test_shipped_model_gives_a_probability_for_a_generated_photo(photo_bytes):
-    from catdog.inference import Predictor
+    from catdog.serving.inference import Predictor
 
     settings = load_config(environ={})
     predictor = Predictor(Path(settings.model.path), settings.data.classes)
@@ -119,8 +119,8 @@ def test_shipped_model_gives_a_probability_for_a_generated_photo(photo_bytes):
 
 def test_shipped_model_is_stable_under_a_horizontal_flip(photo_bytes):
     """Training used random flips, so a mirrored picture should get nearly the same answer."""
-    from catdog.inference import Predictor
-    from catdog.preprocess import load_image
+    from catdog.serving.inference import Predictor
+    from catdog.serving.preprocess import load_image
 
     settings = load_config(environ={})
     predictor = Predictor(Path(settings.model.path), settings.data.classes)
@@ -135,7 +135,7 @@ def test_the_shipped_model_calls_blank_pictures_other():
 
     from PIL import Image
 
-    from catdog.inference import Predictor
+    from catdog.serving.inference import Predictor
 
     settings = load_config(environ={})
     predictor = Predictor(Path(settings.model.path), settings.data.classes)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catdog import compose, evaluate, paths, predict, ship, train
+from catdog import compose, evaluate, paths, ship, train
 from catdog.config import load_config
+from catdog.serving import predict
 from helpers import TINY_OTHER_SOURCES, pattern_picture
 from helpers import TINY_PER_CLASS as PER_CLASS
 from helpers import TINY_SIZE as SIZE
@@ -260,7 +261,7 @@ def test_transfer_weights_widens_a_two_class_head(tmp_path: Path):
 
 def test_low_resolution_images_go_through_the_app_preprocessing(tmp_path: Path):
     """Shrink with the app's resize, then upscale as an uploaded thumbnail would be."""
-    from catdog.preprocess import load_image, resize_image
+    from catdog.serving.preprocess import load_image, resize_image
 
     path = tmp_path / "photo.png"
     pattern_picture("Cat", 3).save(path)

@@ -14,7 +14,7 @@ import pytest
 from catdog import ingest, validate
 from catdog.cli import run
 from catdog.errors import DatasetError
-from catdog.preprocess import ImageLimits
+from catdog.serving.preprocess import ImageLimits
 from catdog.validate import check_file, natural_key, read_manifest, validate_dataset
 
 

@@ -25,7 +25,7 @@ from catdog.bulk.sources import list_files
 from catdog.bulk.table import PartStore, check_format
 from catdog.dirs import file_sha256
 from catdog.errors import ModelError
-from catdog.inference import SHORT_HASH_LENGTH
+from catdog.serving.inference import SHORT_HASH_LENGTH
 
 ENGINES = ("local", "ray")
 

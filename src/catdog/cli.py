@@ -1,7 +1,7 @@
 """What every command-line entry point shares: config options, logging and error exits.
 
 Each step is its own module with a ``main(argv)`` (``python -m catdog.train``);
-``catdog STEP ...`` dispatches to them. Logging is set up here, once, when a
+``catdog STEP ...`` dispatches to them (:data:`STEPS` names each step's module). Logging is set up here, once, when a
 step parses its arguments: ``-v`` shows debug messages of every ``catdog.*``
 logger.
 """
@@ -17,18 +17,18 @@ from collections.abc import Callable, Sequence
 from catdog.config import Settings, load_config
 from catdog.errors import CatdogError
 
-# Each step, in pipeline order, and what it does (``catdog --help`` lists them).
+# Each step, in pipeline order: the module whose ``main`` runs it, and what it does (``catdog --help`` lists them).
 STEPS = {
-    "ingest": "fetch the dataset archives and unpack them safely",
-    "validate": "decode every dataset file and list the usable ones",
-    "train": "train the configured architecture on the validated manifest",
-    "pack": "write training data as a compact pack for a GPU",
-    "train_pack": "train from a pack for a fixed time (JAX on a GPU)",
-    "evaluate": "score a saved model on a folder of labelled images",
-    "predict": "say whether each image shows a cat, a dog or neither",
-    "classify": "classify a whole photo collection into one resumable table",
-    "ship": "install a trained model as the one the app serves",
-    "leave_one_out": "estimate Other-flagging on kinds of photo never trained on",
+    "ingest": ("catdog.ingest", "fetch the dataset archives and unpack them safely"),
+    "validate": ("catdog.validate", "decode every dataset file and list the usable ones"),
+    "train": ("catdog.train", "train the configured architecture on the validated manifest"),
+    "pack": ("catdog.pack", "write training data as a compact pack for a GPU"),
+    "train_pack": ("catdog.train_pack", "train from a pack for a fixed time (JAX on a GPU)"),
+    "evaluate": ("catdog.evaluate", "score a saved model on a folder of labelled images"),
+    "predict": ("catdog.serving.predict", "say whether each image shows a cat, a dog or neither"),
+    "classify": ("catdog.classify", "classify a whole photo collection into one resumable table"),
+    "ship": ("catdog.ship", "install a trained model as the one the app serves"),
+    "leave_one_out": ("catdog.leave_one_out", "estimate Other-flagging on kinds of photo never trained on"),
 }
 
 
@@ -98,11 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="catdog STEP --help shows a step's options.",
     )
     steps = parser.add_subparsers(dest="step", metavar="STEP", required=True)
-    for name, summary in STEPS.items():
+    for name, (_, summary) in STEPS.items():
         # The step's own parser reads its options (and answers its --help).
         steps.add_parser(name, help=summary, add_help=False)
     args, rest = parser.parse_known_args(argv)
-    module = importlib.import_module(f"catdog.{args.step}")
+    module = importlib.import_module(STEPS[args.step][0])
     return run(module.main, rest)
 
 

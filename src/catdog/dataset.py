@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from catdog.dirs import atomic_write, write_json_atomic
 from catdog.errors import DatasetError, InvalidImage
-from catdog.preprocess import load_image
+from catdog.serving.preprocess import load_image
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")

@@ -38,7 +38,7 @@ def predict_files(predictor, paths: Sequence[str | Path], batch_size: int = 128)
     """Probabilities for image files, decoded with the shared preprocessing.
 
     Args:
-        predictor: A loaded :class:`catdog.inference.Predictor`.
+        predictor: A loaded :class:`catdog.serving.inference.Predictor`.
         paths: Image files.
         batch_size: Images per forward pass.
 
@@ -61,7 +61,7 @@ def low_resolution_images(paths: Sequence[str | Path], side: int, input_size: in
     """
     from PIL import Image
 
-    from catdog.preprocess import resize_image
+    from catdog.serving.preprocess import resize_image
 
     small = decode_images([str(p) for p in paths], side, desc=f"shrinking to {side} px")
     return (
@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
 
-    from catdog.inference import Predictor
+    from catdog.serving.inference import Predictor
     from catdog.validate import read_manifest
 
     model_path = args.model or Path(settings.model.path)

@@ -324,7 +324,7 @@ def held_out_confidence(scores: dict[str, dict[str, np.ndarray]], classes: Seque
 
     Probabilities are calibrated first, with the temperature fitted on the run's validation part.
     """
-    from catdog.calibration import apply_temperature, fit_temperature, reliability
+    from catdog.serving.calibration import apply_temperature, fit_temperature, reliability
 
     other = list(classes).index(OTHER)
     table = {}

@@ -1,7 +1,7 @@
 """Convert ``model.h5`` to ``model.tflite`` for LiteRT serving, and prove the two agree.
 
 ``.h5`` stays the artifact training writes and ships; the ``.tflite`` is a
-derived twin that :mod:`catdog.runtime` serves without TensorFlow. The twin
+derived twin that :mod:`catdog.serving.runtime` serves without TensorFlow. The twin
 has one input, ``image`` (``(N, S, S, 3)`` float pixels 0..255), and two
 outputs: ``probabilities`` and ``features`` (the last convolutional stage,
 from which the heatmap is computed). Its record ``model.tflite.json`` names the
@@ -40,7 +40,7 @@ from catdog import paths
 from catdog.dirs import atomic_write, file_sha256
 from catdog.errors import DatasetError, InvalidImage, ModelError
 from catdog.paths import litert_paths
-from catdog.runtime import (
+from catdog.serving.runtime import (
     FEATURES_LAYER,
     FEATURES_OUTPUT,
     INPUT_NAME,
@@ -123,7 +123,7 @@ def convert(
         ConversionError: Too few check images, or the twin disagrees with the model.
     """
 
-    from catdog.runtime import check_contract, load_keras_model
+    from catdog.serving.runtime import check_contract, load_keras_model
 
     path = Path(model_path)
     model = load_keras_model(path)
@@ -302,7 +302,7 @@ def check_images(
     Returns:
         ``(count, size, size, 3)`` uint8 images and where they come from.
     """
-    from catdog.preprocess import load_image
+    from catdog.serving.preprocess import load_image
 
     real: list[np.ndarray] = []
     found = validation_files(artifacts_dir)

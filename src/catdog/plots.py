@@ -64,7 +64,7 @@ def plot_reliability(before: dict, after: dict, path: Path, title: str) -> None:
     """Reliability diagram: accuracy against confidence per bin, before and after calibration.
 
     Args:
-        before: :func:`catdog.calibration.reliability` of the raw probabilities.
+        before: :func:`catdog.serving.calibration.reliability` of the raw probabilities.
         after: The same for the calibrated ones.
         path: PNG file to write.
         title: Figure title.

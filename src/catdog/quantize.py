@@ -4,7 +4,7 @@
 and activations in 8-bit integers, calibrated on a representative set (images
 evenly spread over the validation part of the saved split, generated images
 when there is none), uint8 pixels in as the app has them, int8 outputs that
-:class:`catdog.runtime.LiteRTRuntime` turns back into floats. Integer
+:class:`catdog.serving.runtime.LiteRTRuntime` turns back into floats. Integer
 arithmetic is several times cheaper on a CPU, at a small cost in precision,
 so the twin is only served if, on the whole validation part (calibrated the
 way the app serves):
@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from catdog import litert
-from catdog.calibration import apply_temperature, expected_calibration_error
 from catdog.errors import ModelError
-from catdog.runtime import (
+from catdog.serving.calibration import apply_temperature, expected_calibration_error
+from catdog.serving.runtime import (
     FEATURES_LAYER,
     FEATURES_OUTPUT,
     PROBABILITIES_OUTPUT,
@@ -110,7 +110,7 @@ def quantize(
         ModelError: The model cannot be loaded or breaks the contract.
         ConversionError: The converter failed.
     """
-    from catdog.runtime import check_contract, load_keras_model
+    from catdog.serving.runtime import check_contract, load_keras_model
 
     path = Path(model_path)
     model = load_keras_model(path)

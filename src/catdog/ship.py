@@ -28,7 +28,7 @@ from catdog import cli, paths, release
 from catdog.config import Settings
 from catdog.dirs import file_sha256
 from catdog.errors import ModelError
-from catdog.inference import calibration_of
+from catdog.serving.inference import calibration_of
 from catdog.train import read_metrics
 
 log = logging.getLogger("catdog.ship")  # not __name__: that is "__main__" under -m

@@ -455,8 +455,14 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
         The reports by part, the calibration (temperature, test reliability before and after) and the
         low-resolution report.
     """
-    from catdog.calibration import apply_temperature, fit_class_bias, fit_other_offset, fit_temperature, reliability
     from catdog.evaluate import breakdown, format_breakdown, low_resolution_report, synthetic_report
+    from catdog.serving.calibration import (
+        apply_temperature,
+        fit_class_bias,
+        fit_other_offset,
+        fit_temperature,
+        reliability,
+    )
 
     classes = settings.data.classes
     raw = {part: predict_in_batches(model, arrays[part]) for part in ("validation", "test")}

@@ -1,7 +1,7 @@
 """Decode every dataset file and list the usable ones: ``python -m catdog.validate``.
 
 Each file under ``<dataset_dir>/<class>/`` is read and fully decoded with
-:func:`catdog.preprocess.open_image` and the serving limits, so a file is
+:func:`catdog.serving.preprocess.open_image` and the serving limits, so a file is
 valid for training exactly when the web service would accept it. Every file
 lands in one category:
 
@@ -42,7 +42,7 @@ from catdog import paths
 from catdog.cli import make_parser, run, settings_from_args
 from catdog.dirs import ensure_dir, write_text_atomic
 from catdog.errors import DatasetError, InvalidImage
-from catdog.preprocess import ImageLimits, open_image
+from catdog.serving.preprocess import ImageLimits, open_image
 
 log = logging.getLogger("catdog.validate")  # not __name__: that is "__main__" under -m
 

@@ -2,7 +2,7 @@
 
 A pool worker and a Ray actor each hold one :class:`ModelReplica`, made from
 a picklable :class:`ReplicaSpec`. The replica reads each file, decodes it with
-the same :class:`catdog.inference.Predictor` (runtime, limits, calibration) as
+the same :class:`catdog.serving.inference.Predictor` (runtime, limits, calibration) as
 the API, classifies the decodable ones in one forward pass and returns one row
 per file. A file that cannot be judged gets the API's error code
 (``empty``, ``not_image``, ``unsupported_format``, ``corrupt``, ``too_large``,
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from catdog.errors import InvalidImage
-from catdog.preprocess import ImageLimits
+from catdog.serving.preprocess import ImageLimits
 
 UNREADABLE = "unreadable"
 
@@ -62,7 +62,7 @@ class ReplicaSpec:
         Raises:
             ModelError: The model cannot be loaded.
         """
-        from catdog.inference import Predictor
+        from catdog.serving.inference import Predictor
 
         predictor = Predictor(self.model_path, self.classes, limits=self.limits, num_threads=self.threads)
         return ModelReplica(predictor, self.max_file_bytes)

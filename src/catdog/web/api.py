@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 import catdog
 from catdog.errors import InvalidImage
-from catdog.inference import Prediction, Predictor
+from catdog.serving.inference import Prediction, Predictor
 from catdog.web import monitoring, openapi
 from catdog.web.errors import ApiError, from_invalid_image
 from catdog.web.model import get_predictor

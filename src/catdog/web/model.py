@@ -17,7 +17,7 @@ from flask import Flask, current_app
 
 from catdog.config import Settings
 from catdog.errors import ModelError
-from catdog.inference import Predictor
+from catdog.serving.inference import Predictor
 from catdog.web.errors import ApiError
 
 log = logging.getLogger(__name__)

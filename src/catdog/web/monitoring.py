@@ -40,7 +40,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from catdog.inference import Prediction
+from catdog.serving.inference import Prediction
 
 EXTENSION = "catdog.monitoring"
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -16,8 +16,8 @@ from flask import Blueprint, current_app, render_template, request
 from PIL import Image
 
 from catdog.errors import InvalidImage
-from catdog.inference import Prediction
 from catdog.labels import describe
+from catdog.serving.inference import Prediction
 from catdog.web import monitoring
 from catdog.web.errors import ApiError, format_bytes, from_invalid_image
 from catdog.web.model import get_predictor, unavailable_message

@@ -1,7 +1,7 @@
 """Serving-side inference: one loaded model, fast forward passes and Grad-CAM.
 
 A :class:`Predictor` loads a saved model once through one of the runtimes of
-:mod:`catdog.runtime` (LiteRT when a twin beside the ``.h5`` was converted
+:mod:`catdog.serving.runtime` (LiteRT when a twin beside the ``.h5`` was converted
 from it, its int8 twin when that passed its check; TensorFlow otherwise), checks that it obeys the catdog
 model contract and warms it up, so a request never pays for tracing. It
 applies the calibration temperature that training recorded in
@@ -38,11 +38,11 @@ import numpy as np
 from PIL import Image
 
 from catdog import paths
-from catdog.calibration import apply_temperature
 from catdog.dirs import file_sha256
 from catdog.errors import InvalidImage, ModelError
-from catdog.preprocess import ImageLimits, declared_pixels, open_image, resize_image
-from catdog.runtime import open_runtime
+from catdog.serving.calibration import apply_temperature
+from catdog.serving.preprocess import ImageLimits, declared_pixels, open_image, resize_image
+from catdog.serving.runtime import open_runtime
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Predictor:
     Args:
         model_path: The saved ``.h5`` model.
         classes: Class names, index ``i`` of the output is ``classes[i]``.
-        limits: The images accepted (see :class:`catdog.preprocess.ImageLimits`).
+        limits: The images accepted (see :class:`catdog.serving.preprocess.ImageLimits`).
         runtime: ``auto`` (LiteRT when the ``.tflite`` twin matches the
             ``.h5``, else TensorFlow), ``litert`` or ``tensorflow``.
         num_threads: LiteRT interpreter threads; ``None`` for its default.
@@ -179,7 +179,7 @@ class Predictor:
         """Classify preprocessed images in one forward pass.
 
         Args:
-            batch: ``(N, S, S, 3)`` uint8 pixels, as :func:`catdog.preprocess.load_image` makes them.
+            batch: ``(N, S, S, 3)`` uint8 pixels, as :func:`catdog.serving.preprocess.load_image` makes them.
             calibrated: Apply :attr:`temperature`; ``False`` gives the model's
                 own probabilities (to fit a temperature on them, say).
 
@@ -204,7 +204,7 @@ class Predictor:
         log-sum-exp of the others), which, unlike the softmax probability,
         keeps a useful gradient when the model is sure of itself. TensorFlow
         computes it with gradients, LiteRT with the equivalent CAM (see
-        :func:`catdog.runtime.class_activation_map`).
+        :func:`catdog.serving.runtime.class_activation_map`).
 
         Args:
             array: ``(S, S, 3)`` uint8 pixels.
@@ -228,7 +228,7 @@ class Predictor:
         """Decode one upload into the photo and the model's input.
 
         Uses the shared preprocessing exactly as
-        :func:`catdog.preprocess.load_image` does, keeping the decoded photo
+        :func:`catdog.serving.preprocess.load_image` does, keeping the decoded photo
         (reduced while decoding to at least twice the model's input side)
         for the heatmap overlay.
 

@@ -348,7 +348,7 @@ def load_keras_model(path: Path) -> Any:
 
 
 def check_contract(model: Any, path: Path, num_classes: int) -> int:
-    """Check the model contract (see :mod:`catdog.inference`) and return the input side ``S``.
+    """Check the model contract (see :mod:`catdog.serving.inference`) and return the input side ``S``.
 
     Raises:
         ModelError: The model breaks the contract; the message says how.

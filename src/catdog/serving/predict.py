@@ -1,4 +1,4 @@
-"""Classify image files on the console: ``python -m catdog.predict IMAGE...``.
+"""Classify image files on the console: ``python -m catdog.serving.predict IMAGE...``.
 
 Prints one line per file: its label and probability, or a one-line error
 for a file that cannot be read; the other files are still classified. The
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
 
-    from catdog.inference import Predictor
+    from catdog.serving.inference import Predictor
 
     predictor = Predictor.from_settings(settings, args.model)
     failed = 0

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from catdog.errors import InvalidImage
-from catdog.image_checks import MAX_JPEG_SCANS, check_structure
+from catdog.serving.image_checks import MAX_JPEG_SCANS, check_structure
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def open_image(
         InvalidImage: Empty input, not an image, an unaccepted format, a size
             outside the limits, a structure that would make decoding cost far
             more than the pixels (``too_complex``, see
-            :mod:`catdog.image_checks`), or data that fails to decode.
+            :mod:`catdog.serving.image_checks`), or data that fails to decode.
     """
     data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
     if len(data) == 0:
@@ -177,7 +177,7 @@ def declared_pixels(data: bytes, formats: tuple[str, ...] | None = None) -> int:
 
     Nothing is decoded: this prices a request before any of its images is.
     A file of another format than ``formats`` (if given), or one whose
-    structure :func:`catdog.image_checks.check_structure` refuses, counts 0:
+    structure :func:`catdog.serving.image_checks.check_structure` refuses, counts 0:
     decoding it will say what is wrong.
     """
     try:
