@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from catdog import validate
 from catdog.config import CONFIG_NAME, PROJECT_ROOT, Settings, load_config
+from catdog.data import validate
 from helpers import (
     CLASSES_OVERRIDE,
     OLE_MAGIC,

@@ -62,21 +62,21 @@ def test_step_loggers_are_named_after_the_step_module(step):
 
 @pytest.mark.parametrize("verbose", [True, False])
 def test_debug_messages_show_with_v_under_python_m(config_file, sample_zip, verbose):
-    """``python -m catdog.ingest`` logs as catdog.ingest, and its debug messages only with ``-v``."""
+    """``python -m catdog.data.ingest`` logs as catdog.data.ingest, and its debug messages only with ``-v``."""
     result = subprocess.run(
-        [sys.executable, "-m", "catdog.ingest", "--config", str(config_file)] + ["-v"] * verbose,
+        [sys.executable, "-m", "catdog.data.ingest", "--config", str(config_file)] + ["-v"] * verbose,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "INFO catdog.ingest:" in result.stderr
+    assert "INFO catdog.data.ingest:" in result.stderr
     assert ("DEBUG catdog.dirs: folder ready" in result.stderr) is verbose
     assert "__main__" not in result.stderr
 
 
 def test_a_step_run_from_another_folder_finds_paths_beside_its_config(tmp_path, sample_zip, shipped_config):
-    """``python -m catdog.ingest --config`` from elsewhere: the file's relative paths resolve against its folder."""
+    """``catdog ingest --config`` from elsewhere: the file's relative paths resolve against its folder."""
     project = tmp_path / "project"
     (project / "archives").mkdir(parents=True)
     shutil.copy(sample_zip, project / "archives" / "sample.zip")
@@ -93,7 +93,7 @@ def test_a_step_run_from_another_folder_finds_paths_beside_its_config(tmp_path, 
     source = str(Path(catdog.__file__).resolve().parents[1])  # this checkout's src/, not another install
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(
-        [sys.executable, "-m", "catdog.ingest", "--config", str(project / "config.yaml")],
+        [sys.executable, "-m", "catdog.data.ingest", "--config", str(project / "config.yaml")],
         capture_output=True,
         text=True,
         cwd=elsewhere,

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from catdog.dataset import class_weights, make_split, source_of
+from catdog.data.dataset import class_weights, make_split, source_of
 from catdog.errors import DatasetError
 
 SPLITS = ("train", "validation", "test")
@@ -109,8 +109,8 @@ def _stripes(n: int = 8, side: int = 64) -> np.ndarray:
 
 
 def _augmented(images, aug, shares=None, labels=None, seed: int = 3):
-    """One augmented training batch through :func:`catdog.dataset.tf_dataset`, with its labels."""
-    from catdog.dataset import tf_dataset
+    """One augmented training batch through :func:`catdog.data.dataset.tf_dataset`, with its labels."""
+    from catdog.data.dataset import tf_dataset
 
     labels = np.zeros(len(images), dtype=np.int64) if labels is None else labels
     out, one_hot = next(iter(tf_dataset(images, labels, 3, len(images), True, aug, seed, low_res_shares=shares)))
@@ -159,7 +159,7 @@ def test_per_image_shares_choose_which_images_are_shrunk() -> None:
 
 
 def test_low_res_shares_give_every_class_the_same_share_of_small_pictures() -> None:
-    from catdog.augment import low_res_shares
+    from catdog.data.augment import low_res_shares
 
     # Pets: 10% natively small; Other: 60%.
     labels = np.repeat([0, 1, 2], 100)
@@ -179,7 +179,7 @@ def test_low_res_shares_give_every_class_the_same_share_of_small_pictures() -> N
 def test_shorter_sides_reads_each_stored_size(tmp_path) -> None:
     from PIL import Image
 
-    from catdog.dataset import shorter_sides
+    from catdog.data.dataset import shorter_sides
 
     for name, size in (("wide.png", (90, 40)), ("tall.jpg", (50, 120))):
         Image.new("RGB", size, "red").save(tmp_path / name)

@@ -8,10 +8,10 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from catdog import ingest, validate
 from catdog.config import load_config
-from catdog.dataset import source_of
-from catdog.groups import file_groups, read_group_column
+from catdog.data import ingest, validate
+from catdog.data.dataset import source_of
+from catdog.data.groups import file_groups, read_group_column
 from catdog.train import prepare_split
 from helpers import encode_image
 

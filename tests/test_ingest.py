@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from catdog import ingest
 from catdog.cli import run
+from catdog.data import ingest
+from catdog.data.ingest import extract, fetch
 from catdog.errors import DatasetError, DownloadError, UnsafeArchiveError
-from catdog.ingest import extract, fetch
 from rawhttp import chunked
 
 ARCHIVE = b"PK-not-really-but-bytes-are-bytes" * 3000

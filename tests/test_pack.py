@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catdog import pack, train_pack
+from catdog import train_pack
+from catdog.data import pack
 from catdog.errors import DatasetError
 
 
@@ -73,7 +74,7 @@ def test_learning_rate_warms_up_then_decays_towards_zero():
 def _augment(settings, images, **changes):
     import keras
 
-    from catdog.augment import augmentation_layer
+    from catdog.data.augment import augmentation_layer
 
     aug = settings.training.augmentation.model_copy(update=changes)
     keras.utils.set_random_seed(7)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from catdog.dataset import with_synthetic_other
+from catdog.data.dataset import with_synthetic_other
+from catdog.data.synthetic import KINDS, synthetic_images
 from catdog.errors import DatasetError
 from catdog.evaluate import synthetic_report
-from catdog.synthetic import KINDS, synthetic_images
 
 CLASSES = ["Cat", "Dog", "Other"]
 

@@ -320,7 +320,8 @@ def test_recalibrating_with_a_pet_budget_moves_the_other_boundary(trained):
 
 
 def test_a_run_trained_from_a_pack_is_adopted_with_its_record(tiny_run: Path, tmp_path: Path):
-    from catdog import pack, train_pack
+    from catdog import train_pack
+    from catdog.data import pack
 
     packed = tmp_path / "pack"
     assert pack.main(["--config", str(tiny_run), str(packed), "--quality", "90", "--validation-images", "6"]) == 0

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from catdog import ingest, validate
 from catdog.cli import run
+from catdog.data import ingest, validate
+from catdog.data.validate import check_file, natural_key, read_manifest, validate_dataset
 from catdog.errors import DatasetError
 from catdog.serving.preprocess import ImageLimits
-from catdog.validate import check_file, natural_key, read_manifest, validate_dataset
 
 
 @pytest.fixture
@@ -286,7 +286,7 @@ def test_cli_with_other_class_names(tmp_path: Path, config_file: Path, sample_da
 
 def test_collections_may_lack_a_class_but_not_all_of_them(tmp_path: Path) -> None:
     """Two archives: PetImages has no Other, Extra has all three; both are listed."""
-    from catdog.validate import list_class_files
+    from catdog.data.validate import list_class_files
 
     for relative in (
         "pets/PetImages/Cat/1.jpg",
@@ -309,6 +309,6 @@ def test_collections_may_lack_a_class_but_not_all_of_them(tmp_path: Path) -> Non
 
 
 def test_data_pipeline_does_not_import_tensorflow() -> None:
-    code = "import sys, catdog.ingest, catdog.validate, catdog.dirs; print('tensorflow' in sys.modules)"
+    code = "import sys, catdog.data.ingest, catdog.data.validate, catdog.dirs; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -19,10 +19,10 @@ from catdog.errors import CatdogError
 
 # Each step, in pipeline order: the module whose ``main`` runs it, and what it does (``catdog --help`` lists them).
 STEPS = {
-    "ingest": ("catdog.ingest", "fetch the dataset archives and unpack them safely"),
-    "validate": ("catdog.validate", "decode every dataset file and list the usable ones"),
+    "ingest": ("catdog.data.ingest", "fetch the dataset archives and unpack them safely"),
+    "validate": ("catdog.data.validate", "decode every dataset file and list the usable ones"),
     "train": ("catdog.train", "train the configured architecture on the validated manifest"),
-    "pack": ("catdog.pack", "write training data as a compact pack for a GPU"),
+    "pack": ("catdog.data.pack", "write training data as a compact pack for a GPU"),
     "train_pack": ("catdog.train_pack", "train from a pack for a fixed time (JAX on a GPU)"),
     "evaluate": ("catdog.evaluate", "score a saved model on a folder of labelled images"),
     "predict": ("catdog.serving.predict", "say whether each image shows a cat, a dog or neither"),

@@ -128,7 +128,7 @@ class DataSettings(_Section):
     artifacts_dir: StrictStr
     max_download_bytes: PositiveInt
     max_members: PositiveInt
-    # Group (kind of photo) of each source whose SOURCES.csv has no group column: see catdog.groups.
+    # Group (kind of photo) of each source whose SOURCES.csv has no group column: see catdog.data.groups.
     source_groups: dict[StrictStr, PlainName] = {}
 
     @field_validator("classes")

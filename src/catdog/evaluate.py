@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from catdog import cli, paths
-from catdog.dataset import decode_images, load_split, source_of
+from catdog.data.dataset import decode_images, load_split, source_of
+from catdog.data.groups import file_groups
 from catdog.dirs import write_json_atomic
-from catdog.groups import file_groups
 from catdog.metrics import classification_report, format_report, format_source_report, source_report
 
 log = logging.getLogger("catdog.evaluate")  # not __name__: that is "__main__" under -m
@@ -125,7 +125,7 @@ def synthetic_report(predict, input_size: int, classes: Sequence[str], seed: int
     """The share of generated non-photos answered Other, overall and by kind.
 
     The pictures are drawn from another seed than the training ones
-    (:mod:`catdog.synthetic`), so none of them was trained on.
+    (:mod:`catdog.data.synthetic`), so none of them was trained on.
 
     Args:
         predict: Uint8 ``(N, S, S, 3)`` images -> ``(N, C)`` probabilities.
@@ -134,7 +134,7 @@ def synthetic_report(predict, input_size: int, classes: Sequence[str], seed: int
         seed: The training seed; the pictures use ``seed + 1``.
         count: How many pictures (the kinds take turns).
     """
-    from catdog.synthetic import KINDS, synthetic_images
+    from catdog.data.synthetic import KINDS, synthetic_images
 
     images, kinds = synthetic_images(count, input_size, seed + 1)
     answers = np.asarray(predict(images)).argmax(axis=1)
@@ -162,8 +162,8 @@ def evaluate_folder(predictor, dataset_dir: Path, classes: Sequence[str]) -> dic
     Raises:
         DatasetError: The folder is missing, or holds no class folder.
     """
+    from catdog.data.validate import validate_dataset
     from catdog.errors import DatasetError
-    from catdog.validate import validate_dataset
 
     present = [name for name in classes if (Path(dataset_dir) / name).is_dir()]
     if not present:
@@ -185,7 +185,7 @@ def breakdown(
     dataset_dir: Path,
     source_groups: Mapping[str, str],
 ) -> dict:
-    """The figures of one part per source and per group (kind of photo, see :mod:`catdog.groups`).
+    """The figures of one part per source and per group (kind of photo, see :mod:`catdog.data.groups`).
 
     Args:
         labels: True class indices.
@@ -268,8 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = cli.settings_from_args(args)
 
+    from catdog.data.validate import read_manifest
     from catdog.serving.inference import Predictor
-    from catdog.validate import read_manifest
 
     model_path = args.model or Path(settings.model.path)
     predictor = Predictor.from_settings(settings, model_path)

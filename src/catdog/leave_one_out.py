@@ -4,7 +4,7 @@
 
 However broad the Other photos, users will upload kinds nobody collected. For
 each group of Other photos (a kind: object, animal, scene, food, plant,
-person, wildcat; see :mod:`catdog.groups`), a short fine-tuning run trains
+person, wildcat; see :mod:`catdog.data.groups`), a short fine-tuning run trains
 without any photo of that group, and the share of the group's photos answered
 "Other" is the forecast for a kind of photo nobody collected. A control run
 with every group measures the same protocol on kinds it did see, so the two
@@ -33,9 +33,9 @@ import numpy as np
 
 from catdog import cli, openset, paths
 from catdog.config import Settings
-from catdog.dataset import Split, source_of
+from catdog.data.dataset import Split, source_of
+from catdog.data.groups import file_groups
 from catdog.dirs import atomic_write, write_json_atomic
-from catdog.groups import file_groups
 from catdog.labels import OTHER
 
 log = logging.getLogger("catdog.leave_one_out")

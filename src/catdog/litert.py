@@ -327,8 +327,8 @@ def validation_files(artifacts_dir: str | os.PathLike | None) -> tuple[Path, lis
 
     A split or manifest that cannot be read is logged and counts as none.
     """
-    from catdog.dataset import load_split
-    from catdog.validate import read_manifest
+    from catdog.data.dataset import load_split
+    from catdog.data.validate import read_manifest
 
     if artifacts_dir is None:
         return None

@@ -113,7 +113,7 @@ def source_report(
     Args:
         y_true: True class indices.
         probabilities: ``(N, num_classes)`` predicted probabilities.
-        sources: The source of each example (see :func:`catdog.dataset.source_of`).
+        sources: The source of each example (see :func:`catdog.data.dataset.source_of`).
         classes: Class names, in index order.
         other: The "neither" class, whose answers are counted as flagged.
 

@@ -171,7 +171,7 @@ def check_set_from(artifacts_dir: Path | None, size: int) -> CheckSet:
     Raises:
         DatasetError: A validation file no longer decodes (the data changed since validation).
     """
-    from catdog.dataset import decode_images
+    from catdog.data.dataset import decode_images
 
     found = litert.validation_files(artifacts_dir)
     if found is not None and found[1]:

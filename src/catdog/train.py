@@ -31,7 +31,7 @@ from pathlib import Path
 from catdog import cli, paths
 from catdog.config import Settings
 from catdog.cpu import use_mixed_precision
-from catdog.dataset import (
+from catdog.data.dataset import (
     Split,
     cached_arrays,
     class_weights,
@@ -59,7 +59,7 @@ def prepare_split(settings: Settings) -> tuple[Split, Path, str]:
     Returns:
         The split (relative paths), the dataset folder and the manifest's sha256.
     """
-    from catdog.validate import read_manifest
+    from catdog.data.validate import read_manifest
 
     manifest = paths.manifest(settings.data.artifacts_dir)
     root, files_by_class = read_manifest(manifest)
@@ -362,7 +362,7 @@ def fit(settings: Settings, split: Split, arrays: dict, root: Path, runs: Path, 
 
 
 def training_low_res_shares(settings: Settings, split: Split, root: Path, generated: int):
-    """Each training image's chance of being shrunk (:func:`catdog.augment.low_res_shares`).
+    """Each training image's chance of being shrunk (:func:`catdog.data.augment.low_res_shares`).
 
     Args:
         settings: The loaded settings.
@@ -372,7 +372,7 @@ def training_low_res_shares(settings: Settings, split: Split, root: Path, genera
     """
     import numpy as np
 
-    from catdog.augment import low_res_shares
+    from catdog.data.augment import low_res_shares
 
     aug = settings.training.augmentation
     labels = np.asarray(split.labels["train"], dtype=np.int64)

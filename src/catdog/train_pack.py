@@ -4,9 +4,9 @@
 
 This is how a model is trained on a borrowed accelerator (the GPU machine
 lent to some sessions has JAX, not TensorFlow, and takes a small upload): the
-pack (:mod:`catdog.pack`) carries the training and validation images and the
+pack (:mod:`catdog.data.pack`) carries the training and validation images and the
 settings; the network comes from the same builders as ``catdog.train``, and
-augmentation runs inside the compiled step (:func:`catdog.augment.augmentation_layer`).
+augmentation runs inside the compiled step (:func:`catdog.data.augment.augmentation_layer`).
 
 The run is given minutes, not epochs: after each epoch it re-plans how many
 epochs fit in the time left and lays its cosine learning-rate decay over
@@ -170,8 +170,8 @@ def train_from_pack(
     """
     import keras
 
-    from catdog.augment import augmentation_layer
-    from catdog.dataset import with_synthetic_other
+    from catdog.data.augment import augmentation_layer
+    from catdog.data.dataset import with_synthetic_other
     from catdog.models import build_model
     from catdog.train import make_optimizer
 
@@ -231,9 +231,9 @@ def train_from_pack(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # No --config: the settings travel in the pack (catdog.pack reads config.yaml).
+    # No --config: the settings travel in the pack (catdog.data.pack reads config.yaml).
     parser = argparse.ArgumentParser(prog="catdog train_pack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("pack_dir", type=Path, help="folder with pack.npz and spec.json (catdog.pack)")
+    parser.add_argument("pack_dir", type=Path, help="folder with pack.npz and spec.json (catdog.data.pack)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the weights and run record")
     parser.add_argument("--architecture", choices=["inception", "resnet"], help="default: the pack's")
     parser.add_argument("--minutes", type=float, required=True, help="time for the run, compilation included")
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.configure_logging(args.verbose)
 
     from catdog.config import TrainingSettings
-    from catdog.pack import read_pack
+    from catdog.data.pack import read_pack
 
     started = time.perf_counter()
     spec, parts = read_pack(args.pack_dir)

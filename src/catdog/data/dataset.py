@@ -214,8 +214,8 @@ def tf_dataset(
     """Batches of (float32 pixels 0..255, one-hot labels[, sample weights]).
 
     When training, batches are shuffled and augmented by the layer of
-    :func:`catdog.augment.augmentation_layer`, each image shrunk with its chance
-    from ``low_res_shares`` when given (see :func:`catdog.augment.low_res_shares`).
+    :func:`catdog.data.augment.augmentation_layer`, each image shrunk with its chance
+    from ``low_res_shares`` when given (see :func:`catdog.data.augment.low_res_shares`).
     With ``class_weights``, each example also carries its class's loss weight.
     """
     import tensorflow as tf
@@ -233,7 +233,7 @@ def tf_dataset(
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if augmenting:
-        from catdog.augment import augmentation_layer
+        from catdog.data.augment import augmentation_layer
 
         layer = augmentation_layer(aug, seed)
         ds = ds.map(lambda x, share, *rest: (layer(x, training=True, low_res_share=share), *rest))
@@ -260,7 +260,7 @@ def with_synthetic_other(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The training images and labels plus ``count`` generated pictures labelled Other.
 
-    See :mod:`catdog.synthetic`. With ``count`` 0 the arrays come back as they were.
+    See :mod:`catdog.data.synthetic`. With ``count`` 0 the arrays come back as they were.
 
     Raises:
         DatasetError: ``count`` is positive but there is no Other class.
@@ -270,7 +270,7 @@ def with_synthetic_other(
         return images, labels
     if "Other" not in classes:
         raise DatasetError("training.synthetic_other needs an 'Other' class in data.classes")
-    from catdog.synthetic import synthetic_images
+    from catdog.data.synthetic import synthetic_images
 
     drawn, _ = synthetic_images(count, int(images.shape[1]), seed)
     other = np.full(count, list(classes).index("Other"), dtype=np.int64)

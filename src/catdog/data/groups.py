@@ -15,7 +15,7 @@ import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from catdog.dataset import source_of
+from catdog.data.dataset import source_of
 
 SOURCES_FILE = "SOURCES.csv"
 
@@ -26,7 +26,7 @@ def file_groups(files: Sequence[str], dataset_dir: str | Path, source_groups: Ma
     Args:
         files: Paths relative to the dataset folder, ``<archive>/<folder>/<class>/<file>``.
         dataset_dir: The dataset folder, where each collection may keep a ``SOURCES.csv``.
-        source_groups: Group of each source (:func:`catdog.dataset.source_of`) without a group column.
+        source_groups: Group of each source (:func:`catdog.data.dataset.source_of`) without a group column.
 
     Returns:
         One group name per file, in order.

@@ -1,6 +1,6 @@
 """A compact copy of the training data, to train on another machine.
 
-``python -m catdog.pack OUT_DIR [--quality Q] [--set training.image_size=112]``
+``python -m catdog.data.pack OUT_DIR [--quality Q] [--set training.image_size=112]``
 
 The decoded training and validation arrays take over a gigabyte; a machine
 that only takes a small upload (the GPU machine lent to some sessions takes
@@ -34,7 +34,7 @@ from catdog import cli, paths
 from catdog.dirs import atomic_write, file_sha256, write_json_atomic
 from catdog.errors import DatasetError
 
-log = logging.getLogger("catdog.pack")
+log = logging.getLogger("catdog.data.pack")
 PACKED_PARTS = ("train", "validation")
 
 
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--quality must be between 1 and 100")
     settings = cli.settings_from_args(args)
 
-    from catdog.dataset import class_weights
+    from catdog.data.dataset import class_weights
     from catdog.train import load_arrays, prepare_split
 
     split, root, manifest_hash = prepare_split(settings)

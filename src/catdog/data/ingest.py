@@ -1,4 +1,4 @@
-"""Fetch the dataset archives and unpack them safely: ``python -m catdog.ingest``.
+"""Fetch the dataset archives and unpack them safely: ``python -m catdog.data.ingest``.
 
 Each archive in ``data.archives`` (its ``source_url``: http, https, a
 ``file://`` URL or a plain path) is streamed into ``data.download_dir`` through a temporary file, checked against its
@@ -56,7 +56,7 @@ from catdog.config import ArchiveSettings
 from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_text_atomic
 from catdog.errors import DatasetError, DownloadError, UnsafeArchiveError
 
-log = logging.getLogger("catdog.ingest")  # not __name__: that is "__main__" under -m
+log = logging.getLogger("catdog.data.ingest")  # not __name__: that is "__main__" under -m
 
 CHUNK_SIZE = 1 << 20
 HTTP_TIMEOUT = (30.0, 60.0)  # seconds to connect, seconds between received bytes
@@ -632,8 +632,8 @@ def _source_problem(name: str, archive: ArchiveSettings) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m catdog.ingest``: fetch and unpack every configured archive."""
-    parser = make_parser("python -m catdog.ingest", "Fetch the dataset archives and unpack them safely.")
+    """``python -m catdog.data.ingest``: fetch and unpack every configured archive."""
+    parser = make_parser("python -m catdog.data.ingest", "Fetch the dataset archives and unpack them safely.")
     parser.add_argument(
         "--only", metavar="NAME", action="append", help="ingest only this archive of data.archives (repeatable)"
     )
@@ -675,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"archive {name!r} holds no {archive.folder}/ folder (it holds {', '.join(unpacked.entries)}); "
                 f"check data.archives.{name}.folder"
             )
-    print(f"dataset    {data.dataset_dir}/  (next: python -m catdog.validate)")
+    print(f"dataset    {data.dataset_dir}/  (next: python -m catdog.data.validate)")
     return 0
 
 

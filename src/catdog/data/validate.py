@@ -1,4 +1,4 @@
-"""Decode every dataset file and list the usable ones: ``python -m catdog.validate``.
+"""Decode every dataset file and list the usable ones: ``python -m catdog.data.validate``.
 
 Each file under ``<dataset_dir>/<class>/`` is read and fully decoded with
 :func:`catdog.serving.preprocess.open_image` and the serving limits, so a file is
@@ -44,7 +44,7 @@ from catdog.dirs import ensure_dir, write_text_atomic
 from catdog.errors import DatasetError, InvalidImage
 from catdog.serving.preprocess import ImageLimits, open_image
 
-log = logging.getLogger("catdog.validate")  # not __name__: that is "__main__" under -m
+log = logging.getLogger("catdog.data.validate")  # not __name__: that is "__main__" under -m
 
 CATEGORIES = ("valid", "valid_mislabelled", "empty", "not_image", "corrupt", "unsupported")
 USABLE = ("valid", "valid_mislabelled")
@@ -177,9 +177,9 @@ def list_class_files(
             file, or a class has no folder or no file in any collection.
     """
     root = Path(dataset_dir)
-    _require_folder(root, "dataset folder", "run python -m catdog.ingest first, or check data.extract_dir")
+    _require_folder(root, "dataset folder", "run python -m catdog.data.ingest first, or check data.extract_dir")
     for collection in collections:
-        _require_folder(root / collection, "collection folder", "run python -m catdog.ingest first")
+        _require_folder(root / collection, "collection folder", "run python -m catdog.data.ingest first")
     files = {}
     for label in classes:
         folders = [root / collection / label for collection in collections]
@@ -337,7 +337,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[Path, dict[str, list[Path]]]
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise DatasetError(f"manifest {str(path)!r} does not exist; run python -m catdog.validate first") from exc
+        raise DatasetError(f"manifest {str(path)!r} does not exist; run python -m catdog.data.validate first") from exc
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DatasetError(f"manifest {str(path)!r} cannot be read as JSON: {exc}") from exc
 
@@ -385,8 +385,8 @@ def format_table(result: ValidationResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m catdog.validate``: check the dataset and write the manifest."""
-    parser = make_parser("python -m catdog.validate", "Decode every dataset file and list the usable ones.")
+    """``python -m catdog.data.validate``: check the dataset and write the manifest."""
+    parser = make_parser("python -m catdog.data.validate", "Decode every dataset file and list the usable ones.")
     parser.add_argument("--quarantine", metavar="DIR", help="move the files that are not usable into DIR")
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes decoding in parallel (default: one per CPU)"
