@@ -51,7 +51,7 @@ def test_an_unknown_step_is_refused(capsys):
 def test_verbose_sets_the_level_of_every_catdog_logger(argv, level, monkeypatch):
     monkeypatch.setattr(logging.getLogger("catdog"), "level", logging.NOTSET)
     cli.make_parser("catdog test", "test").parse_args(argv)
-    assert logging.getLogger("catdog.train").getEffectiveLevel() == level
+    assert logging.getLogger("catdog.training.train").getEffectiveLevel() == level
 
 
 @pytest.mark.parametrize("step", ["ingest", "validate", "train", "evaluate", "ship", "leave_one_out"])

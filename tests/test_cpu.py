@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from catdog.cpu import cpu_flags, has_bfloat16, use_mixed_precision
+from catdog.training.cpu import cpu_flags, has_bfloat16, use_mixed_precision
 
 ZEN3 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu\n"
 SAPPHIRE = "processor\t: 0\nflags\t\t: avx512f avx512_bf16 amx_tile amx_bf16\n"

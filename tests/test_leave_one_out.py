@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catdog import leave_one_out, paths, train
+from catdog import paths
 from catdog.config import load_config
-from catdog.openset import SCORES
+from catdog.training import leave_one_out, train
+from catdog.training.openset import SCORES
 from helpers import TINY_OTHER_SOURCES, TINY_PER_CLASS
 
 GROUPS = "data.source_groups={PetImages/flowers: plant, PetImages/lfw: person, PetImages/cars: object}"

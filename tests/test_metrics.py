@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from catdog.metrics import format_source_report, source_report
+from catdog.training.metrics import format_source_report, source_report
 
 CLASSES = ["Cat", "Dog", "Other"]
 

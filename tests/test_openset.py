@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from catdog import openset
+from catdog.training import openset
 
 PETS = [0, 1]  # Cat, Dog; Other is 2
 

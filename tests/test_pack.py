@@ -1,4 +1,4 @@
-"""The data pack, the Keras-layer augmentation and the time-budgeted schedule of catdog.train_pack."""
+"""The data pack, the Keras-layer augmentation and the time-budgeted schedule of catdog.training.train_pack."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catdog import train_pack
 from catdog.data import pack
 from catdog.errors import DatasetError
+from catdog.training import train_pack
 
 
 def _images(n: int, size: int = 24, seed: int = 0) -> np.ndarray:

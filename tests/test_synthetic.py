@@ -8,7 +8,7 @@ import pytest
 from catdog.data.dataset import with_synthetic_other
 from catdog.data.synthetic import KINDS, synthetic_images
 from catdog.errors import DatasetError
-from catdog.evaluate import synthetic_report
+from catdog.training.evaluate import synthetic_report
 
 CLASSES = ["Cat", "Dog", "Other"]
 

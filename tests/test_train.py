@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catdog import compose, evaluate, paths, ship, train
+from catdog import paths, ship
 from catdog.config import load_config
 from catdog.serving import predict
+from catdog.training import compose, evaluate, train
 from helpers import TINY_OTHER_SOURCES, pattern_picture
 from helpers import TINY_PER_CLASS as PER_CLASS
 from helpers import TINY_SIZE as SIZE
@@ -320,8 +321,8 @@ def test_recalibrating_with_a_pet_budget_moves_the_other_boundary(trained):
 
 
 def test_a_run_trained_from_a_pack_is_adopted_with_its_record(tiny_run: Path, tmp_path: Path):
-    from catdog import train_pack
     from catdog.data import pack
+    from catdog.training import train_pack
 
     packed = tmp_path / "pack"
     assert pack.main(["--config", str(tiny_run), str(packed), "--quality", "90", "--validation-images", "6"]) == 0

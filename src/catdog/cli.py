@@ -1,6 +1,6 @@
 """What every command-line entry point shares: config options, logging and error exits.
 
-Each step is its own module with a ``main(argv)`` (``python -m catdog.train``);
+Each step is its own module with a ``main(argv)`` (``python -m catdog.training.train``);
 ``catdog STEP ...`` dispatches to them (:data:`STEPS` names each step's module). Logging is set up here, once, when a
 step parses its arguments: ``-v`` shows debug messages of every ``catdog.*``
 logger.
@@ -21,14 +21,14 @@ from catdog.errors import CatdogError
 STEPS = {
     "ingest": ("catdog.data.ingest", "fetch the dataset archives and unpack them safely"),
     "validate": ("catdog.data.validate", "decode every dataset file and list the usable ones"),
-    "train": ("catdog.train", "train the configured architecture on the validated manifest"),
+    "train": ("catdog.training.train", "train the configured architecture on the validated manifest"),
     "pack": ("catdog.data.pack", "write training data as a compact pack for a GPU"),
-    "train_pack": ("catdog.train_pack", "train from a pack for a fixed time (JAX on a GPU)"),
-    "evaluate": ("catdog.evaluate", "score a saved model on a folder of labelled images"),
+    "train_pack": ("catdog.training.train_pack", "train from a pack for a fixed time (JAX on a GPU)"),
+    "evaluate": ("catdog.training.evaluate", "score a saved model on a folder of labelled images"),
     "predict": ("catdog.serving.predict", "say whether each image shows a cat, a dog or neither"),
     "classify": ("catdog.classify", "classify a whole photo collection into one resumable table"),
     "ship": ("catdog.ship", "install a trained model as the one the app serves"),
-    "leave_one_out": ("catdog.leave_one_out", "estimate Other-flagging on kinds of photo never trained on"),
+    "leave_one_out": ("catdog.training.leave_one_out", "estimate Other-flagging on kinds of photo never trained on"),
 }
 
 

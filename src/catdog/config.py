@@ -224,7 +224,7 @@ class TrainingSettings(_Section):
     balance_recall: tuple[StrictStr, ...]
     # After calibration, the Other logit's offset that answers Other for at most this share of validation pets.
     max_pets_as_other: Fraction | None = None
-    # auto: mixed_bfloat16 only where the CPU does bfloat16 natively (see catdog/cpu.py)
+    # auto: mixed_bfloat16 only where the CPU does bfloat16 natively (see catdog/training/cpu.py)
     mixed_precision: StrictBool | Literal["auto"]
     early_stopping_patience: NonNegativeInt
     seed: StrictInt

@@ -29,7 +29,7 @@ from catdog.config import Settings
 from catdog.dirs import file_sha256
 from catdog.errors import ModelError
 from catdog.serving.inference import calibration_of
-from catdog.train import read_metrics
+from catdog.training.train import read_metrics
 
 log = logging.getLogger("catdog.ship")  # not __name__: that is "__main__" under -m
 
@@ -49,7 +49,7 @@ def best_by_validation(model_dir: Path) -> Path:
             where = paths.trained_metrics(model_file)
             raise ModelError(f"{where} holds no validation accuracy; score the model again") from exc
     if not scored:
-        raise ModelError(f"no trained model with metrics in {str(model_dir)!r}; run catdog.train first")
+        raise ModelError(f"no trained model with metrics in {str(model_dir)!r}; run catdog.training.train first")
     for accuracy, model_file in scored:
         log.info("%s: validation accuracy %.4f", model_file.name, accuracy)
     return max(scored)[1]

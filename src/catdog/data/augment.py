@@ -1,8 +1,8 @@
 """Random transforms of whole training batches: one Keras layer for every backend.
 
-The same layer augments batches inside tf.data when ``catdog.train`` trains
+The same layer augments batches inside tf.data when ``catdog.training.train`` trains
 with TensorFlow, and inside the compiled step when a run trains on JAX (see
-:mod:`catdog.train_pack`), so both see the same pictures. Every transform
+:mod:`catdog.training.train_pack`), so both see the same pictures. Every transform
 works on a batch of float32 pixels in 0..255 at once, which keeps
 augmentation far cheaper than the forward and backward pass on a 2-core CPU.
 

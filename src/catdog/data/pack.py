@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = cli.settings_from_args(args)
 
     from catdog.data.dataset import class_weights
-    from catdog.train import load_arrays, prepare_split
+    from catdog.training.train import load_arrays, prepare_split
 
     split, root, manifest_hash = prepare_split(settings)
     arrays = load_arrays(settings, split, root)

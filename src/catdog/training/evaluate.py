@@ -1,4 +1,4 @@
-"""Evaluate a saved model: ``python -m catdog.evaluate --model M.h5 (--data DIR | --split test)``.
+"""Evaluate a saved model: ``python -m catdog.training.evaluate --model M.h5 (--data DIR | --split test)``.
 
 ``--data`` takes any PetImages-style folder (one sub-folder per class); it is
 validated first and only the valid images are scored. ``--split`` scores a
@@ -19,9 +19,9 @@ from catdog import cli, paths
 from catdog.data.dataset import decode_images, load_split, source_of
 from catdog.data.groups import file_groups
 from catdog.dirs import write_json_atomic
-from catdog.metrics import classification_report, format_report, format_source_report, source_report
+from catdog.training.metrics import classification_report, format_report, format_source_report, source_report
 
-log = logging.getLogger("catdog.evaluate")  # not __name__: that is "__main__" under -m
+log = logging.getLogger("catdog.training.evaluate")  # not __name__: that is "__main__" under -m
 
 
 def in_batches(forward, images: np.ndarray, num_outputs: int, batch_size: int = 128) -> np.ndarray:
@@ -196,7 +196,7 @@ def breakdown(
         source_groups: ``data.source_groups`` of the config.
 
     Returns:
-        ``{"by_source": ..., "by_group": ...}``, each as :func:`catdog.metrics.source_report` gives it.
+        ``{"by_source": ..., "by_group": ...}``, each as :func:`catdog.training.metrics.source_report` gives it.
     """
     return {
         "by_source": source_report(labels, probabilities, [source_of(f) for f in files], classes),

@@ -1,6 +1,6 @@
 """Leave-one-group-out: how well "neither" carries to kinds of photo never trained on.
 
-``python -m catdog.leave_one_out --init-from model/resnet.h5``
+``python -m catdog.training.leave_one_out --init-from model/resnet.h5``
 
 However broad the Other photos, users will upload kinds nobody collected. For
 each group of Other photos (a kind: object, animal, scene, food, plant,
@@ -15,7 +15,7 @@ subsample of pets, every Other photo of the other groups, the configured
 epochs), so the figures compare with each other, not with the shipped model's
 longer run. Each run also keeps the pooled features and logits of the photos
 it scores (``scores.npz`` in its run folder), from which
-:func:`open_set_table` measures the open-set signals of :mod:`catdog.openset`
+:func:`open_set_table` measures the open-set signals of :mod:`catdog.training.openset`
 on the held-out groups, and :func:`held_out_confidence` their calibration.
 """
 
@@ -31,14 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from catdog import cli, openset, paths
+from catdog import cli, paths
 from catdog.config import Settings
 from catdog.data.dataset import Split, source_of
 from catdog.data.groups import file_groups
 from catdog.dirs import atomic_write, write_json_atomic
 from catdog.labels import OTHER
+from catdog.training import openset
 
-log = logging.getLogger("catdog.leave_one_out")
+log = logging.getLogger("catdog.training.leave_one_out")
 
 # Shares of validation pets an open-set rule may set aside, at which the signals are compared.
 PET_LOSSES = (0.01, 0.02, 0.05)
@@ -68,7 +69,7 @@ def features_and_logits(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Pooled ``features`` and the head's logits of a uint8 image array, in float32."""
     import keras
 
-    from catdog.evaluate import in_batches
+    from catdog.training.evaluate import in_batches
 
     extractor = getattr(model, "_catdog_features", None)
     if extractor is None:
@@ -100,7 +101,7 @@ def run_one(
         trained on), overall and by source; the seen groups' test photos
         answered Other; the test cats and dogs answered Other.
     """
-    from catdog.train import fit
+    from catdog.training.train import fit
 
     other = split.classes.index(OTHER)
     rng = random.Random(f"{settings.training.seed}:leave-one-out")
@@ -188,7 +189,7 @@ def leave_one_group_out(
     A run already in the table, from an earlier (perhaps interrupted) call with the same
     protocol, is kept unless its group is named in ``groups``: a rerun resumes.
     """
-    from catdog.train import load_arrays, prepare_split
+    from catdog.training.train import load_arrays, prepare_split
 
     split, root, _ = prepare_split(settings)
     t = settings.training
@@ -269,7 +270,7 @@ def open_set_table(scores: dict[str, dict[str, np.ndarray]], classes: Sequence[s
 
     Each rule flags a photo whose score passes the threshold at which the given
     share of the run's validation pets is set aside: each score alone, and each
-    signal joined with the Other probability (:func:`catdog.openset.either`).
+    signal joined with the Other probability (:func:`catdog.training.openset.either`).
     ``"argmax"`` is the model's plain answer, with the pet loss it costs.
 
     Args:

@@ -1,15 +1,15 @@
 """Models made from trained ones, without training here.
 
-* ``adopt``: a network trained elsewhere from a pack (:mod:`catdog.train_pack`),
+* ``adopt``: a network trained elsewhere from a pack (:mod:`catdog.training.train_pack`),
   rebuilt from its returned weights;
 * ``average``: a model and its own fine-tune, blended in weight space;
 * ``ensemble``: several models as one that averages their logits
   (:mod:`catdog.models.ensemble`).
 
-Each is scored, calibrated and saved exactly as :func:`catdog.train.train`
-saves a model it trained (:func:`catdog.train.write_results`), so
+Each is scored, calibrated and saved exactly as :func:`catdog.training.train.train`
+saves a model it trained (:func:`catdog.training.train.write_results`), so
 ``catdog.ship`` can choose among them all on the validation part. They are
-reached through ``catdog.train --adopt / --average / --ensemble``.
+reached through ``catdog.training.train --adopt / --average / --ensemble``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from catdog import paths
 from catdog.config import Settings
 from catdog.dirs import ensure_dirs, file_sha256
 from catdog.errors import ModelError
-from catdog.train import load_arrays, prepare_split, read_metrics, refuse_overwriting_inputs, write_results
+from catdog.training.train import load_arrays, prepare_split, read_metrics, refuse_overwriting_inputs, write_results
 
 
 def adopt(settings: Settings, run_dir: Path, architecture: str, output: Path | None = None) -> dict:
-    """Score and save a network trained elsewhere from a pack (:mod:`catdog.train_pack`).
+    """Score and save a network trained elsewhere from a pack (:mod:`catdog.training.train_pack`).
 
     The run's own training settings (in its record) build the network; the
     scoring, calibration, metrics and plots are those of :func:`train`, on the

@@ -1,4 +1,4 @@
-"""Train the configured network: ``python -m catdog.train [--resume] [--ship]``.
+"""Train the configured network: ``python -m catdog.training.train [--resume] [--ship]``.
 
 Reads the validated manifest, makes (or reuses) the seeded split, trains with
 augmentation, AdamW and a warm-up plus cosine learning-rate schedule, keeps
@@ -11,7 +11,7 @@ Writes ``model/<arch>.h5``, ``model/<arch>.metrics.json``, and the plots
 also copies the model and its metrics to ``model.path`` (model/model.h5) and
 ``metrics.json`` beside it, which is what the app loads (see :mod:`catdog.ship`).
 ``--adopt``, ``--average`` and ``--ensemble`` make a model from trained ones
-instead (see :mod:`catdog.compose`); ``--recalibrate`` rescores one.
+instead (see :mod:`catdog.training.compose`); ``--recalibrate`` rescores one.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from pathlib import Path
 
 from catdog import cli, paths
 from catdog.config import Settings
-from catdog.cpu import use_mixed_precision
 from catdog.data.dataset import (
     Split,
     cached_arrays,
@@ -45,9 +44,10 @@ from catdog.data.dataset import (
 from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_json_atomic
 from catdog.errors import ConfigError, ModelError
 from catdog.labels import OTHER
-from catdog.metrics import classification_report, format_report
+from catdog.training.cpu import use_mixed_precision
+from catdog.training.metrics import classification_report, format_report
 
-log = logging.getLogger("catdog.train")  # not __name__: that is "__main__" under -m
+log = logging.getLogger("catdog.training.train")  # not __name__: that is "__main__" under -m
 
 
 def prepare_split(settings: Settings) -> tuple[Split, Path, str]:
@@ -156,7 +156,7 @@ def predict_in_batches(model, images, batch_size: int = 128):
     """
     import tensorflow as tf
 
-    from catdog.evaluate import in_batches
+    from catdog.training.evaluate import in_batches
 
     forward = getattr(model, "_catdog_forward", None)
     if forward is None:
@@ -296,7 +296,7 @@ def fit(settings: Settings, split: Split, arrays: dict, root: Path, runs: Path, 
     steps = math.ceil(len(train_images) / t.batch_size)
 
     # bfloat16 activations roughly halve training time on CPUs with AVX-512 BF16 (and multiply it
-    # by ten where it is emulated: see catdog/cpu.py); the weights stay float32, and the saved model
+    # by ten where it is emulated: see catdog/training/cpu.py); the weights stay float32, and the saved model
     # is a float32 copy.
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if use_mixed_precision(t.mixed_precision) else "float32")
     try:
@@ -455,7 +455,6 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
         The reports by part, the calibration (temperature, test reliability before and after) and the
         low-resolution report.
     """
-    from catdog.evaluate import breakdown, format_breakdown, low_resolution_report, synthetic_report
     from catdog.serving.calibration import (
         apply_temperature,
         fit_class_bias,
@@ -463,6 +462,7 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
         fit_temperature,
         reliability,
     )
+    from catdog.training.evaluate import breakdown, format_breakdown, low_resolution_report, synthetic_report
 
     classes = settings.data.classes
     raw = {part: predict_in_batches(model, arrays[part]) for part in ("validation", "test")}
@@ -538,7 +538,7 @@ def write_results(
     """
     import tensorflow as tf
 
-    from catdog.plots import plot_history
+    from catdog.training.plots import plot_history
 
     t = settings.training
     arch = architecture or t.architecture
@@ -586,7 +586,7 @@ def write_results(
 
 def plot_test_results(model_file: Path, arch: str, classes, test: dict, calibration: dict) -> None:
     """The confusion matrix and reliability diagram of the test part, beside the model."""
-    from catdog.plots import plot_confusion, plot_reliability
+    from catdog.training.plots import plot_confusion, plot_reliability
 
     plot_confusion(
         test["confusion_matrix"]["rows_true_columns_predicted"],
@@ -670,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--adopt",
         type=Path,
         metavar="RUN_DIR",
-        help="do not train: score and save the configured architecture's run trained from a pack (catdog.train_pack)",
+        help="do not train: score and save the configured architecture's run trained from a pack (catdog train_pack)",
     )
     parser.add_argument(
         "--average",
@@ -705,7 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     if args.ensemble or args.average or args.adopt:
-        from catdog import compose
+        from catdog.training import compose
 
         if args.ensemble:
             metrics = compose.ensemble(settings, args.ensemble, args.output)

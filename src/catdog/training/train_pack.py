@@ -1,18 +1,18 @@
 """Train from a data pack for a fixed time, on any Keras backend.
 
-``python -m catdog.train_pack PACK_DIR --architecture resnet --minutes 6 --out DIR``
+``python -m catdog.training.train_pack PACK_DIR --architecture resnet --minutes 6 --out DIR``
 
 This is how a model is trained on a borrowed accelerator (the GPU machine
 lent to some sessions has JAX, not TensorFlow, and takes a small upload): the
 pack (:mod:`catdog.data.pack`) carries the training and validation images and the
-settings; the network comes from the same builders as ``catdog.train``, and
+settings; the network comes from the same builders as ``catdog.training.train``, and
 augmentation runs inside the compiled step (:func:`catdog.data.augment.augmentation_layer`).
 
 The run is given minutes, not epochs: after each epoch it re-plans how many
 epochs fit in the time left and lays its cosine learning-rate decay over
 them, so it ends on a low rate whatever the machine's speed. After each epoch
 it saves the network's weights and a run record, so a run cut off still
-leaves its last epoch. ``python -m catdog.train --adopt DIR`` then scores the
+leaves its last epoch. ``python -m catdog.training.train --adopt DIR`` then scores the
 result here, on the original files, and writes the model and its metrics.
 
 It runs on whichever Keras backend ``KERAS_BACKEND`` names: JAX on the GPU
@@ -38,7 +38,7 @@ from catdog import cli
 from catdog.dirs import write_json_atomic
 from catdog.errors import DatasetError
 
-log = logging.getLogger("catdog.train_pack")
+log = logging.getLogger("catdog.training.train_pack")
 
 
 def planned_epochs(done: int, elapsed: float, last_epoch: float, budget: float, lowest: int, highest: int) -> int:
@@ -173,7 +173,7 @@ def train_from_pack(
     from catdog.data.augment import augmentation_layer
     from catdog.data.dataset import with_synthetic_other
     from catdog.models import build_model
-    from catdog.train import make_optimizer
+    from catdog.training.train import make_optimizer
 
     (x_train, y_train), (x_val, y_val) = parts["train"], parts["validation"]
     if x_train.shape[1:] != (training.image_size, training.image_size, 3):
