@@ -29,10 +29,10 @@ def test_each_held_out_group_is_absent_from_training_and_present_in_the_score(
     trained_on: dict[str, dict[str, list[str]]] = {}
     real_fit = train.fit
 
-    def recording_fit(settings, split, arrays, runs, resume, init_from):
+    def recording_fit(settings, split, arrays, root, runs, resume, init_from):
         trained_on[runs.name] = {part: list(files) for part, files in split.files.items()}
         assert all(len(arrays[part]) == len(split.files[part]) for part in split.files)
-        return real_fit(settings, split, arrays, runs, resume, init_from)
+        return real_fit(settings, split, arrays, root, runs, resume, init_from)
 
     monkeypatch.setattr(train, "fit", recording_fit)
     table = leave_one_out.leave_one_group_out(settings, init, pets_per_class=6)
