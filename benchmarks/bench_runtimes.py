@@ -38,9 +38,9 @@ import numpy as np
 import requests
 from bench_predict import p95, post_predict, rss_mib, throughput, typical_jpeg
 
-from catdog import litert
 from catdog.config import load_config
 from catdog.dirs import file_sha256
+from catdog.export import litert
 from catdog.paths import litert_paths, served_model
 from catdog.serving.inference import Predictor
 from catdog.serving.runtime import read_litert_record

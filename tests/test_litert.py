@@ -1,4 +1,4 @@
-"""Tests for catdog.litert and catdog ship: the LiteRT twin of model.h5 and its conversion check."""
+"""Tests for catdog.export.litert and catdog ship: the LiteRT twin of model.h5 and its conversion check."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catdog import litert
 from catdog.errors import ModelError
+from catdog.export import litert
+from catdog.export.ship import main as ship_main
+from catdog.export.ship import ship
 from catdog.paths import litert_paths, served_model, shipped_metrics
 from catdog.serving.preprocess import load_image
-from catdog.ship import main as ship_main
-from catdog.ship import ship
 from helpers import build_tiny_model, save_model
 
 

@@ -1,4 +1,4 @@
-"""Tests for catdog.quantize and int8 serving: the int8 twin, its check, and the choice of precision."""
+"""Tests for catdog.export.quantize and int8 serving: the int8 twin, its check, and the choice of precision."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catdog import litert, quantize
 from catdog.config import load_config
 from catdog.errors import ConfigError, ModelError
+from catdog.export import litert, quantize
 from catdog.paths import litert_paths
 from catdog.serving.calibration import expected_calibration_error
 from catdog.serving.inference import Predictor

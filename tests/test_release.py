@@ -1,4 +1,4 @@
-"""Tests for catdog.release: a shipped model, its metrics and its twins change together or not at all."""
+"""Tests for catdog.export.release: a shipped model, its metrics and its twins change together or not at all."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from catdog import release
+from catdog.export import release
 from catdog.paths import litert_paths, served_model, shipped_metrics
 
 
@@ -73,7 +73,7 @@ def test_install_replaces_the_older_layout_of_files_beside_the_model(tmp_path):
 KILLED_INSTALL = """
 import json, os, shutil, signal, sys
 from pathlib import Path
-from catdog import release
+from catdog.export import release
 
 target, files, kill_at = Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
 calls = 0

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catdog import litert
 from catdog.errors import ModelError
+from catdog.export import litert
 from catdog.paths import litert_paths
 from catdog.serving.calibration import apply_temperature
 from catdog.serving.inference import Predictor

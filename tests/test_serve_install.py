@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catdog import litert
+from catdog.export import litert
 from catdog.serving.inference import Predictor
 from catdog.web.server import free_port
 from helpers import build_tiny_model, make_photo, save_model

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catdog import paths, ship
+from catdog import paths
 from catdog.config import load_config
+from catdog.export import ship
 from catdog.serving import predict
 from catdog.training import compose, evaluate, train
 from helpers import TINY_OTHER_SOURCES, pattern_picture

@@ -76,7 +76,7 @@ def served_model(model_path: PathLike) -> Path:
     """The file ``model.path`` names, its link followed: the shipped release's ``.h5``, its companions beside it.
 
     Following the link once, then reading every companion beside the file it
-    leads to, is what makes a ship atomic for a reader (see :mod:`catdog.release`).
+    leads to, is what makes a ship atomic for a reader (see :mod:`catdog.export.release`).
     A plain file is its own answer.
     """
     return Path(model_path).resolve()

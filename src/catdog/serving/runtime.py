@@ -3,7 +3,7 @@
 ``catdog ship`` converts ``model.h5`` to ``model.tflite`` and records, in
 ``model.tflite.json`` beside it, the sha256 of the ``.h5`` it came from, the
 Dense head's weights and what the conversion check measured (see
-:mod:`catdog.litert`). :func:`open_runtime` serves through LiteRT when that
+:mod:`catdog.export.litert`). :func:`open_runtime` serves through LiteRT when that
 record matches the ``.h5`` being served, and falls back to TensorFlow
 otherwise. A LiteRT worker imports neither TensorFlow nor Keras: it holds
 about a fifth of the memory and starts in a fraction of the time.

@@ -8,7 +8,7 @@
 
 Each is scored, calibrated and saved exactly as :func:`catdog.training.train.train`
 saves a model it trained (:func:`catdog.training.train.write_results`), so
-``catdog.ship`` can choose among them all on the validation part. They are
+``catdog.export.ship`` can choose among them all on the validation part. They are
 reached through ``catdog.training.train --adopt / --average / --ensemble``.
 """
 

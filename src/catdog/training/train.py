@@ -9,7 +9,7 @@ interrupted run where it stopped.
 Writes ``model/<arch>.h5``, ``model/<arch>.metrics.json``, and the plots
 ``model/<arch>_curves.png`` and ``model/<arch>_confusion.png``. ``--ship``
 also copies the model and its metrics to ``model.path`` (model/model.h5) and
-``metrics.json`` beside it, which is what the app loads (see :mod:`catdog.ship`).
+``metrics.json`` beside it, which is what the app loads (see :mod:`catdog.export.ship`).
 ``--adopt``, ``--average`` and ``--ensemble`` make a model from trained ones
 instead (see :mod:`catdog.training.compose`); ``--recalibrate`` rescores one.
 """
@@ -716,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         metrics = train(settings, resume=args.resume, output=args.output, init_from=args.init_from)
     if args.ship:
-        from catdog.ship import ship
+        from catdog.export.ship import ship
 
         ship(Path(args.output or paths.trained_model(settings.model.dir, metrics["architecture"])), settings)
     took = metrics.get("wall_time_seconds")  # an ensemble trained nothing itself

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from catdog import litert
 from catdog.errors import ModelError
+from catdog.export import litert
 from catdog.serving.calibration import apply_temperature, expected_calibration_error
 from catdog.serving.runtime import (
     FEATURES_LAYER,
@@ -96,7 +96,7 @@ def quantize(
         artifacts_dir: Folder of ``split.json`` and ``manifest.json``, where
             the representative and check images come from when not given.
         representative: ``(N, S, S, 3)`` uint8 calibration images; ``None``
-            for :data:`REPRESENTATIVE_IMAGES` from :func:`catdog.litert.check_images`.
+            for :data:`REPRESENTATIVE_IMAGES` from :func:`catdog.export.litert.check_images`.
         check_set: Images to check on; ``None`` for :func:`check_set_from`.
         temperature: The calibration temperature the app applies (``metrics.json``).
         class_bias: The calibration class bias the app applies, if any.

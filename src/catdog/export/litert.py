@@ -16,7 +16,7 @@ differs by more than :data:`TOLERANCE`, or if the head rebuilt from
 ``features`` does not give the same probabilities (then the map LiteRT
 draws would not be the model's Grad-CAM).
 
-The int8 twin (:mod:`catdog.quantize`) goes through the same converter
+The int8 twin (:mod:`catdog.export.quantize`) goes through the same converter
 (:func:`to_tflite` with a representative set) and is a :class:`Conversion` too.
 
 Importing this module is cheap; converting needs TensorFlow and ai-edge-litert.
@@ -271,7 +271,7 @@ def write(conversion: Conversion, model_path: str | os.PathLike) -> Path:
     """Write the twin beside a plain ``model_path`` (the ``.tflite`` then its record), each atomically.
 
     ``catdog ship`` installs twins with their model as one release instead
-    (:mod:`catdog.release`); this is for a model file outside the releases.
+    (:mod:`catdog.export.release`); this is for a model file outside the releases.
 
     Returns:
         The ``.tflite`` path.

@@ -1,15 +1,15 @@
-"""Install a trained model as the one the app serves: ``python -m catdog.ship``.
+"""Install a trained model as the one the app serves: ``python -m catdog.export.ship``.
 
 ``ship MODEL.h5`` installs that model with its ``.metrics.json`` as a new
 release, ``releases/<name>/model.h5`` and ``metrics.json`` beside it, and
 points ``model.path`` (model/model.h5, a link) at it in one rename (see
-:mod:`catdog.release`). Without a file, it picks the trained model with the
+:mod:`catdog.export.release`). Without a file, it picks the trained model with the
 best *validation* accuracy: the test part stays untouched by every choice,
 so its number remains honest.
 
 The release also holds the model's LiteRT twins, which the app serves
-without TensorFlow: ``model.tflite`` (float, see :mod:`catdog.litert`) and
-``model.int8.tflite`` (see :mod:`catdog.quantize`), each with its record.
+without TensorFlow: ``model.tflite`` (float, see :mod:`catdog.export.litert`) and
+``model.int8.tflite`` (see :mod:`catdog.export.quantize`), each with its record.
 The float conversion is checked on the validation part of the saved split
 before anything is installed; if that twin disagrees with the model,
 nothing is shipped (``--no-litert`` ships the ``.h5`` alone, and the app
@@ -24,14 +24,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from catdog import cli, paths, release
+from catdog import cli, paths
 from catdog.config import Settings
 from catdog.dirs import file_sha256
 from catdog.errors import ModelError
+from catdog.export import release
 from catdog.serving.inference import calibration_of
 from catdog.training.train import read_metrics
 
-log = logging.getLogger("catdog.ship")  # not __name__: that is "__main__" under -m
+log = logging.getLogger("catdog.export.ship")  # not __name__: that is "__main__" under -m
 
 
 def best_by_validation(model_dir: Path) -> Path:
@@ -62,7 +63,7 @@ def ship(model_file: Path, settings: Settings, *, litert: bool = True) -> Path:
     nothing; the int8 twin is quantized and checked next, and one that fails
     its check is left out (its record says why) while the rest ships. Then
     everything is written to a new release folder and ``model.path`` is
-    pointed at it in one rename (:mod:`catdog.release`): a running app, or
+    pointed at it in one rename (:mod:`catdog.export.release`): a running app, or
     one starting, sees the old model or the new one, never a mix.
 
     Args:
@@ -77,8 +78,8 @@ def ship(model_file: Path, settings: Settings, *, litert: bool = True) -> Path:
         ModelError: The model or its metrics file is missing, or its calibration is unreadable.
         ConversionError: The float LiteRT twin disagrees with the model.
     """
-    from catdog import litert as lite
-    from catdog import quantize
+    from catdog.export import litert as lite
+    from catdog.export import quantize
 
     target = Path(settings.model.path)
     metrics_src = paths.trained_metrics(model_file)
