@@ -4,8 +4,8 @@ Generates ``--images`` photo-like JPEGs (500x375, as ``bench_predict``), then
 runs, back to back, each as its own command, as a user would:
 
 * ``python -m catdog.serving.predict FILE...`` (the console CLI: one file at a time);
-* ``python -m catdog.classify DIR --workers 1`` and ``--workers 2`` (the local pool);
-* ``python -m catdog.classify DIR --engine ray --workers 2`` (Ray Data, a local Ray started for the job).
+* ``python -m catdog.bulk.classify DIR --workers 1`` and ``--workers 2`` (the local pool);
+* ``python -m catdog.bulk.classify DIR --engine ray --workers 2`` (Ray Data, a local Ray started for the job).
 
 Each runs twice: on a few files (``--small``), which is almost all start-up,
 and on all of them; the difference gives the steady rate without start-up.

@@ -16,7 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from catdog import classify, cli
+from catdog import cli
+from catdog.bulk import classify
 from catdog.bulk.job import run_job
 from catdog.bulk.replica import ReplicaSpec, read_file
 from catdog.bulk.sources import list_files
@@ -302,7 +303,7 @@ def test_ctrl_c_on_the_command_commits_whole_parts_and_the_rerun_completes_the_t
     for i in range(400):
         (folder / f"{i:03d}.png").write_bytes(make_photo(size=(40, 32), fmt="PNG", seed=i))
     output = tmp_path / "predictions.parquet"
-    command = [sys.executable, "-m", "catdog.classify", str(folder), "--output", str(output), "--workers", "1"]
+    command = [sys.executable, "-m", "catdog.bulk.classify", str(folder), "--output", str(output), "--workers", "1"]
     command += ["--config", str(config_file), "--model", str(three_class_model_path)]
     small_parts = ["--set", "bulk.batch_size=2", "--set", "bulk.part_files=2"]
     store = PartStore(output, CLASSES)

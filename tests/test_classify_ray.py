@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from catdog import classify
+from catdog.bulk import classify
 from catdog.bulk.table import read_table
 from helpers import CLASSES, make_collection
 

@@ -26,7 +26,7 @@ STEPS = {
     "train_pack": ("catdog.training.train_pack", "train from a pack for a fixed time (JAX on a GPU)"),
     "evaluate": ("catdog.training.evaluate", "score a saved model on a folder of labelled images"),
     "predict": ("catdog.serving.predict", "say whether each image shows a cat, a dog or neither"),
-    "classify": ("catdog.classify", "classify a whole photo collection into one resumable table"),
+    "classify": ("catdog.bulk.classify", "classify a whole photo collection into one resumable table"),
     "ship": ("catdog.export.ship", "install a trained model as the one the app serves"),
     "leave_one_out": ("catdog.training.leave_one_out", "estimate Other-flagging on kinds of photo never trained on"),
 }
