@@ -10,9 +10,8 @@ from pathlib import Path
 
 from catdog.config import load_config
 from catdog.data import ingest, validate
-from catdog.data.dataset import source_of
+from catdog.data.dataset import prepare_split, source_of
 from catdog.data.groups import file_groups, read_group_column
-from catdog.training.train import prepare_split
 from helpers import encode_image
 
 # A third archive in the layout of Broad-128px.zip: WebP photos, SOURCES.csv naming each file's group.

@@ -10,7 +10,7 @@ import pytest
 
 from catdog import paths
 from catdog.config import load_config
-from catdog.training import leave_one_out, train
+from catdog.training import leave_one_out, results, train
 from catdog.training.openset import SCORES
 from helpers import TINY_OTHER_SOURCES, TINY_PER_CLASS
 
@@ -24,7 +24,7 @@ def test_each_held_out_group_is_absent_from_training_and_present_in_the_score(
     from catdog.models import build_model
 
     init = Path(settings.model.dir) / "start.h5"
-    train.save_h5_atomic(build_model(settings.training, 3), init)  # untrained: the runs' own training is tested
+    results.save_h5_atomic(build_model(settings.training, 3), init)  # untrained: the runs' own training is tested
 
     trained_on: dict[str, dict[str, list[str]]] = {}
     real_fit = train.fit

@@ -12,9 +12,10 @@ from PIL import Image
 
 from catdog import paths
 from catdog.config import load_config
+from catdog.data import dataset
 from catdog.export import ship
 from catdog.serving import predict
-from catdog.training import compose, evaluate, train
+from catdog.training import compose, evaluate, results, train
 from helpers import TINY_OTHER_SOURCES, pattern_picture
 from helpers import TINY_PER_CLASS as PER_CLASS
 from helpers import TINY_SIZE as SIZE
@@ -54,13 +55,13 @@ def test_smoke_training_writes_a_model_that_loads_and_predicts(tiny_run: Path, a
 
 def test_test_part_is_disjoint_and_stable(tiny_run: Path):
     settings = _settings(tiny_run)
-    first, _, _ = train.prepare_split(settings)
-    second, _, _ = train.prepare_split(settings)
+    first, _, _ = dataset.prepare_split(settings)
+    second, _, _ = dataset.prepare_split(settings)
     assert first == second
     parts = [set(first.files[p]) for p in ("train", "validation", "test")]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
     assert sum(len(p) for p in parts) == 3 * PER_CLASS
-    other, _, _ = train.prepare_split(_settings(tiny_run, "training.seed=99"))
+    other, _, _ = dataset.prepare_split(_settings(tiny_run, "training.seed=99"))
     assert other.files["test"] != first.files["test"]
 
 
@@ -302,7 +303,7 @@ def test_recalibrate_refits_the_calibration_without_training(trained, capsys):
     other.write_bytes(weights + b"x")
     other.with_suffix(".metrics.json").write_text(json.dumps(before))
     with pytest.raises(train.ModelError, match="another model file"):
-        train.recalibrate(_settings(config_file), other)
+        results.recalibrate(_settings(config_file), other)
 
 
 def test_recalibrating_with_a_pet_budget_moves_the_other_boundary(trained):

@@ -21,7 +21,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm import tqdm
 
-from catdog.dirs import atomic_write, write_json_atomic
+from catdog import paths
+from catdog.config import Settings
+from catdog.data.validate import read_manifest
+from catdog.dirs import atomic_write, file_sha256, write_json_atomic
 from catdog.errors import DatasetError, InvalidImage
 from catdog.serving.preprocess import load_image
 
@@ -129,6 +132,39 @@ def load_split(path: Path) -> Split:
         return Split(tuple(payload["classes"]), payload["files"], payload["labels"])
     except (OSError, ValueError, KeyError) as exc:
         raise DatasetError(f"cannot read split file {str(path)!r}: {exc}") from exc
+
+
+def prepare_split(settings: Settings) -> tuple[Split, Path, str]:
+    """Make the split from the manifest and save it to ``<artifacts>/split.json``.
+
+    The split is made from paths relative to the dataset folder, so the same
+    data and seed give the same split wherever the data was extracted.
+
+    Returns:
+        The split (relative paths), the dataset folder and the manifest's sha256.
+    """
+    manifest = paths.manifest(settings.data.artifacts_dir)
+    root, files_by_class = read_manifest(manifest)
+    relative = {name: [Path(p).relative_to(root).as_posix() for p in paths] for name, paths in files_by_class.items()}
+    manifest_hash = file_sha256(manifest)
+    t = settings.training
+    split = make_split(relative, settings.data.classes, t.validation_fraction, t.test_fraction, t.seed)
+    split_file = paths.split(settings.data.artifacts_dir)
+    if split_file.exists():
+        saved = load_split(split_file)
+        if saved.files["test"] != split.files["test"]:
+            log.warning("the saved split %s differs from the one the settings give; replacing it", split_file)
+    save_split(split, split_file)
+    return split, root, manifest_hash
+
+
+def load_arrays(settings: Settings, split: Split, root: Path) -> dict:
+    """Each part of the split decoded at ``training.image_size``, through the array cache."""
+    cache = paths.cache_dir(settings.data.artifacts_dir)
+    return {
+        part: cached_arrays([str(root / f) for f in files], settings.training.image_size, cache, part)
+        for part, files in split.files.items()
+    }
 
 
 def _decode(args: tuple[str, int]) -> np.ndarray | str:

@@ -145,8 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--quality must be between 1 and 100")
     settings = cli.settings_from_args(args)
 
-    from catdog.data.dataset import class_weights
-    from catdog.training.train import load_arrays, prepare_split
+    from catdog.data.dataset import class_weights, load_arrays, prepare_split
 
     split, root, manifest_hash = prepare_split(settings)
     arrays = load_arrays(settings, split, root)

@@ -30,7 +30,7 @@ from catdog.dirs import file_sha256
 from catdog.errors import ModelError
 from catdog.export import release
 from catdog.serving.inference import calibration_of
-from catdog.training.train import read_metrics
+from catdog.training.results import read_metrics
 
 log = logging.getLogger("catdog.export.ship")  # not __name__: that is "__main__" under -m
 

@@ -7,7 +7,7 @@
   (:mod:`catdog.models.ensemble`).
 
 Each is scored, calibrated and saved exactly as :func:`catdog.training.train.train`
-saves a model it trained (:func:`catdog.training.train.write_results`), so
+saves a model it trained (:func:`catdog.training.results.write_results`), so
 ``catdog.export.ship`` can choose among them all on the validation part. They are
 reached through ``catdog.training.train --adopt / --average / --ensemble``.
 """
@@ -20,9 +20,10 @@ from pathlib import Path
 
 from catdog import paths
 from catdog.config import Settings
+from catdog.data.dataset import load_arrays, prepare_split
 from catdog.dirs import ensure_dirs, file_sha256
 from catdog.errors import ModelError
-from catdog.training.train import load_arrays, prepare_split, read_metrics, refuse_overwriting_inputs, write_results
+from catdog.training.results import read_metrics, refuse_overwriting_inputs, write_results
 
 
 def adopt(settings: Settings, run_dir: Path, architecture: str, output: Path | None = None) -> dict:

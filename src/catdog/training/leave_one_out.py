@@ -189,7 +189,7 @@ def leave_one_group_out(
     A run already in the table, from an earlier (perhaps interrupted) call with the same
     protocol, is kept unless its group is named in ``groups``: a rerun resumes.
     """
-    from catdog.training.train import load_arrays, prepare_split
+    from catdog.data.dataset import load_arrays, prepare_split
 
     split, root, _ = prepare_split(settings)
     t = settings.training

@@ -7,7 +7,8 @@ the test part once. Every epoch leaves a backup, so ``--resume`` continues an
 interrupted run where it stopped.
 
 Writes ``model/<arch>.h5``, ``model/<arch>.metrics.json``, and the plots
-``model/<arch>_curves.png`` and ``model/<arch>_confusion.png``. ``--ship``
+``model/<arch>_curves.png`` and ``model/<arch>_confusion.png`` (see
+:mod:`catdog.training.results`). ``--ship``
 also copies the model and its metrics to ``model.path`` (model/model.h5) and
 ``metrics.json`` beside it, which is what the app loads (see :mod:`catdog.export.ship`).
 ``--adopt``, ``--average`` and ``--ensemble`` make a model from trained ones
@@ -20,8 +21,6 @@ import csv
 import json
 import logging
 import math
-import os
-import platform
 import shutil
 import sys
 import time
@@ -32,48 +31,20 @@ from catdog import cli, paths
 from catdog.config import Settings
 from catdog.data.dataset import (
     Split,
-    cached_arrays,
     class_weights,
-    load_split,
-    make_split,
-    save_split,
+    load_arrays,
+    prepare_split,
     shorter_sides,
     tf_dataset,
     with_synthetic_other,
 )
-from catdog.dirs import atomic_write, ensure_dirs, file_sha256, write_json_atomic
-from catdog.errors import ConfigError, ModelError
+from catdog.dirs import ensure_dirs
+from catdog.errors import ModelError
 from catdog.labels import OTHER
 from catdog.training.cpu import use_mixed_precision
-from catdog.training.metrics import classification_report, format_report
+from catdog.training.results import recalibrate, refuse_overwriting_inputs, write_results
 
 log = logging.getLogger("catdog.training.train")  # not __name__: that is "__main__" under -m
-
-
-def prepare_split(settings: Settings) -> tuple[Split, Path, str]:
-    """Make the split from the manifest and save it to ``<artifacts>/split.json``.
-
-    The split is made from paths relative to the dataset folder, so the same
-    data and seed give the same split wherever the data was extracted.
-
-    Returns:
-        The split (relative paths), the dataset folder and the manifest's sha256.
-    """
-    from catdog.data.validate import read_manifest
-
-    manifest = paths.manifest(settings.data.artifacts_dir)
-    root, files_by_class = read_manifest(manifest)
-    relative = {name: [Path(p).relative_to(root).as_posix() for p in paths] for name, paths in files_by_class.items()}
-    manifest_hash = file_sha256(manifest)
-    t = settings.training
-    split = make_split(relative, settings.data.classes, t.validation_fraction, t.test_fraction, t.seed)
-    split_file = paths.split(settings.data.artifacts_dir)
-    if split_file.exists():
-        saved = load_split(split_file)
-        if saved.files["test"] != split.files["test"]:
-            log.warning("the saved split %s differs from the one the settings give; replacing it", split_file)
-    save_split(split, split_file)
-    return split, root, manifest_hash
 
 
 def compile_model(model, settings: Settings, steps_per_epoch: int) -> None:
@@ -148,37 +119,6 @@ def epoch_logger(epochs: int, images_per_epoch: int):
     return EpochLogger()
 
 
-def predict_in_batches(model, images, batch_size: int = 128):
-    """Probabilities for a uint8 image array, through a compiled forward pass.
-
-    The compiled function is kept on the model, so repeated calls (one per
-    part, one per thumbnail size) trace it once.
-    """
-    import tensorflow as tf
-
-    from catdog.training.evaluate import in_batches
-
-    forward = getattr(model, "_catdog_forward", None)
-    if forward is None:
-
-        @tf.function(reduce_retracing=True)
-        def forward(x):
-            return model(tf.cast(x, tf.float32), training=False)
-
-        model._catdog_forward = forward
-    return in_batches(lambda batch: forward(batch).numpy(), images, model.output_shape[-1], batch_size)
-
-
-def save_h5_atomic(model, path: Path) -> None:
-    """Save a model without optimizer state as .h5, renaming into place when complete."""
-    import keras
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        # Serving needs the weights only; the optimizer's state would triple the file.
-        keras.saving.save_model(model, tmp, include_optimizer=False)
-
-
 def read_history(path: Path) -> dict[str, list[float]]:
     """Per-epoch values from Keras's CSV log (which survives a resume)."""
     history: dict[str, list[float]] = {}
@@ -190,22 +130,6 @@ def read_history(path: Path) -> dict[str, list[float]]:
                 if key != "epoch" and value not in ("", None):
                     history.setdefault(key, []).append(float(value))
     return history
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages that shape a trained model."""
-    import keras
-    import numpy
-    import PIL
-    import tensorflow as tf
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": numpy.__version__,
-        "pillow": PIL.__version__,
-    }
 
 
 def train(settings: Settings, resume: bool = False, output: Path | None = None, init_from: Path | None = None) -> dict:
@@ -247,28 +171,6 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None, 
         output,
         {"manifest_sha256": manifest_hash, "initialised_from": init_from},
     )
-
-
-def refuse_overwriting_inputs(output: Path, inputs: Sequence[Path | None]) -> Path:
-    """Return ``output``, unless it is one of the models a step reads: it would be replaced by its own result.
-
-    Raises:
-        ModelError: ``output`` names one of ``inputs`` (the default output, ``model/<architecture>.h5``,
-            often does when fine-tuning or blending a committed model).
-    """
-    for given in inputs:
-        if given is not None and Path(given).resolve() == Path(output).resolve():
-            raise ModelError(f"{output} is also an input of this step and would be overwritten; choose --output")
-    return output
-
-
-def load_arrays(settings: Settings, split: Split, root: Path) -> dict:
-    """Each part of the split decoded at ``training.image_size``, through the array cache."""
-    cache = paths.cache_dir(settings.data.artifacts_dir)
-    return {
-        part: cached_arrays([str(root / f) for f in files], settings.training.image_size, cache, part)
-        for part, files in split.files.items()
-    }
 
 
 def fit(settings: Settings, split: Split, arrays: dict, root: Path, runs: Path, resume: bool, init_from: Path | None):
@@ -433,217 +335,6 @@ def transfer_weights(source, target) -> int:
     if not copied:
         raise ModelError("the model to start from shares no layer with the configured architecture")
     return copied
-
-
-def balanced_indices(settings: Settings) -> list[int]:
-    """Indices of ``training.balance_recall`` in ``data.classes`` (two, or none).
-
-    Raises:
-        ConfigError: The names are not two of the configured classes.
-    """
-    names = settings.training.balance_recall
-    classes = list(settings.data.classes)
-    if names and (len(names) != 2 or any(name not in classes for name in names) or names[0] == names[1]):
-        raise ConfigError(f"training.balance_recall must name two of {classes} or none, got {list(names)!r}")
-    return [classes.index(name) for name in names]
-
-
-def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> tuple[dict, dict, dict]:
-    """Fit the temperature on the validation part; score the validation and test parts, by source and in low resolution.
-
-    Returns:
-        The reports by part, the calibration (temperature, test reliability before and after) and the
-        low-resolution report.
-    """
-    from catdog.serving.calibration import (
-        apply_temperature,
-        fit_class_bias,
-        fit_other_offset,
-        fit_temperature,
-        reliability,
-    )
-    from catdog.training.evaluate import breakdown, format_breakdown, low_resolution_report, synthetic_report
-
-    classes = settings.data.classes
-    raw = {part: predict_in_batches(model, arrays[part]) for part in ("validation", "test")}
-    temperature = fit_temperature(raw["validation"], split.labels["validation"])
-    balanced = balanced_indices(settings)
-    bias = fit_class_bias(apply_temperature(raw["validation"], temperature), split.labels["validation"], balanced)
-    cap = settings.training.max_pets_as_other
-    other_offset = cap is not None and OTHER in classes
-    if other_offset:
-        other = classes.index(OTHER)
-        shifted = apply_temperature(raw["validation"], temperature, bias)
-        bias[other] += fit_other_offset(shifted, split.labels["validation"], other, cap)
-    calibrated = {part: apply_temperature(probs, temperature, bias) for part, probs in raw.items()}
-    reports = {}
-    for part in ("validation", "test"):
-        reports[part] = classification_report(split.labels[part], calibrated[part], classes)
-        reports[part].update(
-            breakdown(
-                split.labels[part], calibrated[part], split.files[part], classes, root, settings.data.source_groups
-            )
-        )
-        print(format_report(f"{settings.training.architecture} on the {part} part", reports[part]))
-        print(format_breakdown(reports[part]))
-    calibration = {
-        "method": "temperature scaling, then a logit offset evening the recall of "
-        + (" and ".join(settings.training.balance_recall) or "no classes")
-        + (f", and an offset of the Other logit setting aside at most {cap:.2%} of pets" if other_offset else "")
-        + ", all fitted on the validation part",
-        "temperature": temperature,
-        "class_bias": bias,
-        "test_before": reliability(raw["test"], split.labels["test"]),
-        "test_after": reliability(calibrated["test"], split.labels["test"]),
-    }
-    log.info(
-        "temperature %.3f, class bias %s: test ECE %.4f -> %.4f",
-        temperature,
-        bias,
-        calibration["test_before"]["ece"],
-        calibration["test_after"]["ece"],
-    )
-
-    def calibrated_forward(x):
-        return apply_temperature(predict_in_batches(model, x), temperature, bias)
-
-    low_res = low_resolution_report(
-        calibrated_forward,
-        [str(root / f) for f in split.files["test"]],
-        split.labels["test"],
-        settings.training.image_size,
-        classes,
-    )
-    if "Other" in classes:
-        reports["synthetic_other"] = synthetic_report(
-            calibrated_forward, settings.training.image_size, classes, settings.training.seed
-        )
-    return reports, calibration, low_res
-
-
-def write_results(
-    settings: Settings,
-    model,
-    run: dict,
-    split: Split,
-    arrays: dict,
-    root: Path,
-    output: Path,
-    provenance: dict,
-    architecture: str | None = None,
-) -> dict:
-    """Score the model (:func:`score`), then save it with its metrics and plots.
-
-    ``architecture`` names the model in its metrics (default ``training.architecture``).
-    """
-    import tensorflow as tf
-
-    from catdog.training.plots import plot_history
-
-    t = settings.training
-    arch = architecture or t.architecture
-    classes = settings.data.classes
-    reports, calibration, low_res = score(settings, model, split, arrays, root)
-    save_h5_atomic(model, output)
-    history = run.pop("history")
-    # A run adopted from a pack says where it trained; a run here, this machine.
-    here = f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
-    trained_on = run.pop("hardware", None) or here
-    epochs_run = len(history.get("loss", []))
-    init_from = provenance.get("initialised_from")
-    metrics = {
-        "architecture": arch,
-        "model_file": output.name,
-        "model_sha256": file_sha256(output),
-        "image_size": t.image_size,
-        "parameters": int(model.count_params()),
-        "classes": list(classes),
-        "class_counts": split.counts(),
-        "epochs_configured": t.epochs,
-        "epochs_run": epochs_run,
-        "best_epoch": 1 + max(range(epochs_run), key=lambda i: history["val_accuracy"][i]) if epochs_run else None,
-        **run,
-        "initialised_from": {"file": str(init_from), "sha256": file_sha256(init_from)} if init_from else None,
-        "manifest_sha256": provenance.get("manifest_sha256"),
-        "settings": settings.training.model_dump(),
-        "versions": versions(),
-        "hardware": trained_on,
-        "calibration": calibration,
-        "validation": reports["validation"],
-        "test": reports["test"],
-        "test_low_resolution": low_res,
-        "test_synthetic_other": reports.get("synthetic_other"),
-        "history": history,
-    }
-    metrics_path = paths.trained_metrics(output)
-    write_json_atomic(metrics_path, metrics)
-    if history:  # an ensemble trained nothing itself: its members' metrics hold their curves
-        plot_history(history, paths.plot(output, "curves"), f"{arch}: training curves")
-    plot_test_results(output, arch, classes, reports["test"], calibration)
-    log.info("wrote %s, %s and plots", output, metrics_path)
-    return metrics
-
-
-def plot_test_results(model_file: Path, arch: str, classes, test: dict, calibration: dict) -> None:
-    """The confusion matrix and reliability diagram of the test part, beside the model."""
-    from catdog.training.plots import plot_confusion, plot_reliability
-
-    plot_confusion(
-        test["confusion_matrix"]["rows_true_columns_predicted"],
-        classes,
-        paths.plot(model_file, "confusion"),
-        f"{arch}: test part ({test['accuracy']:.1%})",
-    )
-    plot_reliability(
-        calibration["test_before"],
-        calibration["test_after"],
-        paths.plot(model_file, "reliability"),
-        f"{arch}: test part, T = {calibration['temperature']:.2f}",
-    )
-
-
-def read_metrics(model_file: Path) -> dict:
-    """The metrics written beside a trained model.
-
-    Raises:
-        ModelError: They are missing or unreadable.
-    """
-    try:
-        return json.loads(paths.trained_metrics(model_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read the metrics of {model_file}: {exc}") from exc
-
-
-def recalibrate(settings: Settings, model_file: Path) -> dict:
-    """Refit the calibration of a trained model on the validation part and rescore it, without training.
-
-    Updates the calibration, the validation and test reports and the plots in
-    the model's metrics file; everything about its training stays as it was.
-
-    Raises:
-        ModelError: The metrics file is missing or belongs to another model file.
-    """
-    import keras
-
-    metrics_path = paths.trained_metrics(model_file)
-    metrics = read_metrics(model_file)
-    if metrics.get("model_sha256") != file_sha256(model_file):
-        raise ModelError(f"{metrics_path} was written for another model file than {model_file}")
-    split, root, _ = prepare_split(settings)
-    arrays = load_arrays(settings, split, root)
-    model = keras.models.load_model(model_file, compile=False)
-    reports, calibration, low_res = score(settings, model, split, arrays, root)
-    metrics.update(
-        calibration=calibration,
-        validation=reports["validation"],
-        test=reports["test"],
-        test_low_resolution=low_res,
-        test_synthetic_other=reports.get("synthetic_other"),
-    )
-    write_json_atomic(metrics_path, metrics)
-    plot_test_results(model_file, metrics["architecture"], settings.data.classes, reports["test"], calibration)
-    log.info("recalibrated %s: %s", model_file, metrics_path)
-    return metrics
 
 
 def _best_so_far(history_csv: Path) -> float | None:

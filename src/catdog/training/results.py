@@ -1,0 +1,300 @@
+"""A trained model's results: scored once, saved with its metrics and plots, read back by later steps.
+
+:func:`score` fits the calibration on the validation part and scores the
+validation and test parts; :func:`write_results` saves the model as
+``model/<arch>.h5`` with ``<arch>.metrics.json`` and its plots beside it,
+whichever step made the model (:mod:`catdog.training.train`,
+:mod:`catdog.training.compose`); :func:`read_metrics` reads them back
+(``catdog ship`` chooses among trained models by them) and
+:func:`recalibrate` refits and rescores a trained model without training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+from catdog import paths
+from catdog.config import Settings
+from catdog.data.dataset import Split, load_arrays, prepare_split
+from catdog.dirs import atomic_write, file_sha256, write_json_atomic
+from catdog.errors import ConfigError, ModelError
+from catdog.labels import OTHER
+from catdog.training.metrics import classification_report, format_report
+
+log = logging.getLogger(__name__)
+
+
+def predict_in_batches(model, images, batch_size: int = 128):
+    """Probabilities for a uint8 image array, through a compiled forward pass.
+
+    The compiled function is kept on the model, so repeated calls (one per
+    part, one per thumbnail size) trace it once.
+    """
+    import tensorflow as tf
+
+    from catdog.training.evaluate import in_batches
+
+    forward = getattr(model, "_catdog_forward", None)
+    if forward is None:
+
+        @tf.function(reduce_retracing=True)
+        def forward(x):
+            return model(tf.cast(x, tf.float32), training=False)
+
+        model._catdog_forward = forward
+    return in_batches(lambda batch: forward(batch).numpy(), images, model.output_shape[-1], batch_size)
+
+
+def save_h5_atomic(model, path: Path) -> None:
+    """Save a model without optimizer state as .h5, renaming into place when complete."""
+    import keras
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
+        # Serving needs the weights only; the optimizer's state would triple the file.
+        keras.saving.save_model(model, tmp, include_optimizer=False)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape a trained model."""
+    import keras
+    import numpy
+    import PIL
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
+def refuse_overwriting_inputs(output: Path, inputs: Sequence[Path | None]) -> Path:
+    """Return ``output``, unless it is one of the models a step reads: it would be replaced by its own result.
+
+    Raises:
+        ModelError: ``output`` names one of ``inputs`` (the default output, ``model/<architecture>.h5``,
+            often does when fine-tuning or blending a committed model).
+    """
+    for given in inputs:
+        if given is not None and Path(given).resolve() == Path(output).resolve():
+            raise ModelError(f"{output} is also an input of this step and would be overwritten; choose --output")
+    return output
+
+
+def balanced_indices(settings: Settings) -> list[int]:
+    """Indices of ``training.balance_recall`` in ``data.classes`` (two, or none).
+
+    Raises:
+        ConfigError: The names are not two of the configured classes.
+    """
+    names = settings.training.balance_recall
+    classes = list(settings.data.classes)
+    if names and (len(names) != 2 or any(name not in classes for name in names) or names[0] == names[1]):
+        raise ConfigError(f"training.balance_recall must name two of {classes} or none, got {list(names)!r}")
+    return [classes.index(name) for name in names]
+
+
+def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> tuple[dict, dict, dict]:
+    """Fit the temperature on the validation part; score the validation and test parts, by source and in low resolution.
+
+    Returns:
+        The reports by part, the calibration (temperature, test reliability before and after) and the
+        low-resolution report.
+    """
+    from catdog.serving.calibration import (
+        apply_temperature,
+        fit_class_bias,
+        fit_other_offset,
+        fit_temperature,
+        reliability,
+    )
+    from catdog.training.evaluate import breakdown, format_breakdown, low_resolution_report, synthetic_report
+
+    classes = settings.data.classes
+    raw = {part: predict_in_batches(model, arrays[part]) for part in ("validation", "test")}
+    temperature = fit_temperature(raw["validation"], split.labels["validation"])
+    balanced = balanced_indices(settings)
+    bias = fit_class_bias(apply_temperature(raw["validation"], temperature), split.labels["validation"], balanced)
+    cap = settings.training.max_pets_as_other
+    other_offset = cap is not None and OTHER in classes
+    if other_offset:
+        other = classes.index(OTHER)
+        shifted = apply_temperature(raw["validation"], temperature, bias)
+        bias[other] += fit_other_offset(shifted, split.labels["validation"], other, cap)
+    calibrated = {part: apply_temperature(probs, temperature, bias) for part, probs in raw.items()}
+    reports = {}
+    for part in ("validation", "test"):
+        reports[part] = classification_report(split.labels[part], calibrated[part], classes)
+        reports[part].update(
+            breakdown(
+                split.labels[part], calibrated[part], split.files[part], classes, root, settings.data.source_groups
+            )
+        )
+        print(format_report(f"{settings.training.architecture} on the {part} part", reports[part]))
+        print(format_breakdown(reports[part]))
+    calibration = {
+        "method": "temperature scaling, then a logit offset evening the recall of "
+        + (" and ".join(settings.training.balance_recall) or "no classes")
+        + (f", and an offset of the Other logit setting aside at most {cap:.2%} of pets" if other_offset else "")
+        + ", all fitted on the validation part",
+        "temperature": temperature,
+        "class_bias": bias,
+        "test_before": reliability(raw["test"], split.labels["test"]),
+        "test_after": reliability(calibrated["test"], split.labels["test"]),
+    }
+    log.info(
+        "temperature %.3f, class bias %s: test ECE %.4f -> %.4f",
+        temperature,
+        bias,
+        calibration["test_before"]["ece"],
+        calibration["test_after"]["ece"],
+    )
+
+    def calibrated_forward(x):
+        return apply_temperature(predict_in_batches(model, x), temperature, bias)
+
+    low_res = low_resolution_report(
+        calibrated_forward,
+        [str(root / f) for f in split.files["test"]],
+        split.labels["test"],
+        settings.training.image_size,
+        classes,
+    )
+    if "Other" in classes:
+        reports["synthetic_other"] = synthetic_report(
+            calibrated_forward, settings.training.image_size, classes, settings.training.seed
+        )
+    return reports, calibration, low_res
+
+
+def write_results(
+    settings: Settings,
+    model,
+    run: dict,
+    split: Split,
+    arrays: dict,
+    root: Path,
+    output: Path,
+    provenance: dict,
+    architecture: str | None = None,
+) -> dict:
+    """Score the model (:func:`score`), then save it with its metrics and plots.
+
+    ``architecture`` names the model in its metrics (default ``training.architecture``).
+    """
+    import tensorflow as tf
+
+    from catdog.training.plots import plot_history
+
+    t = settings.training
+    arch = architecture or t.architecture
+    classes = settings.data.classes
+    reports, calibration, low_res = score(settings, model, split, arrays, root)
+    save_h5_atomic(model, output)
+    history = run.pop("history")
+    # A run adopted from a pack says where it trained; a run here, this machine.
+    here = f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
+    trained_on = run.pop("hardware", None) or here
+    epochs_run = len(history.get("loss", []))
+    init_from = provenance.get("initialised_from")
+    metrics = {
+        "architecture": arch,
+        "model_file": output.name,
+        "model_sha256": file_sha256(output),
+        "image_size": t.image_size,
+        "parameters": int(model.count_params()),
+        "classes": list(classes),
+        "class_counts": split.counts(),
+        "epochs_configured": t.epochs,
+        "epochs_run": epochs_run,
+        "best_epoch": 1 + max(range(epochs_run), key=lambda i: history["val_accuracy"][i]) if epochs_run else None,
+        **run,
+        "initialised_from": {"file": str(init_from), "sha256": file_sha256(init_from)} if init_from else None,
+        "manifest_sha256": provenance.get("manifest_sha256"),
+        "settings": settings.training.model_dump(),
+        "versions": versions(),
+        "hardware": trained_on,
+        "calibration": calibration,
+        "validation": reports["validation"],
+        "test": reports["test"],
+        "test_low_resolution": low_res,
+        "test_synthetic_other": reports.get("synthetic_other"),
+        "history": history,
+    }
+    metrics_path = paths.trained_metrics(output)
+    write_json_atomic(metrics_path, metrics)
+    if history:  # an ensemble trained nothing itself: its members' metrics hold their curves
+        plot_history(history, paths.plot(output, "curves"), f"{arch}: training curves")
+    plot_test_results(output, arch, classes, reports["test"], calibration)
+    log.info("wrote %s, %s and plots", output, metrics_path)
+    return metrics
+
+
+def plot_test_results(model_file: Path, arch: str, classes, test: dict, calibration: dict) -> None:
+    """The confusion matrix and reliability diagram of the test part, beside the model."""
+    from catdog.training.plots import plot_confusion, plot_reliability
+
+    plot_confusion(
+        test["confusion_matrix"]["rows_true_columns_predicted"],
+        classes,
+        paths.plot(model_file, "confusion"),
+        f"{arch}: test part ({test['accuracy']:.1%})",
+    )
+    plot_reliability(
+        calibration["test_before"],
+        calibration["test_after"],
+        paths.plot(model_file, "reliability"),
+        f"{arch}: test part, T = {calibration['temperature']:.2f}",
+    )
+
+
+def read_metrics(model_file: Path) -> dict:
+    """The metrics written beside a trained model.
+
+    Raises:
+        ModelError: They are missing or unreadable.
+    """
+    try:
+        return json.loads(paths.trained_metrics(model_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the metrics of {model_file}: {exc}") from exc
+
+
+def recalibrate(settings: Settings, model_file: Path) -> dict:
+    """Refit the calibration of a trained model on the validation part and rescore it, without training.
+
+    Updates the calibration, the validation and test reports and the plots in
+    the model's metrics file; everything about its training stays as it was.
+
+    Raises:
+        ModelError: The metrics file is missing or belongs to another model file.
+    """
+    import keras
+
+    metrics_path = paths.trained_metrics(model_file)
+    metrics = read_metrics(model_file)
+    if metrics.get("model_sha256") != file_sha256(model_file):
+        raise ModelError(f"{metrics_path} was written for another model file than {model_file}")
+    split, root, _ = prepare_split(settings)
+    arrays = load_arrays(settings, split, root)
+    model = keras.models.load_model(model_file, compile=False)
+    reports, calibration, low_res = score(settings, model, split, arrays, root)
+    metrics.update(
+        calibration=calibration,
+        validation=reports["validation"],
+        test=reports["test"],
+        test_low_resolution=low_res,
+        test_synthetic_other=reports.get("synthetic_other"),
+    )
+    write_json_atomic(metrics_path, metrics)
+    plot_test_results(model_file, metrics["architecture"], settings.data.classes, reports["test"], calibration)
+    log.info("recalibrated %s: %s", model_file, metrics_path)
+    return metrics
