@@ -3,9 +3,9 @@
 Generates ``--images`` photo-like JPEGs (500x375, as ``bench_predict``), then
 runs, back to back, each as its own command, as a user would:
 
-* ``python -m catdog.serving.predict FILE...`` (the console CLI: one file at a time);
-* ``python -m catdog.bulk.classify DIR --workers 1`` and ``--workers 2`` (the local pool);
-* ``python -m catdog.bulk.classify DIR --engine ray --workers 2`` (Ray Data, a local Ray started for the job).
+* ``catdog predict FILE...`` (the console CLI: one file at a time);
+* ``catdog classify DIR --workers 1`` and ``--workers 2`` (the local pool);
+* ``catdog classify DIR --engine ray --workers 2`` (Ray Data, a local Ray started for the job).
 
 Each runs twice: on a few files (``--small``), which is almost all start-up,
 and on all of them; the difference gives the steady rate without start-up.
@@ -41,7 +41,7 @@ from benchmarks.bench_predict import typical_jpeg
 from catdog.cli import STEPS
 
 METHODS = {
-    "console CLI (`python -m catdog.serving.predict`)": ["predict"],
+    "console CLI (`catdog predict`)": ["predict"],
     "classify, local pool, 1 worker": ["classify", "--workers", "1"],
     "classify, local pool, 2 workers": ["classify", "--workers", "2"],
     "classify, Ray Data (local Ray), 2 replicas": ["classify", "--engine", "ray", "--workers", "2"],
