@@ -13,6 +13,7 @@ from PIL import Image
 from catdog import paths
 from catdog.config import load_config
 from catdog.data import dataset
+from catdog.errors import DatasetError
 from catdog.export import ship
 from catdog.serving import predict
 from catdog.training import compose, evaluate, results, train
@@ -61,7 +62,14 @@ def test_test_part_is_disjoint_and_stable(tiny_run: Path):
     parts = [set(first.files[p]) for p in ("train", "validation", "test")]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
     assert sum(len(p) for p in parts) == 3 * PER_CLASS
-    other, _, _ = dataset.prepare_split(_settings(tiny_run, "training.seed=99"))
+    # Another seed would train on held-back photos: refused until the saved split is removed.
+    reseeded = _settings(tiny_run, "training.seed=99")
+    split_file = paths.split(reseeded.data.artifacts_dir)
+    with pytest.raises(DatasetError, match="holds back"):
+        dataset.prepare_split(reseeded)
+    assert dataset.load_split(split_file) == first
+    split_file.unlink()
+    other, _, _ = dataset.prepare_split(reseeded)
     assert other.files["test"] != first.files["test"]
 
 

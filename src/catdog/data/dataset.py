@@ -142,6 +142,9 @@ def prepare_split(settings: Settings) -> tuple[Split, Path, str]:
 
     Returns:
         The split (relative paths), the dataset folder and the manifest's sha256.
+
+    Raises:
+        DatasetError: The saved split holds back photos these settings would train on.
     """
     manifest = paths.manifest(settings.data.artifacts_dir)
     root, files_by_class = read_manifest(manifest)
@@ -152,6 +155,16 @@ def prepare_split(settings: Settings) -> tuple[Split, Path, str]:
     split_file = paths.split(settings.data.artifacts_dir)
     if split_file.exists():
         saved = load_split(split_file)
+        # New files (a new archive) may join any part; a photo already held back must never be trained on,
+        # or every later test figure would be flattered. A changed training.seed or fraction does that.
+        held_back = set(saved.files["validation"]) | set(saved.files["test"])
+        leaked = held_back.intersection(split.files["train"])
+        if leaked:
+            raise DatasetError(
+                f"these settings would train on {len(leaked)} photos that the saved split {split_file} holds back "
+                "for validation or testing (training.seed, validation_fraction or test_fraction changed?); "
+                "keep the settings that made it, or delete the file to split afresh"
+            )
         if saved.files["test"] != split.files["test"]:
             log.warning("the saved split %s differs from the one the settings give; replacing it", split_file)
     save_split(split, split_file)
