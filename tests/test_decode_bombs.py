@@ -1,4 +1,4 @@
-"""Every upload of at most 10 MiB decodes within 1 s of CPU and 300 MB, whatever its format.
+"""Every upload of at most 10 MiB decodes within a few honest decodes' CPU and 300 MB, whatever its format.
 
 The corpus (benchmarks/decode_bombs.py) holds the files whose decoding costs
 far more than their pixels: RLE BMPs, a TIFF of one-row strips, JPEGs full of
@@ -6,6 +6,9 @@ fill bytes or comment markers, a PNG of empty chunks, a GIF of comment blocks,
 lossless and animated WebPs declaring 40 megapixels. Each is refused before
 any decoder reads it; the same kinds of file just inside the limits decode
 within the bounds (measured in a fresh process: CPU time and peak memory).
+CPU time is compared with an honest upload's in the same run, never with a
+fixed number of seconds: the same decode takes 0.26 s on one machine and
+0.1 s on another.
 """
 
 from __future__ import annotations
@@ -24,8 +27,13 @@ from catdog.errors import InvalidImage
 from catdog.serving.image_checks import MAX_JPEG_SCANS
 from catdog.serving.preprocess import ImageLimits, declared_pixels, open_image
 
-CPU_LIMIT_S = 1.0
+CPU_LIMIT_S = 1.0  # only for refusals, which take milliseconds
+# The worst file within the limits may cost this many times the decode of an honest upload of the largest
+# accepted size (a progressive JPEG as libjpeg writes it, 10 scans, 40 megapixels).
+COST_RATIO = 5.0
 MEMORY_LIMIT_MIB = 300.0
+# libjpeg's progressive JPEG (Pillow's progressive=True): its number of scans.
+HONEST_SCANS = 10
 REFUSALS = {"too_complex", "too_large", "unsupported_format"}
 
 
@@ -77,8 +85,13 @@ print(json.dumps(results))
 """
 
 
-def test_the_worst_files_accepted_decode_within_a_second_and_300_mb(tmp_path):
-    files = {**worst_accepted(), "progressive JPEG of the most scans": progressive_bomb(MAX_JPEG_SCANS)}
+def test_the_worst_files_accepted_decode_within_a_few_honest_decodes_and_300_mb(tmp_path):
+    honest = "an honest progressive JPEG of the largest size"
+    files = {
+        honest: progressive_bomb(HONEST_SCANS),
+        **worst_accepted(),
+        "progressive JPEG of the most scans": progressive_bomb(MAX_JPEG_SCANS),
+    }
     paths = {}
     for number, (name, data) in enumerate(files.items()):
         assert len(data) <= MAX_FILE
@@ -88,7 +101,8 @@ def test_the_worst_files_accepted_decode_within_a_second_and_300_mb(tmp_path):
         [sys.executable, "-c", MEASURE, *map(str, paths.values())], capture_output=True, text=True, check=True
     )
     measured = json.loads(done.stdout)
+    reference = measured[str(paths[honest])]["cpu_s"]
     for name, path in paths.items():
         result = measured[str(path)]
-        print(name, result)
-        assert result["cpu_s"] < CPU_LIMIT_S and result["rise_mib"] < MEMORY_LIMIT_MIB, (name, result)
+        print(name, result, f"{result['cpu_s'] / reference:.2f}x the honest decode")
+        assert result["cpu_s"] < COST_RATIO * reference and result["rise_mib"] < MEMORY_LIMIT_MIB, (name, result)
