@@ -49,13 +49,14 @@ BOMBS = corpus()
 def test_each_decode_bomb_is_refused_before_decoding(name, limits):
     data = BOMBS[name]
     assert len(data) <= MAX_FILE
-    started = time.process_time()
+    # This thread's CPU only: threads that earlier tests left in the process (TensorFlow's pools) must not count.
+    started = time.thread_time()
     with pytest.raises(InvalidImage) as caught:
         open_image(data, limits=limits, draft_size=256)
     assert caught.value.reason in REFUSALS, caught.value
     # Pricing the request (its declared pixels) reads no more of it than refusing it does.
     assert declared_pixels(data, limits.accepted_formats) == 0 or caught.value.reason == "too_large"
-    assert time.process_time() - started < CPU_LIMIT_S / 4
+    assert time.thread_time() - started < CPU_LIMIT_S / 4
 
 
 MEASURE = r"""

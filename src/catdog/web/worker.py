@@ -67,7 +67,10 @@ MIN_BODY_RATE = 16 * 1024
 MAX_BUFFERED = 64 * 1024 * 1024
 READ_SIZE = 64 * 1024
 LINGER_TIMEOUT = 2.0  # a closing connection's unread bytes are drained this long, so its answer is not reset
-LINGER_BYTES = 256 * 1024
+# A proxy that buffered a whole over-limit upload (nginx) sends all of it after our early 413; closing with it
+# unread resets the connection before the proxy reads the answer, and it answers 502 instead. Draining is cheap
+# (read and drop) and the timeout above bounds it.
+LINGER_BYTES = 16 * 1024 * 1024
 
 _CODES = {400: "bad_request", 408: "request_timeout", 431: "header_too_large", 501: "not_implemented"}
 _CODES.update({503: "busy", 505: "http_version_not_supported"})
