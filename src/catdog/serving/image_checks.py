@@ -81,7 +81,9 @@ def _too_complex(message: str) -> InvalidImage:
     return InvalidImage("too_complex", f"{message}; decoding it would take too long")
 
 
-def jpeg_structure(data: bytes, stop_after_segments: int | None = None) -> tuple[int, int, int]:
+def jpeg_structure(
+    data: bytes, stop_after_segments: int | None = None, stop_after_stray: int | None = None
+) -> tuple[int, int, int]:
     """Walk a JPEG's markers without decoding: (scans, segments, stray bytes before the first scan).
 
     Like libjpeg, whatever precedes a marker's 0xFF is skipped, so stray
@@ -91,11 +93,18 @@ def jpeg_structure(data: bytes, stop_after_segments: int | None = None) -> tuple
     Args:
         data: The JPEG file.
         stop_after_segments: Stop once this many segments are found.
+        stop_after_stray: Stop once more stray bytes than this are found (the count returned is then
+            over it): a run of megabytes of fill bytes is not searched to its end.
     """
     scans = segments = stray = 0
     at, end = 2, len(data)
     while stop_after_segments is None or segments < stop_after_segments:
-        found = _JPEG_MARKER.search(data, at)
+        if scans == 0 and stop_after_stray is not None:
+            found = _JPEG_MARKER.search(data, at, min(end, at + stop_after_stray - stray + 2))
+            if found is None and at + stop_after_stray - stray + 2 < end:
+                return scans, segments, stop_after_stray + 1
+        else:
+            found = _JPEG_MARKER.search(data, at)
         if found is None:
             break
         if scans == 0:
@@ -119,13 +128,17 @@ def jpeg_scan_count(data: bytes) -> int:
 
 
 def _check_jpeg(data: bytes, max_scans: int) -> None:
-    scans, segments, stray = jpeg_structure(data, stop_after_segments=MAX_JPEG_SEGMENTS + 1)
+    scans, segments, stray = jpeg_structure(
+        data, stop_after_segments=MAX_JPEG_SEGMENTS + 1, stop_after_stray=MAX_JPEG_STRAY_BYTES
+    )
     if scans > max_scans:
         raise _too_complex(f"the JPEG holds more than {max_scans} scans")
     if segments > MAX_JPEG_SEGMENTS:
         raise _too_complex(f"the JPEG holds more than {MAX_JPEG_SEGMENTS:,} markers")
     if stray > MAX_JPEG_STRAY_BYTES:
-        raise _too_complex(f"the JPEG holds {stray:,} stray or fill bytes before its image data")
+        raise _too_complex(
+            f"the JPEG holds more than {MAX_JPEG_STRAY_BYTES:,} stray or fill bytes before its image data"
+        )
 
 
 def _check_png(data: bytes) -> None:
