@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+import catdog.data.archive
 from catdog.cli import run
 from catdog.data import ingest
-from catdog.data.ingest import extract, fetch
+from catdog.data.archive import MARKER_NAME, extract
+from catdog.data.fetch import fetch
 from catdog.errors import DatasetError, DownloadError, UnsafeArchiveError
 from rawhttp import chunked
 
@@ -426,7 +428,7 @@ def test_extracts_zip_and_tar(tmp_path: Path, suffix: str) -> None:
     assert result.extracted and result.entries == ("PetImages", "README.txt")
     assert (result.files, result.size) == (3, 10)
     assert {n: (target / n).read_bytes() for n in files} == files
-    assert names(target) == sorted([*files, "PetImages", "PetImages/Cat", "PetImages/Dog", ingest.MARKER_NAME])
+    assert names(target) == sorted([*files, "PetImages", "PetImages/Cat", "PetImages/Dog", MARKER_NAME])
 
 
 def test_second_extraction_is_skipped_and_new_archive_replaces_old(tmp_path: Path) -> None:
@@ -435,12 +437,12 @@ def test_second_extraction_is_skipped_and_new_archive_replaces_old(tmp_path: Pat
     assert extract(old, target, max_bytes=100).extracted
     skipped = extract(old, target, max_bytes=100)
     assert not skipped.extracted and skipped.files == 2
-    marker = json.loads((target / ingest.MARKER_NAME).read_text())
+    marker = json.loads((target / MARKER_NAME).read_text())
     assert marker["sha256"] == hashlib.sha256(old.read_bytes()).hexdigest()
 
     new = make_zip(tmp_path / "new.zip", [("PetImages/Cat/1.jpg", b"new")])
     assert extract(new, target, max_bytes=100).extracted
-    assert names(target) == [ingest.MARKER_NAME, "PetImages", "PetImages/Cat", "PetImages/Cat/1.jpg"]
+    assert names(target) == [MARKER_NAME, "PetImages", "PetImages/Cat", "PetImages/Cat/1.jpg"]
     assert (target / "PetImages/Cat/1.jpg").read_bytes() == b"new"
 
 
@@ -620,11 +622,11 @@ def test_a_marker_naming_a_folder_outside_is_not_trusted(tmp_path: Path) -> None
     (victim / "precious.txt").write_text("keep me")
     target.mkdir()
     marker = {"archive": "x.zip", "sha256": "0" * 64, "entries": ["../victim"], "files": 1, "size": 1}
-    (target / ingest.MARKER_NAME).write_text(json.dumps(marker))
+    (target / MARKER_NAME).write_text(json.dumps(marker))
     archive = make_zip(tmp_path / "a.zip", [("PetImages/Cat/1.jpg", b"new")])
     assert extract(archive, target, max_bytes=100).extracted
     assert (victim / "precious.txt").read_text() == "keep me"
-    assert names(target) == [ingest.MARKER_NAME, "PetImages", "PetImages/Cat", "PetImages/Cat/1.jpg"]
+    assert names(target) == [MARKER_NAME, "PetImages", "PetImages/Cat", "PetImages/Cat/1.jpg"]
 
 
 def test_a_failed_swap_leaves_the_earlier_extraction_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -632,14 +634,14 @@ def test_a_failed_swap_leaves_the_earlier_extraction_whole(tmp_path: Path, monke
     old = make_zip(tmp_path / "old.zip", [("A/1.txt", b"old"), ("B/2.txt", b"old")])
     extract(old, target, max_bytes=100)
     before = names(target)
-    real_replace = ingest.os.replace
+    real_replace = catdog.data.archive.os.replace
 
     def failing_replace(source, destination):
         if Path(source).name == "B" and Path(source).parent.name.startswith(".catdog-extracting-"):
             raise OSError(28, "No space left on device")
         return real_replace(source, destination)
 
-    monkeypatch.setattr(ingest.os, "replace", failing_replace)
+    monkeypatch.setattr(catdog.data.archive.os, "replace", failing_replace)
     new = make_zip(tmp_path / "new.zip", [("A/1.txt", b"new"), ("B/2.txt", b"new")])
     with pytest.raises(DatasetError, match="No space left"):
         extract(new, target, max_bytes=100)
