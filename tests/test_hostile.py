@@ -3,7 +3,7 @@
 Slow clients that trickle their requests must not stop the service from
 answering others, and are cut off after a bounded time; the heaviest
 requests within the limits must not raise a worker's peak memory by more
-than ~300 MB (issue 10). The one-minute run of the slow clients is under
+than ~300 MB (docs/hardening.md). The one-minute run of the slow clients is under
 ``-m slow``; a shorter one runs in CI.
 """
 
@@ -19,7 +19,7 @@ from helpers import make_photo
 from rawhttp import PendingRequest
 
 CLIENTS = 64
-PROBE_LIMIT_S = 2.0  # issue 10: every probe answers within 2 s while the slow clients trickle
+PROBE_LIMIT_S = 2.0  # every probe answers within 2 s while the slow clients trickle
 HEADER_TIMEOUT = 10  # gunicorn.conf.py's defaults, which these servers run with
 BODY_TIMEOUT = 10
 

@@ -548,7 +548,7 @@ def test_missing_archive(tmp_path: Path) -> None:
         extract(tmp_path / "nope.zip", tmp_path / "raw", max_bytes=100)
 
 
-# --- hostile sources, archives and markers (issue 10) ---------------------------
+# --- hostile sources, archives and markers --------------------------------------
 
 
 def test_an_encoded_path_in_the_url_cannot_escape_the_download_folder(http_server: FileServer, tmp_path: Path) -> None:

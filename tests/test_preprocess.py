@@ -258,7 +258,7 @@ def test_ordinary_jpegs_have_few_scans(photo_bytes):
 
 
 def test_the_worst_accepted_scan_bomb_decodes_in_under_two_seconds_of_cpu():
-    # Issue 10 asks for at most 2 s of CPU for any upload; a 40-megapixel
+    # The target is at most 2 s of CPU for any upload; a 40-megapixel
     # JPEG with the most scans accepted is the worst case (about 0.8 s here).
     bomb = progressive_bomb(MAX_JPEG_SCANS)
     started = time.process_time()

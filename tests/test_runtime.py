@@ -287,7 +287,7 @@ def test_the_app_gives_litert_the_configured_threads(twin_path, settings, monkey
     predictor = Predictor.from_settings(configured, twin_path)
     assert predictor.runtime == "litert"
     assert threads == [3]
-    assert settings.serving.litert_threads == 2  # config.yaml's choice (README, "Serving runtimes")
+    assert settings.serving.litert_threads == 2  # config.yaml's choice (docs/serving.md, "LiteRT or TensorFlow")
 
 
 def test_an_ensemble_is_served_like_one_model_and_averages_logits(tmp_path: Path):

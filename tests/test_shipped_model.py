@@ -2,7 +2,7 @@
 
 The bars below are what the shipped models reached on their held-out test
 part (read from their metrics files; nothing is retrained here): the model
-issue's targets for the served ensemble, a little less for each network alone.
+card's targets for the served ensemble, a little less for each network alone.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_metrics_belong_to_the_file_and_meet_the_bar(name: str):
 
 
 def test_the_shipped_model_is_right_beyond_petimages_and_fair_to_cats():
-    """Oxford pets >= 95%; cat recall within one point of dog recall on both collections (the model issue)."""
+    """Oxford pets >= 95%; cat recall within one point of dog recall on both collections (the model card's targets)."""
     by_source = _metrics_for("model.h5")["test"]["by_source"]
     assert by_source["Extra/oxford"]["accuracy"] >= 0.95
     for source in ("PetImages", "Extra/oxford"):
@@ -72,7 +72,7 @@ def test_the_shipped_model_answers_other_for_generated_non_photos():
 
 
 def test_the_shipped_model_knows_when_it_does_not_know():
-    """Other photos flagged >= 90%, real cats and dogs called Other <= 2% (the issue's targets)."""
+    """Other photos flagged >= 90%, real cats and dogs called Other <= 2% (the model card's targets)."""
     test = _metrics_for("model.h5")["test"]
     matrix = np.array(test["confusion_matrix"]["rows_true_columns_predicted"])
     flagged = matrix[2, 2] / matrix[2].sum()
@@ -99,7 +99,7 @@ def test_the_shipped_model_is_calibrated_and_serves_its_temperature(photo_bytes)
 
 
 def test_the_shipped_model_reads_small_photos():
-    """At 32 px: >= 85% of cats and dogs right, cat and dog recall within 5 points (the small-photos issue)."""
+    """At 32 px: >= 85% of cats and dogs right, cat and dog recall within 5 points (the model card's target)."""
     row = _metrics_for("model.h5")["test_low_resolution"]["32"]
     assert row["pets_accuracy"] >= 0.85
     assert abs(row["recall"]["Cat"] - row["recall"]["Dog"]) <= 0.05

@@ -593,7 +593,7 @@ def test_file_names_are_never_echoed_by_errors(client):
 
 
 def test_without_a_model_no_path_or_library_error_is_shown(modelless_client, tmp_path, caplog):
-    # The path and the HDF5 library's text go to the log only (issue 10).
+    # The path and the HDF5 library's text go to the log only.
     secrets = [str(tmp_path), "model.h5", "Unable to", "signature"]
     answers = [modelless_client.get("/ready"), modelless_client.get("/"), post_file(modelless_client, make_photo())]
     for response in answers:
@@ -603,7 +603,7 @@ def test_without_a_model_no_path_or_library_error_is_shown(modelless_client, tmp
     assert any(str(tmp_path) in record.getMessage() for record in caplog.get_records("setup"))
 
 
-# --- true causes and caching (issue 10) ------------------------------------------
+# --- true causes and caching -----------------------------------------------------
 
 
 def raw_multipart(parts: list[tuple[str, bytes, str | None]], boundary: str = "xYzBoundary") -> bytes:

@@ -3,7 +3,7 @@
 ``python -m catdog.data.pack OUT_DIR [--quality Q] [--set training.image_size=112]``
 
 The decoded training and validation arrays take over a gigabyte; a machine
-that only takes a small upload (the GPU machine lent to some sessions takes
+that only takes a small upload (the GPU machine used for training took
 64 MiB with the whole working tree) gets them as lossy WebP instead, at the
 training size, about 1.35 KB each at quality 55. The test part is never packed: it is only
 ever scored here, on the original files.

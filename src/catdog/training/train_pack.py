@@ -2,8 +2,8 @@
 
 ``python -m catdog.training.train_pack PACK_DIR --architecture resnet --minutes 6 --out DIR``
 
-This is how a model is trained on a borrowed accelerator (the GPU machine
-lent to some sessions has JAX, not TensorFlow, and takes a small upload): the
+This is how a model is trained on a GPU machine (one that has JAX, not
+TensorFlow, and takes only a small upload): the
 pack (:mod:`catdog.data.pack`) carries the training and validation images and the
 settings; the network comes from the same builders as ``catdog.training.train``, and
 augmentation runs inside the compiled step (:func:`catdog.data.augment.augmentation_layer`).
