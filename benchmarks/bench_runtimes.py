@@ -14,7 +14,7 @@ checked ``model.tflite`` twin (LiteRT). For each path it measures:
 * each worker's resident memory (VmRSS) after all that;
 
 and whether both runtimes give the same label to 1,000 generated images.
-Targets (issue 11): RSS <= 150 MB, start -> ready <= 3 s, median at least 1.5x
+Targets: RSS <= 150 MB, start -> ready <= 3 s, median at least 1.5x
 faster, identical labels. Prints a markdown table.
 
 Usage::
