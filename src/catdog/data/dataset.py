@@ -24,6 +24,7 @@ from catdog.data.parallel import ordered_map
 from catdog.data.validate import read_manifest
 from catdog.dirs import atomic_write, file_sha256, write_json_atomic
 from catdog.errors import DatasetError, InvalidImage
+from catdog.labels import OTHER, other_index
 from catdog.serving.preprocess import load_image
 
 log = logging.getLogger(__name__)
@@ -304,7 +305,7 @@ def class_weights(labels: Sequence[int], num_classes: int, power: float) -> list
 def with_synthetic_other(
     images: np.ndarray, labels: Sequence[int], classes: Sequence[str], count: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The training images and labels plus ``count`` generated pictures labelled Other.
+    """The training images and labels plus ``count`` generated pictures labelled :data:`catdog.labels.OTHER`.
 
     See :mod:`catdog.data.synthetic`. With ``count`` 0 the arrays come back as they were.
 
@@ -314,10 +315,13 @@ def with_synthetic_other(
     labels = np.asarray(labels, dtype=np.int64)
     if not count:
         return images, labels
-    if "Other" not in classes:
-        raise DatasetError("training.synthetic_other needs an 'Other' class in data.classes")
+    # Checked here, when training starts, rather than in config.py: a config that only serves a two-class model
+    # need not change training.synthetic_other.
+    index = other_index(classes)
+    if index is None:
+        raise DatasetError(f"training.synthetic_other needs an {OTHER!r} class in data.classes")
     from catdog.data.synthetic import synthetic_images
 
     drawn, _ = synthetic_images(count, int(images.shape[1]), seed)
-    other = np.full(count, list(classes).index("Other"), dtype=np.int64)
+    other = np.full(count, index, dtype=np.int64)
     return np.concatenate([images, drawn]), np.concatenate([labels, other])
