@@ -136,6 +136,18 @@ BAD_VALUES = [
     ),
     ("class weight power over 1", _set("training.class_weight_power", 2.0), ["training.class_weight_power", "2.0"]),
     ("mixed precision not a bool", _set("training.mixed_precision", "bf16"), ["training.mixed_precision", "'bf16'"]),
+    *[
+        (
+            f"balance_recall naming {what}",
+            _set("training.balance_recall", names),
+            ["training.balance_recall", repr(names)],
+        )
+        for what, names in [
+            ("an unknown class", ["Cat", "Cow"]),
+            ("one class", ["Cat"]),
+            ("a class twice", ["Dog"] * 2),
+        ]
+    ],
     (
         "inception module of five widths",
         _set("training.inception.stages", [[[32, 32, 48, 8, 16]]]),

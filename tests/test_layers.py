@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 
 from catdog.config import PROJECT_ROOT
 
@@ -20,3 +21,12 @@ def test_every_import_contract_holds() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+def test_the_stages_are_layered_without_exceptions() -> None:
+    """A stage that needs a higher one (as ``train --ship`` needed the ship step) is run from the command line."""
+    contracts = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    layered = [c for c in contracts["contracts"] if c["type"] == "layers"]
+    assert layered
+    for contract in layered:
+        assert not contract.get("ignore_imports"), f"{contract['name']!r} ignores {contract['ignore_imports']}"

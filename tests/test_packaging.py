@@ -9,6 +9,7 @@ import tomllib
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from catdog.config import PROJECT_ROOT
 
@@ -54,6 +55,21 @@ def test_every_pin_is_declared_in_a_range_that_holds_it(lock_file: str) -> None:
         assert any(req.specifier.contains(version) and req.marker == pin.marker for req in matches), (
             f"{lock_file}: {pin} is outside pyproject.toml's {[str(req) for req in matches]}"
         )
+
+
+# Libraries whose private parts catdog uses (tests/test_internals.py checks them): a minor release may change those.
+INTERNALS_USED = ("gunicorn", "pydantic-settings")
+
+
+@pytest.mark.parametrize("name", INTERNALS_USED)
+def test_a_library_whose_internals_we_use_is_held_to_its_pinned_minor_release(name: str) -> None:
+    (pin,) = [pin for pin in pins("requirements-serve.txt") if canonicalize_name(pin.name) == name]
+    (version,) = [Version(spec.version) for spec in pin.specifier]
+    (declared_range,) = [req.specifier for req in declared("base") if canonicalize_name(req.name) == name]
+    assert declared_range.contains(str(version))
+    assert not declared_range.contains(f"{version.major}.{version.minor + 1}.0"), (
+        f"pyproject.toml lets {name} move past {version.major}.{version.minor}: {declared_range}"
+    )
 
 
 def imported_packages() -> set[str]:

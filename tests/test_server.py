@@ -54,6 +54,25 @@ def test_gunicorn_defaults(monkeypatch):
     assert conf["control_socket_disable"] is True
 
 
+# The gunicorn master imports the worker class: it answers with the API's error body, and without Flask.
+WORKER_ANSWER = """
+import json, sys
+from catdog.web.error_body import error_body
+from catdog.web.worker import error_answer
+head, _, body = error_answer(408, "too slow").partition(b"\\r\\n\\r\\n")
+same_body = json.loads(body) == error_body("request_timeout", "too slow")
+print(head.split(b"\\r\\n")[0].decode(), same_body, "flask" in sys.modules)
+"""
+
+
+def test_the_worker_answers_the_apis_error_body_without_flask():
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_ANSWER], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["HTTP/1.1", "408", "Request", "Timeout", "True", "False"]
+
+
 # Importing app.py must build nothing; reading ``app`` (as gunicorn does) builds the app once.
 IMPORT_APP = """
 import app

@@ -42,6 +42,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
@@ -284,6 +285,17 @@ class Settings(BaseSettings):
     model: ModelSettings
     serving: ServingSettings
     bulk: BulkSettings = BulkSettings()
+
+    @model_validator(mode="after")
+    def _balance_recall_names_two_classes(self) -> Settings:
+        # A rule across two sections, raised as ConfigError itself (pydantic passes it on): pydantic's own error
+        # would name the whole training section and print all of it as the bad value.
+        classes, names = self.data.classes, self.training.balance_recall
+        if names and (len(names) != 2 or names[0] == names[1] or not set(names) <= set(classes)):
+            raise ConfigError(
+                f"training.balance_recall: must name two of data.classes {list(classes)} or none, got {list(names)!r}"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **other_sources):

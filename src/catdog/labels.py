@@ -37,5 +37,10 @@ def describe(label: str, classes: Sequence[str]) -> str:
     return f"None of these: {', '.join(named[:-1])} or {named[-1]}"
 
 
+def other_index(classes: Sequence[str]) -> int | None:
+    """The position of :data:`OTHER` in ``classes``, or None when the model has no such class."""
+    return list(classes).index(OTHER) if OTHER in classes else None
+
+
 def _with_article(noun: str) -> str:
     return f"{'an' if noun and noun[0] in 'aeiou' else 'a'} {noun}"

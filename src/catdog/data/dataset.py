@@ -11,25 +11,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from tqdm import tqdm
 
 from catdog import paths
 from catdog.config import Settings
+from catdog.data.parallel import ordered_map
 from catdog.data.validate import read_manifest
 from catdog.dirs import atomic_write, file_sha256, write_json_atomic
 from catdog.errors import DatasetError, InvalidImage
+from catdog.labels import OTHER, other_index
 from catdog.serving.preprocess import load_image
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
+_PARALLEL_MIN_IMAGES = 256  # below this, starting decoding processes costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -189,29 +189,27 @@ def _decode(args: tuple[str, int]) -> np.ndarray | str:
 
 
 def decode_images(paths: Sequence[str], size: int, desc: str = "decoding", workers: int | None = None) -> np.ndarray:
-    """Decode images into one ``(N, size, size, 3)`` uint8 array, with a progress bar.
+    """Decode images into one ``(N, size, size, 3)`` uint8 array, with a progress bar on a terminal.
+
+    Args:
+        paths: The image files.
+        size: The side every image is resized to.
+        desc: The progress bar's label.
+        workers: Decoding processes; None: one per CPU.
 
     Raises:
         DatasetError: A file no longer decodes (the data changed since validation).
     """
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    workers = workers or os.cpu_count() or 1
     jobs = [(str(p), size) for p in paths]
-    if workers > 1 and len(jobs) > 256:
-        with ProcessPoolExecutor(workers) as pool:
-            results = pool.map(_decode, jobs, chunksize=64)
-            _fill(out, results, len(jobs), desc)
-    else:
-        _fill(out, map(_decode, jobs), len(jobs), desc)
-    return out
-
-
-def _fill(out: np.ndarray, results, total: int, desc: str) -> None:
-    # disable=None: a bar on a terminal, nothing in a log file.
-    for i, result in enumerate(tqdm(results, total=total, desc=desc, unit="img", leave=False, disable=None)):
+    results = ordered_map(
+        _decode, jobs, workers=workers, min_parallel=_PARALLEL_MIN_IMAGES, desc=desc, unit="img", progress=None
+    )
+    for i, result in enumerate(results):
         if isinstance(result, str):
             raise DatasetError(f"image failed to decode since validation: {result}")
         out[i] = result
+    return out
 
 
 def cached_arrays(paths: Sequence[str], size: int, cache_dir: Path, part: str) -> np.ndarray:
@@ -307,7 +305,7 @@ def class_weights(labels: Sequence[int], num_classes: int, power: float) -> list
 def with_synthetic_other(
     images: np.ndarray, labels: Sequence[int], classes: Sequence[str], count: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The training images and labels plus ``count`` generated pictures labelled Other.
+    """The training images and labels plus ``count`` generated pictures labelled :data:`catdog.labels.OTHER`.
 
     See :mod:`catdog.data.synthetic`. With ``count`` 0 the arrays come back as they were.
 
@@ -317,10 +315,13 @@ def with_synthetic_other(
     labels = np.asarray(labels, dtype=np.int64)
     if not count:
         return images, labels
-    if "Other" not in classes:
-        raise DatasetError("training.synthetic_other needs an 'Other' class in data.classes")
+    # Checked here, when training starts, rather than in config.py: a config that only serves a two-class model
+    # need not change training.synthetic_other.
+    index = other_index(classes)
+    if index is None:
+        raise DatasetError(f"training.synthetic_other needs an {OTHER!r} class in data.classes")
     from catdog.data.synthetic import synthetic_images
 
     drawn, _ = synthetic_images(count, int(images.shape[1]), seed)
-    other = np.full(count, list(classes).index("Other"), dtype=np.int64)
+    other = np.full(count, index, dtype=np.int64)
     return np.concatenate([images, drawn]), np.concatenate([labels, other])

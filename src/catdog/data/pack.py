@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from catdog import cli, paths
+from catdog.data.parallel import ordered_map
 from catdog.dirs import atomic_write, file_sha256, write_json_atomic
 from catdog.errors import DatasetError
 
@@ -71,9 +70,10 @@ def _chunks(n: int, size: int = 512) -> list[slice]:
 
 def pack_part(images: np.ndarray, quality: int, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Encode a part's images; return the joined bytes and the N + 1 offsets."""
-    with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        chunks = pool.map(_encode_chunk, [(images[s], quality) for s in _chunks(len(images))])
-        blobs = [blob for chunk in chunks for blob in chunk]
+    chunks = ordered_map(
+        _encode_chunk, [(images[s], quality) for s in _chunks(len(images))], workers=workers, chunksize=1
+    )
+    blobs = [blob for chunk in chunks for blob in chunk]
     offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(b) for b in blobs])
     return np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets
@@ -85,8 +85,8 @@ def unpack_part(data: np.ndarray, offsets: np.ndarray, workers: int | None = Non
     blobs = [raw[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
     if not blobs:
         raise DatasetError("the pack holds no images for this part")
-    with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        return np.concatenate(list(pool.map(_decode_chunk, [blobs[s] for s in _chunks(len(blobs))])))
+    chunks = ordered_map(_decode_chunk, [blobs[s] for s in _chunks(len(blobs))], workers=workers, chunksize=1)
+    return np.concatenate(list(chunks))
 
 
 def write_pack(out_dir: Path, parts: dict[str, tuple[np.ndarray, Sequence[int]]], spec: dict, quality: int) -> Path:

@@ -27,7 +27,6 @@ import functools
 import io
 import json
 import logging
-import multiprocessing
 import os
 import re
 import shutil
@@ -36,10 +35,10 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
-from tqdm import tqdm
 
 from catdog import paths
 from catdog.cli import make_parser, run, settings_from_args
+from catdog.data.parallel import ordered_map
 from catdog.dirs import ensure_dir, write_text_atomic
 from catdog.errors import DatasetError, InvalidImage
 from catdog.serving.preprocess import ImageLimits, open_image
@@ -228,12 +227,9 @@ def validate_dataset(
     paths = [p for label in classes for p in per_class[label]]
     labels = [label for label in classes for _ in per_class[label]]
     check = functools.partial(check_file, limits=limits)
-    bar = functools.partial(tqdm, total=len(paths), unit="file", desc="validate", disable=not progress)
-    if workers > 1 and len(paths) >= _PARALLEL_MIN_FILES:
-        with multiprocessing.Pool(workers) as pool:
-            verdicts = list(bar(pool.imap(check, paths, chunksize=64)))
-    else:
-        verdicts = list(bar(map(check, paths)))
+    verdicts = ordered_map(
+        check, paths, workers=workers, min_parallel=_PARALLEL_MIN_FILES, desc="validate", unit="file", progress=progress
+    )
     checks = tuple(
         FileCheck(path.relative_to(root).as_posix(), label, category, reason)
         for path, label, (category, reason) in zip(paths, labels, verdicts, strict=True)

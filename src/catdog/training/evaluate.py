@@ -19,6 +19,7 @@ from catdog import cli, paths
 from catdog.data.dataset import decode_images, load_split, source_of
 from catdog.data.groups import file_groups
 from catdog.dirs import write_json_atomic
+from catdog.labels import OTHER, other_index
 from catdog.training.metrics import classification_report, format_report, format_source_report, source_report
 
 log = logging.getLogger("catdog.training.evaluate")  # not __name__: that is "__main__" under -m
@@ -95,6 +96,7 @@ def low_resolution_report(
         with the share of them answered Other.
     """
     labels = np.asarray(labels, dtype=np.int64)
+    other = other_index(classes)
     report = {}
     for side in sides:
         predicted = np.asarray(predict(low_resolution_images(paths, side, input_size))).argmax(axis=1)
@@ -107,10 +109,10 @@ def low_resolution_report(
                 if (labels == i).any()
             },
         }
-        if "Other" in classes:
-            pets = labels != list(classes).index("Other")
+        if other is not None:
+            pets = labels != other
             row["pets_accuracy"] = float((predicted[pets] == labels[pets]).mean())
-            row["pets_answered_other"] = float((predicted[pets] == list(classes).index("Other")).mean())
+            row["pets_answered_other"] = float((predicted[pets] == other).mean())
         report[str(side)] = row
         log.info(
             "%d px: accuracy %.4f (%s)",
@@ -138,7 +140,7 @@ def synthetic_report(predict, input_size: int, classes: Sequence[str], seed: int
 
     images, kinds = synthetic_images(count, input_size, seed + 1)
     answers = np.asarray(predict(images)).argmax(axis=1)
-    flagged = answers == list(classes).index("Other")
+    flagged = answers == list(classes).index(OTHER)
     kinds = np.asarray(kinds)
     report = {
         "images": count,

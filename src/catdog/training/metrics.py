@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from catdog.labels import other_index
+
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
     """Counts with true classes as rows and predicted classes as columns."""
@@ -106,7 +108,6 @@ def source_report(
     probabilities: np.ndarray,
     sources: Sequence[str],
     classes: Sequence[str],
-    other: str | None = "Other",
 ) -> dict:
     """Figures per source (collection) of a labelled part.
 
@@ -114,18 +115,17 @@ def source_report(
         y_true: True class indices.
         probabilities: ``(N, num_classes)`` predicted probabilities.
         sources: The source of each example (see :func:`catdog.data.dataset.source_of`).
-        classes: Class names, in index order.
-        other: The "neither" class, whose answers are counted as flagged.
+        classes: Class names, in index order; answers of :data:`catdog.labels.OTHER`, if there, count as flagged.
 
     Returns:
         Per source: images, accuracy, recall of each class present, the
-        share answered ``other`` (for Other photos, the flagged rate; for
+        share answered Other (for Other photos, the flagged rate; for
         pets, the share wrongly set aside) and the accuracy on its pets alone.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(probabilities).argmax(axis=1)
     sources = np.asarray(sources)
-    other_index = list(classes).index(other) if other in classes else None
+    other = other_index(classes)
     report = {}
     for source in sorted(set(sources.tolist())):
         mask = sources == source
@@ -135,9 +135,9 @@ def source_report(
             for i, name in enumerate(classes)
             if (mask & (y_true == i)).any()
         }
-        if other_index is not None:
-            row["answered_other"] = float((y_pred[mask] == other_index).mean())
-            pets = mask & (y_true != other_index)
+        if other is not None:
+            row["answered_other"] = float((y_pred[mask] == other).mean())
+            pets = mask & (y_true != other)
             if pets.any():  # a source of pets and Others (Broad's small photos) needs both figures
                 row["pets_accuracy"] = float((y_pred[pets] == y_true[pets]).mean())
         report[source] = row

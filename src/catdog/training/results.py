@@ -22,8 +22,8 @@ from catdog import paths
 from catdog.config import Settings
 from catdog.data.dataset import Split, load_arrays, prepare_split
 from catdog.dirs import atomic_write, file_sha256, write_json_atomic
-from catdog.errors import ConfigError, ModelError
-from catdog.labels import OTHER
+from catdog.errors import ModelError
+from catdog.labels import other_index
 from catdog.training.metrics import classification_report, format_report
 
 log = logging.getLogger(__name__)
@@ -90,16 +90,8 @@ def refuse_overwriting_inputs(output: Path, inputs: Sequence[Path | None]) -> Pa
 
 
 def balanced_indices(settings: Settings) -> list[int]:
-    """Indices of ``training.balance_recall`` in ``data.classes`` (two, or none).
-
-    Raises:
-        ConfigError: The names are not two of the configured classes.
-    """
-    names = settings.training.balance_recall
-    classes = list(settings.data.classes)
-    if names and (len(names) != 2 or any(name not in classes for name in names) or names[0] == names[1]):
-        raise ConfigError(f"training.balance_recall must name two of {classes} or none, got {list(names)!r}")
-    return [classes.index(name) for name in names]
+    """Indices of ``training.balance_recall`` in ``data.classes`` (two, or none: the config checks which)."""
+    return [settings.data.classes.index(name) for name in settings.training.balance_recall]
 
 
 def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> tuple[dict, dict, dict]:
@@ -124,9 +116,9 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
     balanced = balanced_indices(settings)
     bias = fit_class_bias(apply_temperature(raw["validation"], temperature), split.labels["validation"], balanced)
     cap = settings.training.max_pets_as_other
-    other_offset = cap is not None and OTHER in classes
+    other = other_index(classes)
+    other_offset = cap is not None and other is not None
     if other_offset:
-        other = classes.index(OTHER)
         shifted = apply_temperature(raw["validation"], temperature, bias)
         bias[other] += fit_other_offset(shifted, split.labels["validation"], other, cap)
     calibrated = {part: apply_temperature(probs, temperature, bias) for part, probs in raw.items()}
@@ -168,7 +160,7 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
         settings.training.image_size,
         classes,
     )
-    if "Other" in classes:
+    if other is not None:
         reports["synthetic_other"] = synthetic_report(
             calibrated_forward, settings.training.image_size, classes, settings.training.seed
         )

@@ -1,4 +1,4 @@
-"""Train the configured network: ``python -m catdog.training.train [--resume] [--ship]``.
+"""Train the configured network: ``python -m catdog.training.train [--resume]``.
 
 Reads the validated manifest, makes (or reuses) the seeded split, trains with
 augmentation, AdamW and a warm-up plus cosine learning-rate schedule, keeps
@@ -8,9 +8,8 @@ interrupted run where it stopped.
 
 Writes ``model/<arch>.h5``, ``model/<arch>.metrics.json``, and the plots
 ``model/<arch>_curves.png`` and ``model/<arch>_confusion.png`` (see
-:mod:`catdog.training.results`). ``--ship``
-also copies the model and its metrics to ``model.path`` (model/model.h5) and
-``metrics.json`` beside it, which is what the app loads (see :mod:`catdog.export.ship`).
+:mod:`catdog.training.results`). ``catdog ship`` then installs it as what
+the app loads (see :mod:`catdog.export.ship`).
 ``--adopt``, ``--average`` and ``--ensemble`` make a model from trained ones
 instead (see :mod:`catdog.training.compose`); ``--recalibrate`` rescores one.
 """
@@ -355,9 +354,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="start from this trained model's weights (same architecture and size) to fine-tune it",
     )
     parser.add_argument(
-        "--ship", action="store_true", help="also install the result as model.path (what the app loads)"
-    )
-    parser.add_argument(
         "--adopt",
         type=Path,
         metavar="RUN_DIR",
@@ -406,10 +402,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics = compose.adopt(settings, args.adopt, settings.training.architecture, args.output)
     else:
         metrics = train(settings, resume=args.resume, output=args.output, init_from=args.init_from)
-    if args.ship:
-        from catdog.export.ship import ship
-
-        ship(Path(args.output or paths.trained_model(settings.model.dir, metrics["architecture"])), settings)
     took = metrics.get("wall_time_seconds")  # an ensemble trained nothing itself
     trained = f", {metrics['epochs_run']} epochs, {took / 60:.1f} min" if took else ""
     print(f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['architecture']}{trained})")

@@ -59,7 +59,7 @@ def predict():
     errors = [outcome for outcome in outcomes if isinstance(outcome, ApiError)]
     if len(errors) == len(outcomes):
         raise errors[0] if not uploads.batch else none_readable(errors)
-    items = [error_json(o) if isinstance(o, ApiError) else prediction_json(o) for o in outcomes]
+    items = [o.body() if isinstance(o, ApiError) else prediction_json(o) for o in outcomes]
     body: dict[str, Any] = {"predictions": items} if uploads.batch else dict(items[0])
     body["model"] = model_summary(predictor)
     body["time_ms"] = round((time.perf_counter() - started) * 1000.0, 2)
@@ -116,7 +116,7 @@ def ready():
     try:
         predictor = get_predictor()
     except ApiError as exc:
-        return jsonify({"ready": False, "error": {"code": exc.code, "message": exc.message}}), exc.status
+        return jsonify({"ready": False, **exc.body()}), exc.status
     return jsonify({"ready": True, "model": model_summary(predictor)})
 
 
@@ -170,11 +170,6 @@ def prediction_json(result: Prediction) -> dict[str, Any]:
     if result.heatmap_png is not None:
         body["heatmap_png_base64"] = base64.b64encode(result.heatmap_png).decode("ascii")
     return body
-
-
-def error_json(error: ApiError) -> dict[str, Any]:
-    """The JSON form of an error: ``{"error": {"code", "message"}}``, as a whole answer or one batch item."""
-    return {"error": {"code": error.code, "message": error.message}}
 
 
 def model_summary(predictor: Predictor) -> dict[str, str]:

@@ -16,6 +16,7 @@ from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from catdog.errors import InvalidImage
+from catdog.web.error_body import error_body
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+    def body(self) -> dict[str, dict[str, str]]:
+        """The JSON error body (:func:`catdog.web.error_body.error_body`)."""
+        return error_body(self.code, self.message)
 
 
 def from_invalid_image(exc: InvalidImage) -> ApiError:
@@ -102,7 +107,7 @@ def wants_json() -> bool:
 
 def json_error(error: ApiError):
     """The JSON response for ``error``."""
-    response = jsonify({"error": {"code": error.code, "message": error.message}})
+    response = jsonify(error.body())
     response.status_code = error.status
     return response
 

@@ -57,6 +57,7 @@ from gunicorn.http.parser import RequestParser
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from catdog.web.error_body import error_body
 from catdog.web.framing import Closed, Complete, Refused, RequestReader
 
 HEADER_TIMEOUT = 10.0
@@ -79,7 +80,7 @@ _CODES.update({503: "busy", 505: "http_version_not_supported"})
 def error_answer(status: int, message: str) -> bytes:
     """A complete ``Connection: close`` answer with the API's JSON error body."""
     code = _CODES.get(status, "bad_request")
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = json.dumps(error_body(code, message)).encode()
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
