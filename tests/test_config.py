@@ -320,6 +320,14 @@ def test_relative_paths_given_on_the_command_line_or_environment_are_relative_to
     assert settings.data.artifacts_dir == str(path.parent / "artifacts")  # from the file
 
 
+def test_the_shipped_config_trains_into_artifacts_and_serves_from_model() -> None:
+    """model/ holds what is served and the networks it was made from; whatever training writes goes to artifacts/."""
+    settings = load_config(config.PROJECT_ROOT / "config.yaml", environ={})
+    assert Path(settings.model.dir).is_relative_to(settings.data.artifacts_dir)
+    assert Path(settings.model.dir) == config.PROJECT_ROOT / "artifacts" / "models"
+    assert Path(settings.model.path) == config.PROJECT_ROOT / "model" / "model.h5"
+
+
 def test_a_config_file_without_site_dir_finds_the_pages_in_its_own_folder(tmp_path: Path, shipped_config: dict) -> None:
     del shipped_config["serving"]["site_dir"]
     path = _write_config(tmp_path / "conf", shipped_config)
