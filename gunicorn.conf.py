@@ -1,5 +1,10 @@
 """gunicorn settings for the catdog app: ``gunicorn -c gunicorn.conf.py app:app``.
 
+Without an app on the command line gunicorn serves ``catdog.web.app:create_app()``,
+the same app, which needs no ``app.py``: an installed catdog serves from any
+working folder with ``CATDOG_CONFIG=/path/to/config.yaml gunicorn -c /path/to/gunicorn.conf.py``
+(the config's folder, or its ``serving.site_dir``, holds the pages).
+
 Everything that differs between machines comes from the environment:
 
 * ``CATDOG_BIND`` (e.g. ``0.0.0.0:8000`` or ``unix:/run/catdog.sock``), or
@@ -61,7 +66,7 @@ def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 bind = [os.environ.get("CATDOG_BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{_int_from_env('PORT', 8000)}"]
-wsgi_app = "app:app"
+wsgi_app = "catdog.web.app:create_app()"
 worker_class = "catdog.web.worker.BufferingWorker"
 workers = _int_from_env("WEB_CONCURRENCY", 2)
 threads = _int_from_env("GUNICORN_THREADS", 4)

@@ -61,6 +61,7 @@ def config_file(tmp_path: Path, shipped_config: dict) -> Path:
     data["max_extract_bytes"] = 50_000_000
     # The generated sample photos are tiny (24x20); validation applies the serving limits.
     shipped_config["serving"]["min_side"] = 8
+    shipped_config["serving"]["site_dir"] = str(PROJECT_ROOT)  # the app's pages: read, never written
     shipped_config["model"]["dir"] = str(tmp_path / "model")
     shipped_config["model"]["path"] = str(tmp_path / "model" / "model.h5")
     path = tmp_path / "config.yaml"

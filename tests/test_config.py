@@ -311,6 +311,7 @@ def test_relative_paths_in_the_file_are_relative_to_its_folder(tmp_path: Path, s
     assert settings.data.extract_dir == str(here / "../raw")
     assert settings.data.artifacts_dir == str(here / "artifacts")
     assert (settings.model.dir, settings.model.path) == (str(here / "model"), str(here / "model/model.h5"))
+    assert settings.serving.site_dir == str(here)  # "." in config.yaml: the pages beside the file
     sources = {name: archive.source_url for name, archive in settings.data.archives.items()}
     assert sources == {
         "local": str(here / "source/a.zip"),
@@ -329,6 +330,23 @@ def test_relative_paths_given_on_the_command_line_or_environment_are_relative_to
     assert (settings.data.download_dir, settings.data.extract_dir, settings.model.path) == ("cli-dl", "env-raw", "m.h5")
     assert settings.data.archives["extra"].source_url == "x.zip"
     assert settings.data.artifacts_dir == str(path.parent / "artifacts")  # from the file
+
+
+def test_the_shipped_config_trains_into_artifacts_and_serves_from_model() -> None:
+    """model/ holds what is served and the networks it was made from; whatever training writes goes to artifacts/."""
+    settings = load_config(config.PROJECT_ROOT / "config.yaml", environ={})
+    assert Path(settings.model.dir).is_relative_to(settings.data.artifacts_dir)
+    assert Path(settings.model.dir) == config.PROJECT_ROOT / "artifacts" / "models"
+    assert Path(settings.model.path) == config.PROJECT_ROOT / "model" / "model.h5"
+
+
+def test_a_config_file_without_site_dir_finds_the_pages_in_its_own_folder(tmp_path: Path, shipped_config: dict) -> None:
+    del shipped_config["serving"]["site_dir"]
+    path = _write_config(tmp_path / "conf", shipped_config)
+    assert load_config(path, environ={}).serving.site_dir == str(path.parent)
+    # Only the file sets the default: a value from the environment or --set still wins.
+    assert load_config(path, environ={"CATDOG__SERVING__SITE_DIR": "/srv/site"}).serving.site_dir == "/srv/site"
+    assert load_config(path, ["serving.site_dir=site"], environ={}).serving.site_dir == "site"
 
 
 def test_a_config_file_in_the_working_folder_keeps_its_paths_as_written(

@@ -76,3 +76,39 @@ def test_each_held_out_group_is_absent_from_training_and_present_in_the_score(
     again = leave_one_out.leave_one_group_out(settings, init, pets_per_class=6)
     assert trained_on == {}
     assert again["held_out"] == table["held_out"]
+
+
+def test_a_missing_v1_start_names_the_git_command_that_restores_it(config_file: Path, tmp_path: Path, capsys) -> None:
+    """model/v1/ left the tree: asking for a v1 model that is absent says how to get it back, before any work."""
+    from catdog import cli
+
+    wanted = tmp_path / "artifacts" / "v1" / "inception.h5"
+    argv = ["--config", str(config_file), "--init-from", str(wanted)]
+    assert cli.run(leave_one_out.main, argv) == 1
+    error = capsys.readouterr().err
+    restore = f"mkdir -p {wanted.parent} && git show {paths.OLDER_MODELS['v1']}:model/v1/inception.h5 > {wanted}"
+    assert error.strip() == f"error: no model file {str(wanted)!r}; the v1 models are kept in git history, " + (
+        f"not in model/: restore this one with {restore}"
+    )
+    # Any other missing start is named alone.
+    assert cli.run(leave_one_out.main, ["--config", str(config_file), "--init-from", str(tmp_path / "x.h5")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: no model file {str(tmp_path / 'x.h5')!r}"
+
+
+def test_the_commit_named_for_the_v1_models_holds_them() -> None:
+    import subprocess
+
+    from catdog.config import PROJECT_ROOT
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+
+    try:
+        shallow = git("rev-parse", "--is-shallow-repository")
+    except FileNotFoundError:
+        pytest.skip("git is not installed")
+    if shallow.returncode != 0 or shallow.stdout.strip() != "false":
+        pytest.skip("not a git checkout with its whole history")
+    commit = paths.OLDER_MODELS["v1"]
+    for name in ("inception.h5", "inception.metrics.json", "resnet.h5", "resnet.metrics.json"):
+        assert git("cat-file", "-e", f"{commit}:model/v1/{name}").returncode == 0, name

@@ -50,7 +50,7 @@ def test_gunicorn_defaults(monkeypatch):
     # Workers are recycled, at staggered times, so memory one request needed is given back.
     assert (conf["max_requests"], conf["max_requests_jitter"]) == (1000, 100)
     assert conf["preload_app"] is False
-    assert conf["wsgi_app"] == "app:app"
+    assert conf["wsgi_app"] == "catdog.web.app:create_app()"  # no app.py needed: serves from any folder
     assert conf["control_socket_disable"] is True
 
 

@@ -1,4 +1,4 @@
-"""Tests for the web app (app.create_app and catdog.web) through Flask's test client."""
+"""Tests for the web app (catdog.web.app.create_app, which app.py serves) through Flask's test client."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,6 +73,44 @@ def test_importing_app_without_a_model_starts_and_stays_light(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=app_root())
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["503", "200", "False"]
+
+
+def _config_elsewhere(folder, shipped_config: dict, **serving) -> str:
+    """A copy of config.yaml in ``folder`` whose model is missing (the pages need none)."""
+    import yaml
+
+    shipped_config["model"]["path"] = str(folder / "missing.h5")
+    shipped_config["serving"].pop("site_dir")
+    shipped_config["serving"].update(serving)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(shipped_config), encoding="utf-8")
+    return str(folder / "config.yaml")
+
+
+def test_an_app_run_from_another_folder_serves_the_pages_its_config_names(tmp_path, shipped_config, monkeypatch):
+    from catdog.web.app import create_app
+
+    # A relative site_dir is read against the config file's folder, not the working one.
+    config = _config_elsewhere(tmp_path / "etc", shipped_config, site_dir=os.path.relpath(app_root(), tmp_path / "etc"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    client = create_app({"TESTING": True, "CATDOG_CONFIG": config}).test_client()
+    page = client.get("/")
+    assert page.status_code == 200 and b"<form" in page.data
+    script = client.get("/static/app.js")
+    assert script.status_code == 200
+    assert script.data == (Path(app_root()) / "static" / "app.js").read_bytes()
+
+
+def test_without_site_dir_the_pages_are_looked_for_beside_the_config_and_their_absence_stops_the_app(
+    tmp_path, shipped_config
+):
+    from catdog.errors import ConfigError
+    from catdog.web.app import create_app
+
+    config = _config_elsewhere(tmp_path / "etc", shipped_config)
+    with pytest.raises(ConfigError, match=f"serving.site_dir: no templates/index.html in '{tmp_path / 'etc'}'"):
+        create_app({"TESTING": True, "CATDOG_CONFIG": config})
 
 
 def app_root() -> str:

@@ -15,6 +15,8 @@ Relative paths written in a config file (the keys of :data:`PATH_KEYS`) are
 relative to that file's folder, so a command finds the same folders from any
 working folder; relative paths given in the environment or with ``--set`` are
 relative to the working folder, as with any command-line argument.
+``serving.site_dir``, the folder of the app's ``templates/`` and ``static/``,
+defaults to the config file's own folder.
 
 The pydantic models below hold every rule once. Any problem (unknown key,
 missing key, wrong type, impossible value) raises :class:`ConfigError` with one
@@ -68,6 +70,7 @@ PATH_KEYS = (
     "data.archives.*.source_url",
     "model.dir",
     "model.path",
+    "serving.site_dir",
 )
 
 
@@ -262,6 +265,9 @@ class ServingSettings(_Section):
     litert_threads: PositiveInt = 1
     # auto: the int8 twin when its check passed, else float. A default, for configs written before it existed.
     precision: Literal["auto", "float", "int8"] = "auto"
+    # The folder holding the app's templates/ and static/. Not in the installed package: a config file that
+    # leaves it out gets its own folder (load_config), so a checkout's config.yaml finds the checkout's pages.
+    site_dir: StrictStr
 
     _room_for_one_image = field_validator("max_request_pixels")(
         _against("max_pixels", lambda one, request: request >= one, "must be at least max_pixels ({earlier})")
@@ -360,7 +366,11 @@ def load_config(
             invalid, or a value is wrong.
     """
     environ = os.environ if environ is None else environ
-    raw = _read_file(Path(path) if path else find_config(environ))
+    config_file = Path(path) if path else find_config(environ)
+    raw = _read_file(config_file)
+    serving = raw.get("serving")
+    if isinstance(serving, dict):  # else validation names the missing or wrong section
+        serving.setdefault("site_dir", str(config_file.parent))
     if overlays is None:
         overlays = [name for name in environ.get(ENV_OVERLAY, "").split(os.pathsep) if name]
     for overlay in overlays:

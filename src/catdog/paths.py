@@ -14,12 +14,20 @@ Folders come from the settings (``data.artifacts_dir``, ``model.dir``,
     <model.path> (model.h5)                  catdog ship: a link to the release the app serves,
     <model.path's folder>/releases/<name>/   one folder per shipped model: model.h5, metrics.json,
                                              model.tflite, model.int8.tflite and their records (.json)
+
+``model.dir`` (``artifacts/models``) is where training writes; ``catdog ship``
+copies the model it installs into a release, so ``model/`` holds only what is
+served and the member networks it was made from. Older models left the tree:
+:func:`require_model` names the ``git show`` command that restores one.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
+
+from catdog.errors import ModelError
 
 PathLike = str | os.PathLike
 
@@ -105,3 +113,39 @@ def litert_paths(model_path: PathLike, precision: str = "float") -> tuple[Path, 
 
 def leave_one_out(model_dir: PathLike) -> Path:
     return Path(model_dir) / "leave_one_group_out.json"
+
+
+# Models that left model/ are kept in git history: the last commit that holds each folder of them.
+# model/v1/ held the v1 Cat/Dog networks (inception.h5, resnet.h5 and their .metrics.json), where round one's
+# fine-tunes and the leave-one-source-out protocol started.
+OLDER_MODELS = {"v1": "23bbf1d54cfd"}
+
+
+def restore_command(folder: str, name: str, destination: PathLike) -> str:
+    """The shell command that writes ``model/<folder>/<name>`` from git history to ``destination``."""
+    destination = Path(destination)
+    return (
+        f"mkdir -p {shlex.quote(str(destination.parent))} && "
+        f"git show {OLDER_MODELS[folder]}:model/{folder}/{name} > {shlex.quote(str(destination))}"
+    )
+
+
+def require_model(model_file: PathLike) -> Path:
+    """``model_file``, a model a step reads, checked to exist.
+
+    Raises:
+        ModelError: It is missing. When its folder is named like an older
+            model's (``v1/inception.h5``), the message gives the command that
+            restores that file there from git history.
+    """
+    model_file = Path(model_file)
+    if model_file.is_file():
+        return model_file
+    message = f"no model file {str(model_file)!r}"
+    folder = model_file.parent.name
+    if folder in OLDER_MODELS:
+        message += (
+            f"; the {folder} models are kept in git history, not in model/: restore this one with "
+            f"{restore_command(folder, model_file.name, model_file)}"
+        )
+    raise ModelError(message)

@@ -191,6 +191,7 @@ def leave_one_group_out(
     """
     from catdog.data.dataset import load_arrays, prepare_split
 
+    init_from = paths.require_model(init_from)  # before the minutes of loading the data
     split, root, _ = prepare_split(settings)
     t = settings.training
     arrays = load_arrays(settings, split, root)

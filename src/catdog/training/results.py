@@ -2,7 +2,7 @@
 
 :func:`score` fits the calibration on the validation part and scores the
 validation and test parts; :func:`write_results` saves the model as
-``model/<arch>.h5`` with ``<arch>.metrics.json`` and its plots beside it,
+``<model.dir>/<arch>.h5`` (``artifacts/models/``) with ``<arch>.metrics.json`` and its plots beside it,
 whichever step made the model (:mod:`catdog.training.train`,
 :mod:`catdog.training.compose`); :func:`read_metrics` reads them back
 (``catdog ship`` chooses among trained models by them) and
@@ -80,8 +80,8 @@ def refuse_overwriting_inputs(output: Path, inputs: Sequence[Path | None]) -> Pa
     """Return ``output``, unless it is one of the models a step reads: it would be replaced by its own result.
 
     Raises:
-        ModelError: ``output`` names one of ``inputs`` (the default output, ``model/<architecture>.h5``,
-            often does when fine-tuning or blending a committed model).
+        ModelError: ``output`` names one of ``inputs`` (the default output, ``<model.dir>/<architecture>.h5``,
+            does when fine-tuning or blending the model trained before it).
     """
     for given in inputs:
         if given is not None and Path(given).resolve() == Path(output).resolve():
