@@ -192,3 +192,16 @@ def test_skip_connections_keep_gradients_alive_in_a_deep_stack():
     with_skip = _first_layer_gradient(skip=True)
     without = _first_layer_gradient(skip=False)
     assert with_skip > 100 * without
+
+
+# --- The register of architectures ------------------------------------------
+
+
+def test_every_configurable_architecture_has_a_builder_and_no_other():
+    from catdog.config import ARCHITECTURES
+    from catdog.models import BUILDERS, build_model
+
+    assert set(BUILDERS) == set(ARCHITECTURES)
+    settings = load_config(None, [], environ={})
+    with pytest.raises(ValueError, match="unknown architecture 'vgg'"):
+        build_model(settings.training.model_copy(update={"architecture": "vgg"}), 3)

@@ -1,8 +1,7 @@
-"""The data pack, the Keras-layer augmentation and the time-budgeted schedule of catdog.training.train_pack."""
+"""The data pack and the Keras-layer augmentation that catdog.training.train_pack trains with."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 
 from catdog.data import pack
 from catdog.errors import DatasetError
-from catdog.training import train_pack
 
 
 def _images(n: int, size: int = 24, seed: int = 0) -> np.ndarray:
@@ -33,42 +31,39 @@ def test_webp_round_trip_is_close():
     assert np.abs(back.astype(float) - image).mean() < 4
 
 
-def test_write_and_read_pack_keep_order_labels_and_spec(tmp_path: Path):
+def test_write_and_read_pack_keep_order_labels_sides_and_spec(tmp_path: Path):
     train_images, val_images = _images(37, seed=1), _images(5, seed=2)
-    parts = {"train": (train_images, [i % 3 for i in range(37)]), "validation": (val_images, [2, 1, 0, 1, 2])}
+    parts = {
+        "train": (train_images, [i % 3 for i in range(37)], [40 + 7 * i for i in range(37)]),
+        "validation": (val_images, [2, 1, 0, 1, 2], [500, 64, 96, 30, 1200]),
+    }
     pack.write_pack(tmp_path, parts, {"classes": ["Cat", "Dog", "Other"]}, quality=95)
     spec, read = pack.read_pack(tmp_path)
     assert spec["classes"] == ["Cat", "Dog", "Other"] and spec["quality"] == 95
     assert spec["parts"] == ["train", "validation"]
-    for part, (images, labels) in parts.items():
-        decoded, decoded_labels = read[part]
+    for part, (images, labels, sides) in parts.items():
+        decoded, decoded_labels, decoded_sides = read[part]
         assert decoded.shape == images.shape
         assert decoded_labels.tolist() == list(labels)
+        assert decoded_sides.tolist() == list(sides)
         # Each image comes back in its own place, not just some image.
         errors = np.abs(decoded.astype(float) - images).mean(axis=(1, 2, 3))
         assert errors.max() < 4
         assert np.abs(decoded[0].astype(float) - images[1]).mean() > 10
 
 
+def test_a_pack_from_before_sides_were_packed_reads_with_none(tmp_path: Path):
+    pack.write_pack(tmp_path, {"train": (_images(3), [0, 1, 2], [50, 60, 70])}, {}, quality=90)
+    with np.load(tmp_path / "pack.npz") as columns:
+        older = {key: columns[key] for key in columns.files if key != "train_sides"}
+    np.savez(tmp_path / "pack.npz", **older)
+    _, read = pack.read_pack(tmp_path)
+    assert read["train"][1].tolist() == [0, 1, 2] and read["train"][2] is None
+
+
 def test_read_pack_reports_a_missing_pack(tmp_path: Path):
     with pytest.raises(DatasetError, match="cannot read the pack"):
         pack.read_pack(tmp_path)
-
-
-def test_planned_epochs_fit_the_time_left():
-    # 10 s per epoch, 100 s budget, 30 s gone after 2 epochs: 7 more fit.
-    assert train_pack.planned_epochs(2, 30.0, 10.0, 100.0, 3, 200) == 9
-    assert train_pack.planned_epochs(2, 30.0, 10.0, 100.0, 3, 5) == 5  # capped
-    assert train_pack.planned_epochs(1, 99.0, 10.0, 100.0, 3, 200) == 3  # at least the minimum
-    assert train_pack.planned_epochs(6, 150.0, 10.0, 100.0, 3, 200) == 6  # over time: stop now, never go back
-
-
-def test_learning_rate_warms_up_then_decays_towards_zero():
-    rates = [train_pack.learning_rate(e, planned=20, peak=1.0, warmup=3) for e in range(20)]
-    assert rates[0] == pytest.approx(0.1) and rates[1] < rates[2] < rates[3]
-    assert rates[3] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5 / 17)))
-    assert all(a > b for a, b in zip(rates[3:], rates[4:], strict=False))
-    assert 0 < rates[-1] < 0.01
 
 
 def _augment(settings, images, **changes):
@@ -128,3 +123,13 @@ def test_augmentation_layer_low_resolution_blurs(settings):
     detail_out = np.abs(np.diff(trained, axis=1)).mean()
     assert detail_out < detail_in / 2
     assert trained.mean() == pytest.approx(noise.mean(), rel=0.05)
+
+
+def test_train_pack_offers_the_registered_architectures(monkeypatch: pytest.MonkeyPatch, capsys):
+    from catdog.models.build import BUILDERS
+    from catdog.training import train_pack
+
+    monkeypatch.setattr(train_pack, "BUILDERS", {**BUILDERS, "mobilenet": None})
+    with pytest.raises(SystemExit):
+        train_pack.main(["--help"])
+    assert "{inception,mobilenet,resnet}" in capsys.readouterr().out

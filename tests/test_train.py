@@ -16,7 +16,7 @@ from catdog.data import dataset
 from catdog.errors import DatasetError
 from catdog.export import ship
 from catdog.serving import predict
-from catdog.training import compose, evaluate, results, train
+from catdog.training import compose, evaluate, loop, results, train
 from helpers import TINY_OTHER_SOURCES, pattern_picture
 from helpers import TINY_PER_CLASS as PER_CLASS
 from helpers import TINY_SIZE as SIZE
@@ -77,7 +77,7 @@ def test_resume_continues_after_an_interruption(tiny_run: Path, monkeypatch: pyt
     import keras
 
     settings = _settings(tiny_run, "training.epochs=3")
-    real_logger = train.epoch_logger
+    real_logger = loop.epoch_logger
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -85,7 +85,7 @@ def test_resume_continues_after_an_interruption(tiny_run: Path, monkeypatch: pyt
                 raise KeyboardInterrupt
 
     # The epoch logger is the last callback, after the backup: interrupt there.
-    monkeypatch.setattr(train, "epoch_logger", lambda *a: Interrupt())
+    monkeypatch.setattr(loop, "epoch_logger", lambda *a: Interrupt())
     with pytest.raises(KeyboardInterrupt):
         train.train(settings)
     backup = paths.run_dir(settings.data.artifacts_dir, settings.training.architecture) / "backup"
@@ -99,7 +99,7 @@ def test_resume_continues_after_an_interruption(tiny_run: Path, monkeypatch: pyt
         == 2
     )
 
-    monkeypatch.setattr(train, "epoch_logger", real_logger)
+    monkeypatch.setattr(loop, "epoch_logger", real_logger)
     ran = []
     original_fit = keras.Model.fit
 
@@ -112,6 +112,10 @@ def test_resume_continues_after_an_interruption(tiny_run: Path, monkeypatch: pyt
     metrics = train.train(settings, resume=True)
     assert ran == [1]  # only the third epoch was left
     assert metrics["epochs_run"] == 3
+    # The resumed epoch took its rate from the same plan: the third of three, not the first.
+    t = settings.training
+    expected = [loop.learning_rate(e, 3, t.learning_rate, t.warmup_epochs) for e in range(3)]
+    assert metrics["history"]["learning_rate"] == pytest.approx(expected)
 
 
 def test_train_cli_reports_a_missing_manifest(tmp_path: Path, config_file: Path, capsys):
@@ -377,6 +381,45 @@ def test_a_run_trained_from_a_pack_is_adopted_with_its_record(tiny_run: Path, tm
     (runs / "resnet.run.json").write_text(json.dumps(record))
     with pytest.raises(train.ModelError, match="another split"):
         train.main(["--config", str(tiny_run), "--set", "training.architecture=resnet", "--adopt", str(runs)])
+
+
+def test_both_entry_points_train_in_the_one_loop(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """train (tf.data) and train_pack (arrays, on any backend) with the same settings: same rates, same shrinking."""
+    from catdog.data import pack
+    from catdog.training import train_pack
+
+    # The tiny photos are 40-89 px: with 64 px as the top of the range, some are natively small and some not.
+    sides = "training.augmentation.low_res_sides=[16, 64]"
+    fits, shares = [], {}
+    real_fit, real_tf_dataset = loop.fit, train.tf_dataset
+
+    def spying_fit(model, training, plan, images, callbacks=(), **data):
+        fits.append(plan.epochs)
+        if isinstance(data["x"], dict):
+            shares["pack"] = data["x"]["low_res_share"]
+        return real_fit(model, training, plan, images, callbacks, **data)
+
+    def spying_tf_dataset(*args):
+        if len(args) > 8:  # the training part's, with its low-resolution shares
+            shares["train"] = args[8]
+        return real_tf_dataset(*args)
+
+    monkeypatch.setattr(loop, "fit", spying_fit)
+    monkeypatch.setattr(train, "tf_dataset", spying_tf_dataset)
+    packed, runs = tmp_path / "pack", tmp_path / "runs"
+    assert pack.main(["--config", str(tiny_run), "--set", sides, str(packed), "--validation-images", "6"]) == 0
+    assert train_pack.main([str(packed), "--out", str(runs), "--minutes", "5", "--max-epochs", "2"]) == 0
+    record = json.loads((runs / "inception.run.json").read_text())
+    metrics = train.train(_settings(tiny_run, sides), output=tmp_path / "cpu.h5")
+
+    assert fits == [2, 2]
+    t = _settings(tiny_run).training
+    expected = [loop.learning_rate(e, 2, t.learning_rate, t.warmup_epochs) for e in range(2)]
+    assert record["history"]["learning_rate"] == pytest.approx(expected)
+    assert metrics["history"]["learning_rate"] == pytest.approx(expected)
+    # Each training image has the same chance of being shrunk, from the sides the pack carried or the files.
+    assert len(set(shares["train"].tolist())) > 1
+    np.testing.assert_array_equal(shares["pack"], shares["train"])
 
 
 def test_average_interpolates_two_models_in_weight_space(trained, tmp_path: Path):

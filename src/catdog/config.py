@@ -220,6 +220,9 @@ class TrainingSettings(_Section):
     image_size: Annotated[StrictInt, Field(ge=32)]
     batch_size: PositiveInt
     epochs: PositiveInt
+    # Minutes for the whole fit: the learning-rate plan is laid over the epochs that fit in them (at most
+    # ``epochs``). None: a run of ``epochs``. A default: configs and run records from before it existed had none.
+    time_budget_minutes: Annotated[StrictFloat, Field(gt=0)] | None = None
     learning_rate: Annotated[StrictFloat, Field(gt=0)]
     warmup_epochs: NonNegativeInt
     weight_decay: Annotated[StrictFloat, Field(ge=0)]

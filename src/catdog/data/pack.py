@@ -11,8 +11,10 @@ ever scored here, on the original files.
 A pack is two files:
 
 * ``pack.npz``: per part, ``<part>_bytes`` (every image's WebP bytes, one
-  after the other), ``<part>_offsets`` (N + 1 offsets into them) and
-  ``<part>_labels``.
+  after the other), ``<part>_offsets`` (N + 1 offsets into them),
+  ``<part>_labels`` and ``<part>_sides`` (each photo's shorter side as stored,
+  before decoding at the training size: training balances the natively small
+  photos with it, see :func:`catdog.data.augment.low_res_shares`).
 * ``spec.json``: the training settings, classes and class weights the run
   must use, the image size and the split's hash, so that the model trained
   from the pack can be checked against this checkout's split when it comes back.
@@ -89,19 +91,22 @@ def unpack_part(data: np.ndarray, offsets: np.ndarray, workers: int | None = Non
     return np.concatenate(list(chunks))
 
 
-def write_pack(out_dir: Path, parts: dict[str, tuple[np.ndarray, Sequence[int]]], spec: dict, quality: int) -> Path:
-    """Encode the parts (images, labels) into ``out_dir/pack.npz`` and write ``spec.json`` beside it.
+def write_pack(
+    out_dir: Path, parts: dict[str, tuple[np.ndarray, Sequence[int], Sequence[int]]], spec: dict, quality: int
+) -> Path:
+    """Encode the parts (images, labels, shorter sides) into ``out_dir/pack.npz``; write ``spec.json`` beside it.
 
     Returns:
         The pack file.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = {}
-    for part, (images, labels) in parts.items():
+    for part, (images, labels, sides) in parts.items():
         data, offsets = pack_part(images, quality)
         columns[f"{part}_bytes"] = data
         columns[f"{part}_offsets"] = offsets
         columns[f"{part}_labels"] = np.asarray(labels, dtype=np.int64)
+        columns[f"{part}_sides"] = np.asarray(sides, dtype=np.int32)
         size = data.size
         log.info("%s: %d images, %.1f MB (%.0f bytes each)", part, len(images), size / 1e6, size / len(images))
     pack = out_dir / "pack.npz"
@@ -111,8 +116,10 @@ def write_pack(out_dir: Path, parts: dict[str, tuple[np.ndarray, Sequence[int]]]
     return pack
 
 
-def read_pack(pack_dir: Path) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """The spec and each part's decoded ``(images, labels)`` of a pack written by :func:`write_pack`.
+def read_pack(pack_dir: Path) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]]:
+    """The spec and each part's decoded ``(images, labels, shorter sides)`` of a pack written by :func:`write_pack`.
+
+    The sides are None in a pack written before packs carried them.
 
     Raises:
         DatasetError: The pack is missing or unreadable.
@@ -123,7 +130,11 @@ def read_pack(pack_dir: Path) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndar
         spec = json.loads((pack_dir / "spec.json").read_text(encoding="utf-8"))
         with np.load(pack_dir / "pack.npz") as columns:
             parts = {
-                part: (unpack_part(columns[f"{part}_bytes"], columns[f"{part}_offsets"]), columns[f"{part}_labels"])
+                part: (
+                    unpack_part(columns[f"{part}_bytes"], columns[f"{part}_offsets"]),
+                    columns[f"{part}_labels"],
+                    columns[f"{part}_sides"] if f"{part}_sides" in columns.files else None,
+                )
                 for part in spec["parts"]
             }
     except (OSError, KeyError, ValueError) as exc:
@@ -145,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--quality must be between 1 and 100")
     settings = cli.settings_from_args(args)
 
-    from catdog.data.dataset import class_weights, load_arrays, prepare_split
+    from catdog.data.dataset import class_weights, load_arrays, prepare_split, shorter_sides
 
     split, root, manifest_hash = prepare_split(settings)
     arrays = load_arrays(settings, split, root)
@@ -160,12 +171,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "split_sha256": file_sha256(paths.split(settings.data.artifacts_dir)),
         "manifest_sha256": manifest_hash,
     }
-    parts = {part: (arrays[part], np.asarray(split.labels[part])) for part in PACKED_PARTS}
+    parts = {
+        part: (arrays[part], np.asarray(split.labels[part]), shorter_sides([str(root / f) for f in split.files[part]]))
+        for part in PACKED_PARTS
+    }
     if args.validation_images:
         # The part is ordered by class and source, so even spacing keeps its mix.
-        images, labels = parts["validation"]
+        images = parts["validation"][0]
         keep = np.linspace(0, len(images) - 1, min(args.validation_images, len(images))).round().astype(int)
-        parts["validation"] = (images[keep], labels[keep])
+        parts["validation"] = tuple(column[keep] for column in parts["validation"])
     pack = write_pack(args.out_dir, parts, spec, args.quality)
     print(f"wrote {pack} ({pack.stat().st_size / 1e6:.1f} MB)")
     return 0

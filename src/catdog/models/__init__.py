@@ -9,6 +9,6 @@ is the config's class i. Only built-in Keras layers are used, so a saved
 (:mod:`catdog.models.ensemble`) follows the same contract.
 """
 
-from catdog.models.build import build_model
+from catdog.models.build import BUILDERS, build_model
 
-__all__ = ["build_model"]
+__all__ = ["BUILDERS", "build_model"]

@@ -1,9 +1,11 @@
 """Train the configured network: ``python -m catdog.training.train [--resume]``.
 
-Reads the validated manifest, makes (or reuses) the seeded split, trains with
-augmentation, AdamW and a warm-up plus cosine learning-rate schedule, keeps
-the weights that did best on the validation part, and only then looks at
-the test part once. Every epoch leaves a backup, so ``--resume`` continues an
+Reads the validated manifest, makes (or reuses) the seeded split, trains in
+the one training loop of :mod:`catdog.training.loop` (augmentation, AdamW, a
+warm-up plus cosine learning rate over ``training.epochs`` or, with
+``training.time_budget_minutes``, over the epochs that fit in that time),
+keeps the weights that did best on the validation part, and only then looks
+at the test part once. Every epoch leaves a backup, so ``--resume`` continues an
 interrupted run where it stopped.
 
 Writes ``model/<arch>.h5``, ``model/<arch>.metrics.json``, and the plots
@@ -19,10 +21,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,83 +39,11 @@ from catdog.data.dataset import (
 )
 from catdog.dirs import ensure_dirs
 from catdog.errors import ModelError
-from catdog.labels import OTHER
+from catdog.training import loop
 from catdog.training.cpu import use_mixed_precision
 from catdog.training.results import recalibrate, refuse_overwriting_inputs, write_results
 
 log = logging.getLogger("catdog.training.train")  # not __name__: that is "__main__" under -m
-
-
-def compile_model(model, settings: Settings, steps_per_epoch: int) -> None:
-    """AdamW with linear warm-up then cosine decay; label-smoothed cross-entropy."""
-    import keras
-
-    t = settings.training
-    total = max(1, t.epochs * steps_per_epoch)
-    warmup = min(total - 1, t.warmup_epochs * steps_per_epoch)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        # Warm up from a tenth of the peak; without warm-up, start at the peak.
-        initial_learning_rate=t.learning_rate / 10 if warmup else t.learning_rate,
-        decay_steps=max(1, total - warmup),
-        warmup_target=t.learning_rate if warmup else None,
-        warmup_steps=warmup,
-    )
-    model.compile(
-        optimizer=make_optimizer(t, schedule),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-        metrics=["accuracy"],
-    )
-
-
-def make_optimizer(t, learning_rate):
-    """AdamW with ``training.weight_decay`` on the convolution and dense kernels only.
-
-    Args:
-        t: The training settings.
-        learning_rate: A float or a Keras learning-rate schedule.
-    """
-    import keras
-
-    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=t.weight_decay)
-    # Not BatchNorm's scale and shift, nor biases: decaying them only fights the normalisation.
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    return optimizer
-
-
-def epoch_logger(epochs: int, images_per_epoch: int):
-    """A Keras callback that logs each epoch with images/s and the ETA of the whole run.
-
-    Its ``durations`` list holds the seconds of each epoch run in this process.
-    """
-    import keras
-
-    class EpochLogger(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.durations: list[float] = []
-
-        def on_train_begin(self, logs=None):
-            self.durations = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds = time.perf_counter() - self.start
-            self.durations.append(seconds)
-            left = (epochs - epoch - 1) * (sum(self.durations) / len(self.durations))
-            values = "  ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()) if k != "learning_rate")
-            log.info(
-                "epoch %d/%d: %.0f s, %.0f images/s, %s; ETA %.1f min",
-                epoch + 1,
-                epochs,
-                seconds,
-                images_per_epoch / seconds,
-                values,
-                left / 60,
-            )
-
-    return EpochLogger()
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -173,28 +101,34 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None, 
 
 
 def fit(settings: Settings, split: Split, arrays: dict, root: Path, runs: Path, resume: bool, init_from: Path | None):
-    """Fit the configured network; return the best weights as a float32 model and the run's facts."""
+    """Fit the configured network; return the best weights as a float32 model and the run's facts.
+
+    The loop is :func:`catdog.training.loop.fit`, fed by tf.data; every epoch
+    leaves a backup (for ``--resume``), the weights best on validation and a
+    line in ``history.csv``.
+    """
     import keras
 
     from catdog.models import build_model
 
     t = settings.training
+    classes = settings.data.classes
     keras.utils.set_random_seed(t.seed)
-    num_classes = len(settings.data.classes)
+    num_classes = len(classes)
     weights = class_weights(split.labels["train"], num_classes, t.class_weight_power)
-    log.info(
-        "class weights: %s", ", ".join(f"{c} {w:.3f}" for c, w in zip(settings.data.classes, weights, strict=True))
-    )
+    log.info("class weights: %s", ", ".join(f"{c} {w:.3f}" for c, w in zip(classes, weights, strict=True)))
     # Class weights come from the real photos; the generated Others get the Other weight.
     train_images, train_labels = with_synthetic_other(
-        arrays["train"], split.labels["train"], settings.data.classes, t.synthetic_other, t.seed
+        arrays["train"], split.labels["train"], classes, t.synthetic_other, t.seed
     )
-    shares = training_low_res_shares(settings, split, root, len(train_labels) - len(split.labels["train"]))
+    # Reading every header takes a while on a slow disk: only when the shares depend on it.
+    sides = shorter_sides([str(root / f) for f in split.files["train"]]) if t.augmentation.balance_low_res else None
+    generated = len(train_labels) - len(split.labels["train"])
+    shares = loop.training_low_res_shares(t.augmentation, classes, split.labels["train"], sides, generated)
     train_ds = tf_dataset(
         train_images, train_labels, num_classes, t.batch_size, True, t.augmentation, t.seed, weights, shares
     )
     val_ds = tf_dataset(arrays["validation"], split.labels["validation"], num_classes, t.batch_size, False)
-    steps = math.ceil(len(train_images) / t.batch_size)
 
     # bfloat16 activations roughly halve training time on CPUs with AVX-512 BF16 (and multiply it
     # by ten where it is emulated: see catdog/training/cpu.py); the weights stay float32, and the saved model
@@ -205,19 +139,19 @@ def fit(settings: Settings, split: Split, arrays: dict, root: Path, runs: Path, 
         if init_from is not None:
             copied = transfer_weights(keras.models.load_model(init_from, compile=False), model)
             log.info("starting from %s (%d layers copied)", init_from, copied)
-        compile_model(model, settings, steps)
         log.info(
-            "%s: %s parameters, input %dx%d, %d training images, %d epochs, %s",
+            "%s: %s parameters, input %dx%d, %d training images, %d epochs%s, %s",
             t.architecture,
             f"{model.count_params():,}",
             t.image_size,
             t.image_size,
             len(train_images),
             t.epochs,
+            f" or {t.time_budget_minutes} min" if t.time_budget_minutes else "",
             keras.mixed_precision.global_policy().name,
         )
         best_weights = runs / "best.weights.h5"
-        progress = epoch_logger(t.epochs, len(train_images))
+        plan = loop.epoch_plan(t)
         callbacks = [
             keras.callbacks.BackupAndRestore(str(runs / "backup")),
             keras.callbacks.ModelCheckpoint(
@@ -232,19 +166,10 @@ def fit(settings: Settings, split: Split, arrays: dict, root: Path, runs: Path, 
                 monitor="val_accuracy", mode="max", patience=t.early_stopping_patience or t.epochs
             ),
             keras.callbacks.CSVLogger(str(runs / "history.csv"), append=resume),
-            progress,
         ]
-        started = time.perf_counter()
         # shuffle=False: the tf.data pipeline already reshuffles every epoch.
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=t.epochs,
-            callbacks=callbacks,
-            shuffle=False,
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
-        fit_seconds = time.perf_counter() - started
+        loop.fit(model, t, plan, len(train_images), callbacks, x=train_ds, validation_data=val_ds, shuffle=False)
+        facts = plan.facts(len(train_images))
         if best_weights.exists():
             model.load_weights(str(best_weights))
     finally:
@@ -252,49 +177,12 @@ def fit(settings: Settings, split: Split, arrays: dict, root: Path, runs: Path, 
     final = build_model(t, num_classes)
     final.set_weights(model.get_weights())
     run = {
-        "wall_time_seconds": round(fit_seconds, 1),
         # Counted for this process only: a resumed run reports the epochs it ran itself.
-        "train_images_per_second": round(len(train_images) * len(progress.durations) / fit_seconds, 1),
-        "epoch_seconds": [round(d, 1) for d in progress.durations],
-        "class_weights": dict(zip(settings.data.classes, weights, strict=True)),
+        **facts,
+        "class_weights": dict(zip(classes, weights, strict=True)),
         "history": read_history(runs / "history.csv"),
     }
     return final, run
-
-
-def training_low_res_shares(settings: Settings, split: Split, root: Path, generated: int):
-    """Each training image's chance of being shrunk (:func:`catdog.data.augment.low_res_shares`).
-
-    Args:
-        settings: The loaded settings.
-        split: The split; its training files come first in the training arrays.
-        root: The folder the split's paths are relative to.
-        generated: How many generated pictures follow them (large, labelled Other).
-    """
-    import numpy as np
-
-    from catdog.data.augment import low_res_shares
-
-    aug = settings.training.augmentation
-    labels = np.asarray(split.labels["train"], dtype=np.int64)
-    if aug.balance_low_res:
-        small = shorter_sides([str(root / f) for f in split.files["train"]]) < aug.low_res_sides[1]
-    else:
-        small = np.zeros(len(labels), dtype=bool)
-    other = settings.data.classes.index(OTHER) if OTHER in settings.data.classes else 0
-    labels = np.concatenate([labels, np.full(generated, other, dtype=np.int64)])
-    small = np.concatenate([small, np.zeros(generated, dtype=bool)])
-    shares = low_res_shares(labels, small, aug.low_res_share, aug.balance_low_res)
-    for index, name in enumerate(settings.data.classes):
-        mine = labels == index
-        if mine.any():
-            log.info(
-                "%s: %.1f%% natively small, %.1f%% of its large photos shrunk",
-                name,
-                100 * small[mine].mean(),
-                100 * float(shares[mine & ~small].mean()) if (mine & ~small).any() else 0.0,
-            )
-    return shares
 
 
 def transfer_weights(source, target) -> int:

@@ -4,16 +4,20 @@
 
 This is how a model is trained on a GPU machine (one that has JAX, not
 TensorFlow, and takes only a small upload): the
-pack (:mod:`catdog.data.pack`) carries the training and validation images and the
-settings; the network comes from the same builders as ``catdog.training.train``, and
-augmentation runs inside the compiled step (:func:`catdog.data.augment.augmentation_layer`).
+pack (:mod:`catdog.data.pack`) carries the training and validation images, each
+photo's shorter side as stored, and the settings. The network comes from the
+same builders as ``catdog.training.train`` and trains in the same loop
+(:mod:`catdog.training.loop`); only the feeding differs: numpy arrays, with the
+augmentation inside the compiled step (:func:`catdog.data.augment.augmentation_layer`),
+each image shrunk with the same per-image chance as ``catdog.training.train`` gives it.
 
-The run is given minutes, not epochs: after each epoch it re-plans how many
-epochs fit in the time left and lays its cosine learning-rate decay over
-them, so it ends on a low rate whatever the machine's speed. After each epoch
-it saves the network's weights and a run record, so a run cut off still
-leaves its last epoch. ``python -m catdog.training.train --adopt DIR`` then scores the
-result here, on the original files, and writes the model and its metrics.
+The run is given minutes (``--minutes`` sets ``training.time_budget_minutes``),
+at most ``--max-epochs`` (``training.epochs``): the loop's plan re-counts after
+each epoch how many fit in the time left and lays its cosine learning-rate
+decay over them, so it ends on a low rate whatever the machine's speed. After
+each epoch it saves the network's weights and a run record, so a run cut off
+still leaves its last epoch. ``python -m catdog.training.train --adopt DIR`` then
+scores the result here, on the original files, and writes the model and its metrics.
 
 It runs on whichever Keras backend ``KERAS_BACKEND`` names: JAX on the GPU
 machine (see the model card for the command), TensorFlow in the tests.
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import platform
 import sys
@@ -37,33 +40,9 @@ import numpy as np
 from catdog import cli
 from catdog.dirs import write_json_atomic
 from catdog.errors import DatasetError
+from catdog.models.build import BUILDERS
 
 log = logging.getLogger("catdog.training.train_pack")
-
-
-def planned_epochs(done: int, elapsed: float, last_epoch: float, budget: float, lowest: int, highest: int) -> int:
-    """How many epochs the run should have in all, given the time left.
-
-    Args:
-        done: Epochs finished.
-        elapsed: Seconds since training began.
-        last_epoch: Seconds the last epoch took (the best guess for the next ones).
-        budget: Seconds the whole run may take.
-        lowest, highest: Bounds on the answer (never below ``done``).
-    """
-    more = math.floor(max(0.0, budget - elapsed) / max(last_epoch, 1e-9))
-    return max(done, min(highest, max(lowest, done + more)))
-
-
-def learning_rate(epoch: int, planned: int, peak: float, warmup: int) -> float:
-    """Linear warm-up from a tenth of ``peak``, then cosine decay reaching zero after ``planned`` epochs.
-
-    The cosine is taken at the middle of each epoch, so the last epoch still learns a little.
-    """
-    if epoch < warmup:
-        return peak * (0.1 + 0.9 * epoch / warmup)
-    progress = min(1.0, (epoch - warmup + 0.5) / max(1, planned - warmup))
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def hardware() -> str:
@@ -79,48 +58,15 @@ def hardware() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, Keras backend {backend}"
 
 
-def budget_callback(training, budget_seconds: float, min_epochs: int, max_epochs: int, images: int):
-    """A callback that sets each epoch's learning rate, re-plans the epochs and stops the run in time."""
-    import keras
+def saver_callback(model, out_dir: Path, record: dict, plan):
+    """A callback that saves the network's weights and the run record after every epoch.
 
-    class TimeBudget(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.started = time.perf_counter()
-            self.planned = max_epochs
-            self.durations: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch_started = time.perf_counter()
-            self.rate = learning_rate(epoch, self.planned, training.learning_rate, training.warmup_epochs)
-            # Set between epochs: on JAX the optimizer's state is re-read at each epoch's start.
-            self.model.optimizer.learning_rate = self.rate
-
-        def on_epoch_end(self, epoch, logs=None):
-            now = time.perf_counter()
-            self.durations.append(now - self.epoch_started)
-            if logs is not None:
-                logs["learning_rate"] = self.rate
-            self.planned = planned_epochs(
-                epoch + 1, now - self.started, self.durations[-1], budget_seconds, min_epochs, max_epochs
-            )
-            values = "  ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()) if k != "learning_rate")
-            log.info(
-                "epoch %d/%d: %.1f s, %.0f images/s, lr %.5f, %s",
-                epoch + 1,
-                self.planned,
-                self.durations[-1],
-                images / self.durations[-1],
-                self.rate,
-                values,
-            )
-            if epoch + 1 >= self.planned:
-                self.model.stop_training = True
-
-    return TimeBudget()
-
-
-def saver_callback(model, out_dir: Path, record: dict, budget):
-    """A callback that saves the network's weights and the run record after every epoch."""
+    Args:
+        model: The network (without the augmentation layer around it).
+        out_dir: Where the weights and ``<arch>.run.json`` go.
+        record: The run record so far; each epoch adds its history and facts.
+        plan: The fit's :func:`catdog.training.loop.epoch_plan`.
+    """
     import keras
 
     arch = record["settings"]["architecture"]
@@ -133,15 +79,10 @@ def saver_callback(model, out_dir: Path, record: dict, budget):
             os.replace(partial, weights)
             for key, value in (logs or {}).items():
                 record["history"].setdefault(key, []).append(float(value))
-            seconds = sum(budget.durations)
             record.update(
                 epochs_run=epoch + 1,
-                epochs_planned=budget.planned,
-                wall_time_seconds=round(time.perf_counter() - budget.started, 1),
-                epoch_seconds=[round(d, 2) for d in budget.durations],
-                # Steady speed: the first epoch also compiles the step.
-                train_images_per_second=round(record["train_images"] * len(budget.durations) / seconds, 1),
-                steady_images_per_second=round(record["train_images"] / min(budget.durations), 1),
+                epochs_planned=plan.planned,
+                **plan.facts(record["train_images"]),
                 weights_file=weights.name,
             )
             write_json_atomic(out_dir / f"{arch}.run.json", record)
@@ -149,18 +90,17 @@ def saver_callback(model, out_dir: Path, record: dict, budget):
     return Saver()
 
 
-def train_from_pack(
-    training, spec: dict, parts: dict, out_dir: Path, budget_seconds: float, min_epochs: int = 3, max_epochs: int = 200
-) -> dict:
-    """Train ``training.architecture`` on a decoded pack within ``budget_seconds``.
+def train_from_pack(training, spec: dict, parts: dict, out_dir: Path, min_epochs: int = 3) -> dict:
+    """Train ``training.architecture`` on a decoded pack in the loop of :mod:`catdog.training.loop`.
 
     Args:
-        training: The :class:`catdog.config.TrainingSettings` to train with.
+        training: The :class:`catdog.config.TrainingSettings` to train with; the
+            run has at most ``epochs``, within ``time_budget_minutes`` when set.
         spec: The pack's spec (classes, class weights, provenance).
-        parts: ``{"train": (images, labels), "validation": (images, labels)}``.
+        parts: ``{"train": (images, labels, shorter sides), "validation": (images, labels, shorter sides)}``
+            as :func:`catdog.data.pack.read_pack` gives them.
         out_dir: Where the weights and ``<arch>.run.json`` go.
-        budget_seconds: Time for the whole run, compilation included.
-        min_epochs, max_epochs: Bounds on the epochs run.
+        min_epochs: With a time budget, the fewest epochs planned.
 
     Returns:
         The run record (also in ``<arch>.run.json``).
@@ -173,9 +113,9 @@ def train_from_pack(
     from catdog.data.augment import augmentation_layer
     from catdog.data.dataset import with_synthetic_other
     from catdog.models import build_model
-    from catdog.training.train import make_optimizer
+    from catdog.training import loop
 
-    (x_train, y_train), (x_val, y_val) = parts["train"], parts["validation"]
+    (x_train, y_train, sides), (x_val, y_val, _) = parts["train"], parts["validation"]
     if x_train.shape[1:] != (training.image_size, training.image_size, 3):
         raise DatasetError(f"the pack's images are {x_train.shape[1:]}, the settings want {training.image_size} px")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,24 +124,24 @@ def train_from_pack(
     eye = np.eye(len(classes), dtype=np.float32)
     weights = np.asarray(spec["class_weights"], dtype=np.float32)
 
+    shares = loop.training_low_res_shares(training.augmentation, classes, y_train, sides, training.synthetic_other)
     x_train, y_train = with_synthetic_other(x_train, y_train, classes, training.synthetic_other, training.seed)
     model = build_model(training, len(classes))
+    # The augmentation runs inside the compiled step; each image's chance of being shrunk comes in beside it.
     pixels = keras.Input(x_train.shape[1:], dtype="uint8", name="pixels")
-    trainer = keras.Model(pixels, model(augmentation_layer(training.augmentation, training.seed)(pixels)))
-    trainer.compile(
-        optimizer=make_optimizer(training, training.learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=training.label_smoothing),
-        metrics=["accuracy"],
-    )
+    share = keras.Input((), name="low_res_share")
+    augmented = augmentation_layer(training.augmentation, training.seed)(pixels, low_res_share=share)
+    trainer = keras.Model({"pixels": pixels, "low_res_share": share}, model(augmented))
+    plan = loop.epoch_plan(training, min_epochs)
     device = hardware()
     log.info(
-        "%s: %s parameters, %d px, %d training images, batch %d, %.1f min on %s",
+        "%s: %s parameters, %d px, %d training images, batch %d, %s min on %s",
         training.architecture,
         f"{model.count_params():,}",
         training.image_size,
         len(x_train),
         training.batch_size,
-        budget_seconds / 60,
+        training.time_budget_minutes,
         device,
     )
     record = {
@@ -210,22 +150,23 @@ def train_from_pack(
         "class_weights": dict(zip(classes, spec["class_weights"], strict=True)),
         "pack": {key: spec.get(key) for key in ("format", "quality", "split_sha256", "manifest_sha256", "counts")},
         "train_images": len(x_train),
-        "budget_seconds": budget_seconds,
+        "budget_seconds": plan.budget_seconds,
         "hardware": device,
         "versions": {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__},
         "history": {},
     }
-    budget = budget_callback(training, budget_seconds, min_epochs, max_epochs, len(x_train))
-    trainer.fit(
-        x_train,
-        eye[y_train],
+    loop.fit(
+        trainer,
+        training,
+        plan,
+        len(x_train),
+        [saver_callback(model, out_dir, record, plan)],
+        x={"pixels": x_train, "low_res_share": shares},
+        y=eye[y_train],
         sample_weight=weights[y_train],
         batch_size=training.batch_size,
-        epochs=max_epochs,
-        validation_data=(x_val, eye[y_val]),
+        validation_data=({"pixels": x_val, "low_res_share": np.zeros(len(x_val), np.float32)}, eye[y_val]),
         shuffle=True,
-        callbacks=[budget, saver_callback(model, out_dir, record, budget)],
-        verbose=0,
     )
     return record
 
@@ -235,10 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="catdog train_pack", description=__doc__.split("\n\n")[0])
     parser.add_argument("pack_dir", type=Path, help="folder with pack.npz and spec.json (catdog.data.pack)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the weights and run record")
-    parser.add_argument("--architecture", choices=["inception", "resnet"], help="default: the pack's")
-    parser.add_argument("--minutes", type=float, required=True, help="time for the run, compilation included")
-    parser.add_argument("--min-epochs", type=int, default=3)
-    parser.add_argument("--max-epochs", type=int, default=200)
+    parser.add_argument("--architecture", choices=sorted(BUILDERS), help="default: the pack's")
+    parser.add_argument(
+        "--minutes", type=float, required=True, help="time for the run, compilation included (time_budget_minutes)"
+    )
+    parser.add_argument("--min-epochs", type=int, default=3, help="the fewest epochs, however slow (default 3)")
+    parser.add_argument("--max-epochs", type=int, default=200, help="the most epochs (training.epochs; default 200)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)
     cli.configure_logging(args.verbose)
@@ -253,14 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         {
             **spec["training"],
             "architecture": args.architecture or spec["training"]["architecture"],
+            "epochs": args.max_epochs,
+            "time_budget_minutes": args.minutes,
             # float32: with mixed_bfloat16 on JAX, BatchNorm's moving statistics
             # did not follow training (72% in training, 52% predicting, in a test here).
             "mixed_precision": False,
         }
     )
-    record = train_from_pack(
-        training, spec, parts, args.out, args.minutes * 60, min_epochs=args.min_epochs, max_epochs=args.max_epochs
-    )
+    record = train_from_pack(training, spec, parts, args.out, min_epochs=args.min_epochs)
     history = record["history"]
     print(
         f"{training.architecture}: {record['epochs_run']} epochs in {record['wall_time_seconds'] / 60:.1f} min, "
