@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from catdog.errors import InvalidImage, ModelError
-from catdog.serving.inference import Prediction, Predictor, overlay_heatmap
+from catdog.serving.inference import Prediction, Predictor, overlay_heatmap, read_metrics_file
 from catdog.serving.preprocess import ImageLimits, load_image
+from catdog.training.results import read_metrics
 from helpers import answers_from_threads, build_tiny_model, make_photo, save_model
 
 CLASSES = ("Cat", "Dog")
@@ -216,3 +217,20 @@ def test_info_without_usable_metrics(tmp_path, tiny_model_path, metrics):
     if metrics is not None:
         (tmp_path / "metrics.json").write_text(metrics)
     assert Predictor(path, CLASSES).info()["metrics"] is None
+
+
+@pytest.mark.parametrize("content", [None, "{broken json", "[1, 2]"], ids=["absent", "broken", "not-a-mapping"])
+def test_the_one_metrics_reader_refuses_what_is_not_a_metrics_object(tmp_path, content):
+    """Training and ship read metrics through it: a list or broken file is a clear ModelError, not a crash later."""
+    path = tmp_path / "resnet.metrics.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ModelError, match="cannot read the metrics"):
+        read_metrics_file(path)
+    with pytest.raises(ModelError, match="cannot read the metrics"):
+        read_metrics(tmp_path / "resnet.h5")
+
+
+def test_the_one_metrics_reader_reads_an_object(tmp_path):
+    (tmp_path / "resnet.metrics.json").write_text('{"validation": {"accuracy": 0.9}}')
+    assert read_metrics(tmp_path / "resnet.h5") == {"validation": {"accuracy": 0.9}}

@@ -116,8 +116,8 @@ def leave_one_out(model_dir: PathLike) -> Path:
 
 
 # Models that left model/ are kept in git history: the last commit that holds each folder of them.
-# model/v1/ held the v1 Cat/Dog networks (inception.h5, resnet.h5 and their .metrics.json), where round one's
-# fine-tunes and the leave-one-source-out protocol started.
+# model/v1/ held the v1 Cat/Dog networks (inception.h5, resnet.h5 and their .metrics.json), where the first
+# three-class fine-tunes and the leave-one-source-out protocol started.
 OLDER_MODELS = {"v1": "23bbf1d54cfd"}
 
 

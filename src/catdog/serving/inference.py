@@ -130,7 +130,7 @@ class Predictor:
         self.limits = limits
         self._sha256 = _check_file(self.path)
         metrics_file = paths.shipped_metrics(self.path)
-        self._metrics = _read_metrics(metrics_file)
+        self._metrics = _served_metrics(metrics_file)
         self.temperature, self.class_bias = calibration_of(self._metrics, self._sha256, metrics_file, len(self.classes))
         self._runtime, self.precision_note = open_runtime(
             self.path, self._sha256, len(self.classes), runtime, num_threads=num_threads, precision=precision
@@ -416,16 +416,32 @@ def _check_file(path: Path) -> str:
     return digest
 
 
-def _read_metrics(path: Path) -> dict[str, Any] | None:
-    """Return the metrics saved by training, or ``None``."""
+def read_metrics_file(path: Path) -> dict[str, Any]:
+    """The metrics that training wrote (``<arch>.metrics.json``, or a release's ``metrics.json``).
+
+    The one reader of a metrics file: training, ``ship`` and the app all read through it.
+
+    Raises:
+        ModelError: The file is missing, unreadable, not JSON, or not a JSON object.
+    """
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
+        metrics = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        log.warning("cannot read %s: %s", path, exc)
+        raise ModelError(f"cannot read the metrics {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    if not isinstance(metrics, dict):
+        raise ModelError(f"cannot read the metrics {path}: not a JSON object")
+    return metrics
+
+
+def _served_metrics(path: Path) -> dict[str, Any] | None:
+    """The metrics beside a served model, or ``None``: the app serves a model without them (uncalibrated)."""
+    if not path.exists():
         return None
-    return metrics if isinstance(metrics, dict) else None
+    try:
+        return read_metrics_file(path)
+    except ModelError as exc:
+        log.warning("%s", exc)
+        return None
 
 
 def calibration_of(

@@ -11,7 +11,6 @@ whichever step made the model (:mod:`catdog.training.train`,
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -24,6 +23,7 @@ from catdog.data.dataset import Split, load_arrays, prepare_split
 from catdog.dirs import atomic_write, file_sha256, write_json_atomic
 from catdog.errors import ModelError
 from catdog.labels import other_index
+from catdog.serving.inference import read_metrics_file
 from catdog.training.metrics import classification_report, format_report
 
 log = logging.getLogger(__name__)
@@ -249,15 +249,12 @@ def plot_test_results(model_file: Path, arch: str, classes, test: dict, calibrat
 
 
 def read_metrics(model_file: Path) -> dict:
-    """The metrics written beside a trained model.
+    """The metrics written beside a trained model (:func:`catdog.serving.inference.read_metrics_file`).
 
     Raises:
         ModelError: They are missing or unreadable.
     """
-    try:
-        return json.loads(paths.trained_metrics(model_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read the metrics of {model_file}: {exc}") from exc
+    return read_metrics_file(paths.trained_metrics(model_file))
 
 
 def recalibrate(settings: Settings, model_file: Path) -> dict:

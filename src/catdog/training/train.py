@@ -8,8 +8,8 @@ keeps the weights that did best on the validation part, and only then looks
 at the test part once. Every epoch leaves a backup, so ``--resume`` continues an
 interrupted run where it stopped.
 
-Writes ``model/<arch>.h5``, ``model/<arch>.metrics.json``, and the plots
-``model/<arch>_curves.png`` and ``model/<arch>_confusion.png`` (see
+Writes ``<model.dir>/<arch>.h5`` (``artifacts/models``), ``<arch>.metrics.json``, and the plots
+``<arch>_curves.png`` and ``<arch>_confusion.png`` beside it (see
 :mod:`catdog.training.results`). ``catdog ship`` then installs it as what
 the app loads (see :mod:`catdog.export.ship`).
 ``--adopt``, ``--average`` and ``--ensemble`` make a model from trained ones
@@ -234,7 +234,7 @@ def _best_so_far(history_csv: Path) -> float | None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.make_parser("catdog train", "Train the configured architecture on the validated manifest.")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
-    parser.add_argument("--output", type=Path, help="model file to write (default: model/<architecture>.h5)")
+    parser.add_argument("--output", type=Path, help="model file to write (default: <model.dir>/<arch>.h5)")
     parser.add_argument(
         "--init-from",
         type=Path,
