@@ -9,8 +9,10 @@ than ~300 MB (docs/hardening.md). The one-minute run of the slow clients is unde
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
+import time
 
 import pytest
 
@@ -174,6 +176,34 @@ def test_clients_that_never_read_their_answers_hold_no_thread_and_are_cut(tight_
     # Blocked in a send, 20 such clients would hold all 8 threads.
     result = check_attack(tight_server, "400 pipelined /openapi.json, never read", 20, TIGHT + SWEEP + 2, settle=15)
     assert result["ended"] == 20, result
+
+
+def test_an_answer_not_read_in_time_is_dropped_with_a_reset(tight_server):
+    """Past the write deadline the server resets the connection: the kernel keeps no megabytes for it.
+
+    A plain close would queue the FIN behind a full send buffer of answers: the
+    client would still be handed megabytes, and never see the end at all if it
+    keeps not reading.
+    """
+    port = int(tight_server.url.rsplit(":", 1)[1])
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 400)
+        time.sleep(TIGHT + SWEEP + 1)
+        sock.settimeout(2.0)
+        received, ended = 0, None
+        with contextlib.suppress(TimeoutError):
+            while ended is None:
+                try:
+                    data = sock.recv(1 << 20)
+                except ConnectionResetError:
+                    ended = "reset"
+                else:
+                    received += len(data)
+                    ended = "eof" if not data else None
+    assert ended == "reset", (ended, received)
+    assert received < 1 << 20, received  # at most what had reached the client's own small buffer
 
 
 def test_past_the_connection_slots_idle_connections_make_room(tight_server):

@@ -49,6 +49,7 @@ import json
 import os
 import selectors
 import socket
+import struct
 import time
 from functools import partial
 from http import HTTPStatus
@@ -382,6 +383,17 @@ class BufferingWorker(ThreadWorker):
         self.nr_conns -= 1
         _close_quietly(client.conn.sock)
 
+    def _abort(self, client: _Client) -> None:
+        """Close with a reset: an answer not read in time is dropped, not left to the kernel.
+
+        A plain close would queue the FIN behind the unsent answer: the kernel
+        would keep up to a full send buffer (megabytes) per connection for a
+        client that never reads, and that client would never see the end.
+        """
+        with contextlib.suppress(OSError):
+            client.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._close(client)
+
     def _unregister(self, client: _Client) -> None:
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(client.conn.sock)
@@ -400,7 +412,9 @@ class BufferingWorker(ThreadWorker):
             if client.state is _State.SERVING:
                 continue
             stopping_idle = not self.alive and client.state is _State.READING and not client.reader.started
-            if stopping_idle or (client.state is not _State.READING and client.deadline <= now):
+            if client.state is _State.WRITING and client.deadline <= now:
+                self._abort(client)
+            elif stopping_idle or (client.state is not _State.READING and client.deadline <= now):
                 self._close(client)
             elif client.state is _State.READING and min(client.deadline, client.idle_deadline) <= now:
                 if client.reader.started:
