@@ -459,7 +459,9 @@ def test_ensemble_of_a_model_with_itself_scores_like_the_model(trained, tmp_path
     out = tmp_path / "ensemble.h5"
     args = ["--config", str(config_file), "--ensemble", str(model_file), str(model_file), "--output", str(out)]
     assert train.main(args) == 0
-    assert "(ensemble)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(ensemble)" in printed
+    assert "ensemble on the validation part" in printed and "ensemble on the test part" in printed
     metrics = json.loads(out.with_suffix(".metrics.json").read_text())
     single = json.loads(model_file.with_suffix(".metrics.json").read_text())
     assert metrics["architecture"] == "ensemble" and metrics["epochs_run"] == 0 and metrics["history"] == {}

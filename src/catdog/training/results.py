@@ -94,8 +94,13 @@ def balanced_indices(settings: Settings) -> list[int]:
     return [settings.data.classes.index(name) for name in settings.training.balance_recall]
 
 
-def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> tuple[dict, dict, dict]:
+def score(
+    settings: Settings, model, split: Split, arrays: dict, root: Path, name: str | None = None
+) -> tuple[dict, dict, dict]:
     """Fit the temperature on the validation part; score the validation and test parts, by source and in low resolution.
+
+    Args:
+        name: What the printed reports call the model (default ``training.architecture``; an ensemble says so).
 
     Returns:
         The reports by part, the calibration (temperature, test reliability before and after) and the
@@ -130,7 +135,7 @@ def score(settings: Settings, model, split: Split, arrays: dict, root: Path) -> 
                 split.labels[part], calibrated[part], split.files[part], classes, root, settings.data.source_groups
             )
         )
-        print(format_report(f"{settings.training.architecture} on the {part} part", reports[part]))
+        print(format_report(f"{name or settings.training.architecture} on the {part} part", reports[part]))
         print(format_breakdown(reports[part]))
     calibration = {
         "method": "temperature scaling, then a logit offset evening the recall of "
@@ -189,7 +194,7 @@ def write_results(
     t = settings.training
     arch = architecture or t.architecture
     classes = settings.data.classes
-    reports, calibration, low_res = score(settings, model, split, arrays, root)
+    reports, calibration, low_res = score(settings, model, split, arrays, root, arch)
     save_h5_atomic(model, output)
     history = run.pop("history")
     # A run adopted from a pack says where it trained; a run here, this machine.
@@ -275,7 +280,7 @@ def recalibrate(settings: Settings, model_file: Path) -> dict:
     split, root, _ = prepare_split(settings)
     arrays = load_arrays(settings, split, root)
     model = keras.models.load_model(model_file, compile=False)
-    reports, calibration, low_res = score(settings, model, split, arrays, root)
+    reports, calibration, low_res = score(settings, model, split, arrays, root, metrics.get("architecture"))
     metrics.update(
         calibration=calibration,
         validation=reports["validation"],
