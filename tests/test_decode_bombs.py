@@ -59,6 +59,7 @@ def test_each_decode_bomb_is_refused_before_decoding(name, limits):
     assert time.thread_time() - started < CPU_LIMIT_S / 4
 
 
+ROUNDS = 3
 MEASURE = r"""
 import json, sys, time
 from pathlib import Path
@@ -74,14 +75,18 @@ def rss_mib():
     return int(line.split()[1]) / 1024
 
 limits = ImageLimits.from_serving(load_config().serving)
-results = {}
-for path in sys.argv[1:]:
-    data = Path(path).read_bytes()
-    Path("/proc/self/clear_refs").write_text("5")  # the peak restarts from the current size
-    before = rss_mib()
-    started = time.process_time()
-    load_image(data, 224, limits=limits)
-    results[path] = {"cpu_s": time.process_time() - started, "rise_mib": peak_mib() - before}
+results = {path: {"cpu_s": float("inf"), "rise_mib": 0.0} for path in sys.argv[1:]}
+# Rounds taking turns, the least CPU of each file: a busy machine slows single decodes, not the least of three.
+for _ in range(ROUNDS):
+    for path in sys.argv[1:]:
+        data = Path(path).read_bytes()
+        Path("/proc/self/clear_refs").write_text("5")  # the peak restarts from the current size
+        before = rss_mib()
+        started = time.process_time()
+        load_image(data, 224, limits=limits)
+        result = results[path]
+        result["cpu_s"] = min(result["cpu_s"], time.process_time() - started)
+        result["rise_mib"] = max(result["rise_mib"], peak_mib() - before)
 print(json.dumps(results))
 """
 
@@ -99,7 +104,10 @@ def test_the_worst_files_accepted_decode_within_a_few_honest_decodes_and_300_mb(
         paths[name] = tmp_path / f"{number}.bin"
         paths[name].write_bytes(data)
     done = subprocess.run(
-        [sys.executable, "-c", MEASURE, *map(str, paths.values())], capture_output=True, text=True, check=True
+        [sys.executable, "-c", f"ROUNDS = {ROUNDS}\n{MEASURE}", *map(str, paths.values())],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     measured = json.loads(done.stdout)
     reference = measured[str(paths[honest])]["cpu_s"]
