@@ -221,14 +221,15 @@ def training_low_res_shares(aug, classes: Sequence[str], labels, shorter_sides, 
         generated: How many generated pictures follow them (large, labelled Other).
     """
     from catdog.data.augment import low_res_shares
-    from catdog.labels import OTHER
+    from catdog.labels import other_index
 
     labels = np.asarray(labels, dtype=np.int64)
     if aug.balance_low_res and shorter_sides is not None:
         small = np.asarray(shorter_sides) < aug.low_res_sides[1]
     else:
         small = np.zeros(len(labels), dtype=bool)
-    other = classes.index(OTHER) if OTHER in classes else 0
+    # Generated pictures are labelled Other; without that class there are none, and 0 is never used.
+    other = other_index(classes) or 0
     labels = np.concatenate([labels, np.full(generated, other, dtype=np.int64)])
     small = np.concatenate([small, np.zeros(generated, dtype=bool)])
     shares = low_res_shares(labels, small, aug.low_res_share, aug.balance_low_res)
