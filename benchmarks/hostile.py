@@ -393,12 +393,14 @@ class Attack:
     def drain_unread(self) -> None:
         """Read what the never-reading connections were sent: those the server closed end in EOF or a reset."""
         for number, sock in enumerate(self.sockets):
-            sock.setblocking(False)
+            # A close queued behind megabytes still in flight arrives after them: wait a moment for more
+            # rather than taking the first instant with nothing ready for an open connection.
+            sock.settimeout(1.0)
             first = b""
             while True:
                 try:
                     data = sock.recv(1 << 20)
-                except BlockingIOError:
+                except TimeoutError:
                     break  # still open
                 except OSError:
                     data = b""
