@@ -239,6 +239,9 @@ class TrainingSettings(_Section):
     test_fraction: Annotated[StrictFloat, Field(gt=0.0, lt=1.0)]
     # A default, unlike the rest: configs and run records from before it existed trained without them.
     synthetic_other: NonNegativeInt = 0
+    # With `catdog train --distill-from TEACHER_H5`: the teacher's share in the cats' and dogs' targets
+    # (catdog/training/distill.py). A default: configs and run records from before it existed had none.
+    distill_weight: Annotated[StrictFloat, Field(ge=0.0, le=1.0)] = 0.7
     augmentation: AugmentationSettings
     inception: InceptionSettings
     resnet: ResNetSettings

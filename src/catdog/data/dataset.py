@@ -257,22 +257,25 @@ def tf_dataset(
     seed: int = 0,
     class_weights: Sequence[float] | None = None,
     low_res_shares: np.ndarray | None = None,
+    targets: np.ndarray | None = None,
 ):
-    """Batches of (float32 pixels 0..255, one-hot labels[, sample weights]).
+    """Batches of (float32 pixels 0..255, one-hot labels or ``targets``[, sample weights]).
 
     When training, batches are shuffled and augmented by the layer of
     :func:`catdog.data.augment.augmentation_layer`, each image shrunk with its chance
     from ``low_res_shares`` when given (see :func:`catdog.data.augment.low_res_shares`).
     With ``class_weights``, each example also carries its class's loss weight.
+    ``targets`` (``(N, num_classes)`` rows summing to 1, e.g. a teacher's blended
+    answers, see :mod:`catdog.training.distill`) replace the one-hot labels.
     """
     import tensorflow as tf
 
     labels = np.asarray(labels, dtype=np.int64)
-    one_hot = np.eye(num_classes, dtype=np.float32)[labels]
+    targets = np.eye(num_classes, dtype=np.float32)[labels] if targets is None else np.asarray(targets, np.float32)
     augmenting = training and aug is not None
     if low_res_shares is None or not augmenting:
         low_res_shares = np.full(len(labels), aug.low_res_share if augmenting else 0.0, dtype=np.float32)
-    columns = (images, np.asarray(low_res_shares, dtype=np.float32), one_hot)
+    columns = (images, np.asarray(low_res_shares, dtype=np.float32), targets)
     if class_weights is not None:
         columns += (np.asarray(class_weights, dtype=np.float32)[labels],)
     ds = tf.data.Dataset.from_tensor_slices(columns)

@@ -59,7 +59,13 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return history
 
 
-def train(settings: Settings, resume: bool = False, output: Path | None = None, init_from: Path | None = None) -> dict:
+def train(
+    settings: Settings,
+    resume: bool = False,
+    output: Path | None = None,
+    init_from: Path | None = None,
+    distill_from: Path | None = None,
+) -> dict:
     """Train, calibrate, evaluate on validation and test parts, and save model, metrics and plots.
 
     Args:
@@ -69,6 +75,8 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None, 
         init_from: A trained model of the same architecture to start from
             (fine-tuning) instead of random weights; its classifier may have
             fewer classes (see :func:`transfer_weights`).
+        distill_from: A trained model (an ensemble, typically) whose answers the
+            cats' and dogs' targets blend in (see :mod:`catdog.training.distill`).
 
     Returns:
         The metrics written to ``<arch>.metrics.json``.
@@ -76,7 +84,7 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None, 
     ensure_dirs(settings)
     t = settings.training
     output = refuse_overwriting_inputs(
-        Path(output or paths.trained_model(settings.model.dir, t.architecture)), [init_from]
+        Path(output or paths.trained_model(settings.model.dir, t.architecture)), [init_from, distill_from]
     )
     runs = paths.run_dir(settings.data.artifacts_dir, t.architecture)
     if not resume and runs.exists():
@@ -87,7 +95,7 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None, 
     split, root, manifest_hash = prepare_split(settings)
     log.info("split: %s", json.dumps(split.counts()))
     arrays = load_arrays(settings, split, root)
-    model, run = fit(settings, split, arrays, root, runs, resume, init_from)
+    model, run = fit(settings, split, arrays, root, runs, resume, init_from, distill_from)
     return write_results(
         settings,
         model,
@@ -100,7 +108,16 @@ def train(settings: Settings, resume: bool = False, output: Path | None = None, 
     )
 
 
-def fit(settings: Settings, split: Split, arrays: dict, root: Path, runs: Path, resume: bool, init_from: Path | None):
+def fit(
+    settings: Settings,
+    split: Split,
+    arrays: dict,
+    root: Path,
+    runs: Path,
+    resume: bool,
+    init_from: Path | None,
+    distill_from: Path | None = None,
+):
     """Fit the configured network; return the best weights as a float32 model and the run's facts.
 
     The loop is :func:`catdog.training.loop.fit`, fed by tf.data; every epoch
@@ -125,8 +142,11 @@ def fit(settings: Settings, split: Split, arrays: dict, root: Path, runs: Path, 
     sides = shorter_sides([str(root / f) for f in split.files["train"]]) if t.augmentation.balance_low_res else None
     generated = len(train_labels) - len(split.labels["train"])
     shares = loop.training_low_res_shares(t.augmentation, classes, split.labels["train"], sides, generated)
+    targets, distilled = None, None
+    if distill_from is not None:
+        targets, distilled = _distilled_targets(settings, split, arrays["train"], train_labels, distill_from)
     train_ds = tf_dataset(
-        train_images, train_labels, num_classes, t.batch_size, True, t.augmentation, t.seed, weights, shares
+        train_images, train_labels, num_classes, t.batch_size, True, t.augmentation, t.seed, weights, shares, targets
     )
     val_ds = tf_dataset(arrays["validation"], split.labels["validation"], num_classes, t.batch_size, False)
 
@@ -182,7 +202,32 @@ def fit(settings: Settings, split: Split, arrays: dict, root: Path, runs: Path, 
         "class_weights": dict(zip(classes, weights, strict=True)),
         "history": read_history(runs / "history.csv"),
     }
+    if distilled is not None:
+        run["distilled_from"] = distilled
     return final, run
+
+
+def _distilled_targets(settings: Settings, split: Split, photos, labels, teacher_file: Path):
+    """The blended targets of every training picture, and what the metrics say of the teacher.
+
+    The teacher answers the real photos; the generated pictures after them keep their label.
+    """
+    import numpy as np
+
+    from catdog.dirs import file_sha256
+    from catdog.labels import other_index
+    from catdog.training import distill
+
+    classes = settings.data.classes
+    cache = paths.cache_dir(settings.data.artifacts_dir)
+    taught = distill.teacher_probabilities(teacher_file, photos, split.files["train"], cache)
+    if taught.shape[1] != len(classes):
+        raise ModelError(f"the teacher {str(teacher_file)!r} answers {taught.shape[1]} classes, not {len(classes)}")
+    generated = np.eye(len(classes), dtype=np.float32)[labels[len(photos) :]]
+    teacher = np.concatenate([taught, generated])
+    weight = settings.training.distill_weight
+    targets = distill.soft_targets(labels, teacher, len(classes), other_index(classes), weight)
+    return targets, {"file": str(teacher_file), "sha256": file_sha256(teacher_file), "weight": weight}
 
 
 def transfer_weights(source, target) -> int:
@@ -242,6 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="start from this trained model's weights (same architecture and size) to fine-tune it",
     )
     parser.add_argument(
+        "--distill-from",
+        type=Path,
+        metavar="TEACHER_H5",
+        help="blend this trained model's answers (an ensemble's, typically) into the cats' and dogs' targets "
+        "(training.distill_weight is its share)",
+    )
+    parser.add_argument(
         "--adopt",
         type=Path,
         metavar="RUN_DIR",
@@ -289,7 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             metrics = compose.adopt(settings, args.adopt, settings.training.architecture, args.output)
     else:
-        metrics = train(settings, resume=args.resume, output=args.output, init_from=args.init_from)
+        metrics = train(
+            settings, resume=args.resume, output=args.output, init_from=args.init_from, distill_from=args.distill_from
+        )
     took = metrics.get("wall_time_seconds")  # an ensemble trained nothing itself
     trained = f", {metrics['epochs_run']} epochs, {took / 60:.1f} min" if took else ""
     print(f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['architecture']}{trained})")
