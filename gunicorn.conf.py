@@ -26,6 +26,9 @@ Everything that differs between machines comes from the environment:
 * ``GUNICORN_MAX_REQUESTS``: requests after which a worker is replaced
   (default 1000, with up to 10% jitter; 0 never), so memory a worker once
   needed is given back;
+* ``GUNICORN_RECYCLE_SPACING``: seconds after one worker leaves to be replaced
+  before another may (default 5), so one is always serving
+  (:mod:`catdog.web.recycling`);
 * ``GUNICORN_CONTROL_SOCKET``: path of gunicorn's control socket (for
   ``gunicornc``); off by default, as its default path is shared by every
   instance of the same user.
@@ -83,6 +86,7 @@ for _name, _default in (
     ("GUNICORN_WRITE_TIMEOUT", 10),
     ("GUNICORN_MIN_BODY_RATE", 16384),
     ("GUNICORN_MAX_BUFFERED", 64 * 1024 * 1024),
+    ("GUNICORN_RECYCLE_SPACING", 5),
 ):
     os.environ[_name] = str(_int_from_env(_name, _default))
 preload_app = False
@@ -109,7 +113,7 @@ METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def on_starting(server):
-    """Give the workers an empty metrics folder: the operator's, emptied, or a temporary one."""
+    """Give the workers an empty metrics folder (the operator's, emptied, or a temporary one) and a turn-taking file."""
     folder = os.environ.get(METRICS_DIR_ENV)
     if folder:
         os.makedirs(folder, exist_ok=True)
@@ -121,6 +125,10 @@ def on_starting(server):
         os.environ[METRICS_DIR_ENV] = folder
         server.catdog_owned_metrics_dir = folder  # kept on the arbiter: it outlives a config reload
     server.log.info("Workers' metrics in %s", folder)
+    # The workers' turn-taking file (catdog/web/recycling.py), one per server.
+    fd, gate = tempfile.mkstemp(prefix="catdog-recycle-")
+    os.close(fd)
+    os.environ["CATDOG_RECYCLE_GATE"] = server.catdog_recycle_gate = gate
 
 
 def child_exit(server, worker):
@@ -131,7 +139,10 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    """Remove the temporary metrics folder this server made."""
+    """Remove the temporary metrics folder and turn-taking file this server made."""
     folder = getattr(server, "catdog_owned_metrics_dir", None)
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
+    gate = getattr(server, "catdog_recycle_gate", None)
+    if gate and os.path.exists(gate):
+        os.remove(gate)

@@ -30,6 +30,7 @@ GUNICORN_VARIABLES = (
     "GUNICORN_HEADER_TIMEOUT",
     "GUNICORN_BODY_TIMEOUT",
     "GUNICORN_MIN_BODY_RATE",
+    "GUNICORN_RECYCLE_SPACING",
 )
 
 
@@ -115,6 +116,7 @@ def test_gunicorn_settings_from_the_environment(monkeypatch):
         ("GUNICORN_THREADS", "0"),
         ("GUNICORN_HEADER_TIMEOUT", "soon"),
         ("GUNICORN_MAX_REQUESTS", "-1"),
+        ("GUNICORN_RECYCLE_SPACING", "0"),
     ],
 )
 def test_gunicorn_refuses_bad_numbers(monkeypatch, name, value):

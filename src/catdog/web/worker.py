@@ -23,6 +23,8 @@ work into its event loop, as a buffering proxy (nginx) in front would:
   ``write_timeout`` seconds; a kept-alive connection waits ``keepalive``
   seconds for its next request. A request that misses its deadline gets
   ``408``; an answer that misses it is cut;
+* **taking turns**: a worker that reaches ``max_requests`` is replaced only
+  if no other worker was in the last few seconds (:mod:`catdog.web.recycling`);
 * **budgets**: the bytes one worker holds for requests being read and
   answers being sent have a budget (``max_buffered``); a body that would
   exceed it is answered ``503`` at once. When all ``worker_connections``
@@ -50,6 +52,7 @@ import os
 import selectors
 import socket
 import struct
+import threading
 import time
 from functools import partial
 from http import HTTPStatus
@@ -60,6 +63,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from catdog.web.error_body import error_body
 from catdog.web.framing import Closed, Complete, Refused, RequestReader
+from catdog.web.recycling import RecycleGate
 
 HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 10.0
@@ -183,6 +187,8 @@ class BufferingWorker(ThreadWorker):
         self.max_head = cfg.limit_request_line + cfg.limit_request_fields * (cfg.limit_request_field_size + 2) + 4
         self.clients: dict[int, _Client] = {}  # by the TConn's id
         self.buffered = 0
+        self.recycle_gate = RecycleGate.from_env()
+        self.recycle_lock = threading.Lock()
         super().init_process()
 
     # --- connections in and out ------------------------------------------------------------
@@ -291,6 +297,7 @@ class BufferingWorker(ThreadWorker):
 
     def handle_request(self, req, conn):
         """Run the app with the answer written into memory (in a thread); the loop sends it."""
+        self._take_turns()
         client = self.clients.get(id(conn))
         if client is None:
             return super().handle_request(req, conn)
@@ -301,6 +308,19 @@ class BufferingWorker(ThreadWorker):
         finally:
             conn.sock = sock
             client.answer = bytes(buffer.data)
+
+    def _take_turns(self) -> None:
+        """Before the request that would end this worker, ask the gate; if another worker just left, serve on."""
+        if self.recycle_gate is None or not self.alive:
+            return
+        with self.recycle_lock:
+            if self.nr + 1 < self.max_requests:
+                return
+            allowed, since = self.recycle_gate.may_leave()
+            if not allowed:
+                # Ask again a little later: a tenth of max_requests, as gunicorn's own jitter.
+                self.max_requests = self.nr + 1 + max(1, self.cfg.max_requests // 10)
+                self.log.info("Restart postponed: another worker left %.1f s ago", since)
 
     def finish_request(self, conn, fs):
         """Send the answer the thread wrote, then read the next request or close (in the loop)."""
