@@ -10,6 +10,7 @@ than ~300 MB (docs/hardening.md). The one-minute run of the slow clients is unde
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import time
@@ -130,6 +131,29 @@ def test_pipelined_and_chunked_requests_are_answered_in_order(shipped_server):
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
     assert statuses == [b"200", b"200", b"404"], received[:500]
     assert b'"label"' in received
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"get /health HTTP/1.1\r\nHost: t\r\n\r\n", 400, "bad_request"),  # h11 takes any token as a method
+        (b"GET /health HTTP/1.1\r\nHost: t\r\nX-A: a\x01b\r\n\r\n", 400, "bad_request"),
+        (
+            b"GET /health HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n",
+            431,
+            "header_too_large",
+        ),
+        (b"GET /health HTTP/1.1\r\nHost: t\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n", 431, "header_too_large"),
+    ],
+    ids=["lowercase method", "control byte in a header value", "120 header fields", "9,000-byte header field"],
+)
+def test_what_gunicorns_parser_refuses_is_answered_in_the_apis_json(shipped_server, request_bytes, status, code):
+    """h11 frames these, gunicorn's stricter parser refuses them: its status, but our body, not its HTML page."""
+    received = raw_exchange(shipped_server.url, request_bytes)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status), received[:300]
+    assert b"content-type: application/json" in head.lower(), head
+    assert json.loads(body)["error"]["code"] == code
 
 
 # --- a few bytes that once stopped the service: each on a server with short deadlines -------------

@@ -79,7 +79,19 @@ LINGER_TIMEOUT = 2.0  # a closing connection's unread bytes are drained this lon
 LINGER_BYTES = 16 * 1024 * 1024
 
 _CODES = {400: "bad_request", 408: "request_timeout", 431: "header_too_large", 501: "not_implemented"}
-_CODES.update({503: "busy", 505: "http_version_not_supported"})
+_CODES.update({503: "busy", 505: "http_version_not_supported", 500: "internal_error", 414: "uri_too_long"})
+_CODES.update({417: "expectation_failed", 403: "forbidden"})
+# What gunicorn's parser refuses after h11 framed the request (a lowercase method, a control byte in a header
+# value, more header fields than limit_request_fields, ...), said in the API's words; gunicorn chooses the status.
+_PARSER_MESSAGES = {
+    400: "the request is not valid HTTP/1.1",
+    403: "the request is forbidden",
+    414: "the request line is too long",
+    417: "the request's expectation cannot be met",
+    431: "the request's header fields are too many or too large",
+    500: "something went wrong on our side; please try again",
+    501: "the request's transfer coding is not supported",
+}
 
 
 def error_answer(status: int, message: str) -> bytes:
@@ -160,6 +172,9 @@ class _AnswerBuffer:
 
     def settimeout(self, timeout) -> None:
         """Writing to memory never waits."""
+
+    def gettimeout(self) -> float:
+        return 0.0
 
     def recv(self, size: int) -> bytes:
         return b""
@@ -308,6 +323,24 @@ class BufferingWorker(ThreadWorker):
         finally:
             conn.sock = sock
             client.answer = bytes(buffer.data)
+
+    def handle_error(self, req, client, addr, exc):
+        """gunicorn's status and log line for a request it refuses, with the API's JSON body instead of its HTML.
+
+        The answer goes out through the loop (under the write deadline) like any other.
+        """
+        written = _AnswerBuffer()
+        super().handle_error(req, written, addr, exc)
+        try:
+            status = int(bytes(written.data).split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            status = 500
+        answer = error_answer(status, _PARSER_MESSAGES.get(status, HTTPStatus(status).phrase))
+        owner = next((c for c in self.clients.values() if c.conn.sock is client), None)
+        if owner is not None and owner.state is _State.SERVING:
+            owner.answer = answer
+        else:  # a TLS or HTTP/2 connection, which gthread serves itself
+            _send_quietly(client, answer)
 
     def _take_turns(self) -> None:
         """Before the request that would end this worker, ask the gate; if another worker just left, serve on."""
