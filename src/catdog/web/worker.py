@@ -186,6 +186,8 @@ class _AnswerBuffer:
 class BufferingWorker(ThreadWorker):
     """``gthread`` with every read and write done by the event loop, under deadlines and budgets."""
 
+    recycle_gate: RecycleGate | None = None  # set by init_process when the server made one
+
     def init_process(self):
         from catdog.config import load_config
         from catdog.web.uploads import transport_limit
