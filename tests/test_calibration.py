@@ -12,6 +12,7 @@ from catdog.serving.calibration import (
     fit_other_offset,
     fit_temperature,
     negative_log_likelihood,
+    refit_temperature,
     reliability,
 )
 
@@ -137,3 +138,36 @@ def test_other_offset_without_pets_is_zero_and_an_impossible_cap_is_the_limit() 
     assert fit_other_offset(probabilities, labels, 2, 0.01) == 0.0
     certain = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])  # pets the model is sure are Other
     assert fit_other_offset(certain, np.array([0, 1]), 2, 0.0, limit=2.0) == -2.0
+
+
+def test_other_offset_counts_only_the_pets_it_is_told_to():
+    probabilities, labels = _three_way(4000, 2000, seed=3)
+    # Make a tenth of the pets look like Other (natively small pets do): counted, they eat the budget.
+    pets = np.flatnonzero(labels != 2)
+    small = pets[:400]
+    true = probabilities[small, labels[small]].copy()
+    probabilities[small, labels[small]] = probabilities[small, 2]
+    probabilities[small, 2] = true
+    counted = np.ones(len(labels), dtype=bool)
+    counted[small] = False
+    everyone = fit_other_offset(probabilities, labels, 2, 0.01)
+    full_size = fit_other_offset(probabilities, labels, 2, 0.01, counted=counted)
+    assert full_size > everyone
+    shifted = apply_temperature(probabilities, 1.0, [0.0, 0.0, full_size])
+    assert (shifted[pets[400:]].argmax(axis=1) == 2).mean() <= 0.01
+    assert (shifted[small].argmax(axis=1) == 2).mean() > 0.5
+
+
+def test_refitting_the_temperature_after_an_offset_keeps_every_answer_and_lowers_the_loss():
+    probabilities, labels = _three_way(3000, 1500, seed=4)
+    temperature = fit_temperature(probabilities, labels)
+    bias = [0.0, 0.0, fit_other_offset(apply_temperature(probabilities, temperature), labels, 2, 0.002)]
+    before = apply_temperature(probabilities, temperature, bias)
+    new_temperature, new_bias = refit_temperature(probabilities, labels, temperature, bias)
+    after = apply_temperature(probabilities, new_temperature, new_bias)
+    assert new_temperature != pytest.approx(temperature)
+    assert (after.argmax(axis=1) == before.argmax(axis=1)).all()
+    assert negative_log_likelihood(after, labels) < negative_log_likelihood(before, labels)
+    # With nothing to correct, the second temperature is 1 and nothing moves.
+    same_temperature, same_bias = refit_temperature(probabilities, labels, temperature, [0.0, 0.0, 0.0])
+    assert same_temperature == pytest.approx(temperature, rel=1e-4) and same_bias == [0.0, 0.0, 0.0]

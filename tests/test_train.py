@@ -318,6 +318,17 @@ def test_recalibrate_refits_the_calibration_without_training(trained, capsys):
         results.recalibrate(_settings(config_file), other)
 
 
+def test_a_pet_budget_counts_full_size_pets_only(tmp_path: Path):
+    settings = load_config(None, ["training.augmentation.low_res_sides=[16,96]"], environ={})
+    sides = {"big_cat.png": 200, "small_cat.png": 64, "small_other.png": 40, "big_other.png": 300}
+    for name, side in sides.items():
+        Image.new("RGB", (side + 10, side), (120, 90, 60)).save(tmp_path / name)
+    counted = results._budget_counts(settings, tmp_path, list(sides), [0, 1, 2, 2], 2)
+    assert counted.tolist() == [True, False, False, True]
+    # No full-size pet at all (a tiny generated dataset): every pet counts.
+    assert results._budget_counts(settings, tmp_path, list(sides)[1:], [1, 2, 2], 2) is None
+
+
 def test_recalibrating_with_a_pet_budget_moves_the_other_boundary(trained):
     config_file, model_file = trained
     assert (

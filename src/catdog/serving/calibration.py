@@ -82,7 +82,13 @@ def fit_class_bias(
 
 
 def fit_other_offset(
-    probabilities: np.ndarray, labels: Sequence[int], other: int, cap: float, step: float = 0.01, limit: float = 4.0
+    probabilities: np.ndarray,
+    labels: Sequence[int],
+    other: int,
+    cap: float,
+    counted: np.ndarray | None = None,
+    step: float = 0.01,
+    limit: float = 4.0,
 ) -> float:
     """A logit offset for the "neither" class that sets aside at most ``cap`` of the real pets.
 
@@ -98,6 +104,9 @@ def fit_other_offset(
         labels: True class indices.
         other: Index of the "neither" class.
         cap: Largest share of pets (every other class) that may be answered Other.
+        counted: Optional ``(N,)`` mask of the examples the budget counts (natively small pets have
+            their own target, and a share of them goes to Other at any offset worth having);
+            default every pet.
         step: Grid step of the search.
         limit: Largest offset considered, either way.
 
@@ -105,7 +114,10 @@ def fit_other_offset(
         The offset to add to the Other logit; ``-limit`` when no offset in range meets the cap.
     """
     logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), _FLOOR, 1.0))
-    pets = logits[np.asarray(labels, dtype=np.int64) != other]
+    is_pet = np.asarray(labels, dtype=np.int64) != other
+    if counted is not None:
+        is_pet &= np.asarray(counted, dtype=bool)
+    pets = logits[is_pet]
     if not len(pets):
         return 0.0
     rest = np.delete(pets, other, axis=1).max(axis=1)
@@ -116,6 +128,29 @@ def fit_other_offset(
         if (margin < offset).mean() <= cap:
             best = float(round(offset, 6))
     return best
+
+
+def refit_temperature(
+    probabilities: np.ndarray, labels: Sequence[int], temperature: float, class_bias: Sequence[float]
+) -> tuple[float, list[float]]:
+    """Fit a second temperature over already shifted logits, folded into ``temperature`` and ``class_bias``.
+
+    An offset fitted for a decision (a pet budget) moves probabilities away from
+    what the first temperature fitted, so it is fitted again on top. Dividing
+    every shifted logit by one more ``t`` never changes the answer; the result
+    stays one temperature and one offset per class, ``softmax(log p / (T t) + b / t)``.
+
+    Args:
+        probabilities: ``(N, C)`` uncalibrated probabilities of the validation part.
+        labels: True class indices.
+        temperature: The first temperature.
+        class_bias: The offsets fitted after it.
+
+    Returns:
+        The combined temperature and offsets.
+    """
+    second = fit_temperature(apply_temperature(probabilities, temperature, class_bias), labels)
+    return temperature * second, [float(b) / second for b in class_bias]
 
 
 def fit_temperature(probabilities: np.ndarray, labels: Sequence[int], low: float = 0.05, high: float = 20.0) -> float:

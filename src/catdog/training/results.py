@@ -94,6 +94,21 @@ def balanced_indices(settings: Settings) -> list[int]:
     return [settings.data.classes.index(name) for name in settings.training.balance_recall]
 
 
+def _budget_counts(settings: Settings, root: Path, files: Sequence[str], labels: Sequence[int], other: int):
+    """Which pets a pet budget counts: full-size ones (shorter side at least ``augmentation.low_res_sides``' top).
+
+    Natively small pets are judged by their own target, and a share of them goes to Other at any
+    offset worth having. When the part has no full-size pet at all (a tiny generated dataset),
+    every pet counts.
+    """
+    import numpy as np
+
+    from catdog.data.dataset import shorter_sides
+
+    full = shorter_sides([str(root / f) for f in files]) >= settings.training.augmentation.low_res_sides[1]
+    return full if (full & (np.asarray(labels) != other)).any() else None
+
+
 def score(
     settings: Settings, model, split: Split, arrays: dict, root: Path, name: str | None = None
 ) -> tuple[dict, dict, dict]:
@@ -111,6 +126,7 @@ def score(
         fit_class_bias,
         fit_other_offset,
         fit_temperature,
+        refit_temperature,
         reliability,
     )
     from catdog.training.evaluate import breakdown, format_breakdown, low_resolution_report, synthetic_report
@@ -125,7 +141,9 @@ def score(
     other_offset = cap is not None and other is not None
     if other_offset:
         shifted = apply_temperature(raw["validation"], temperature, bias)
-        bias[other] += fit_other_offset(shifted, split.labels["validation"], other, cap)
+        counted = _budget_counts(settings, root, split.files["validation"], split.labels["validation"], other)
+        bias[other] += fit_other_offset(shifted, split.labels["validation"], other, cap, counted=counted)
+        temperature, bias = refit_temperature(raw["validation"], split.labels["validation"], temperature, bias)
     calibrated = {part: apply_temperature(probs, temperature, bias) for part, probs in raw.items()}
     reports = {}
     for part in ("validation", "test"):
@@ -140,7 +158,12 @@ def score(
     calibration = {
         "method": "temperature scaling, then a logit offset evening the recall of "
         + (" and ".join(settings.training.balance_recall) or "no classes")
-        + (f", and an offset of the Other logit setting aside at most {cap:.2%} of pets" if other_offset else "")
+        + (
+            f", and an offset of the Other logit setting aside at most {cap:.2%} of full-size pets, then the "
+            "temperature again"
+            if other_offset
+            else ""
+        )
         + ", all fitted on the validation part",
         "temperature": temperature,
         "class_bias": bias,
