@@ -98,8 +98,11 @@ def _budget_counts(settings: Settings, root: Path, files: Sequence[str], labels:
     """Which pets a pet budget counts: full-size ones (shorter side at least ``augmentation.low_res_sides``' top).
 
     Natively small pets are judged by their own target, and a share of them goes to Other at any
-    offset worth having. When the part has no full-size pet at all (a tiny generated dataset),
-    every pet counts.
+    offset worth having.
+
+    Returns:
+        A boolean mask over ``files`` for :func:`catdog.serving.calibration.fit_other_offset`, or None
+        (every pet counts) when the part has no full-size pet at all (a tiny generated dataset).
     """
     import numpy as np
 
