@@ -28,6 +28,19 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def natively_small(shorter_sides: Sequence[int], aug) -> np.ndarray:
+    """Whether each photo was small before decoding: its shorter side under the top of ``aug.low_res_sides``.
+
+    Training balances these against shrunk large photos (:func:`low_res_shares`), and a pet budget
+    leaves them out (``training.max_pets_as_other``): one rule for both.
+
+    Args:
+        shorter_sides: Each photo's shorter side as stored (:func:`catdog.data.dataset.shorter_sides`).
+        aug: The :class:`catdog.config.AugmentationSettings`.
+    """
+    return np.asarray(shorter_sides) < aug.low_res_sides[1]
+
+
 def low_res_shares(labels: Sequence[int], small: Sequence[bool], share: float, balance: bool) -> np.ndarray:
     """Each training image's chance of being shrunk, so that size tells no class apart.
 

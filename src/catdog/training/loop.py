@@ -220,12 +220,12 @@ def training_low_res_shares(aug, classes: Sequence[str], labels, shorter_sides, 
             then none counts as natively small.
         generated: How many generated pictures follow them (large, labelled Other).
     """
-    from catdog.data.augment import low_res_shares
+    from catdog.data.augment import low_res_shares, natively_small
     from catdog.labels import other_index
 
     labels = np.asarray(labels, dtype=np.int64)
     if aug.balance_low_res and shorter_sides is not None:
-        small = np.asarray(shorter_sides) < aug.low_res_sides[1]
+        small = natively_small(shorter_sides, aug)
     else:
         small = np.zeros(len(labels), dtype=bool)
     # Generated pictures are labelled Other; without that class there are none, and 0 is never used.

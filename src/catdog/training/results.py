@@ -106,9 +106,10 @@ def _budget_counts(settings: Settings, root: Path, files: Sequence[str], labels:
     """
     import numpy as np
 
+    from catdog.data.augment import natively_small
     from catdog.data.dataset import shorter_sides
 
-    full = shorter_sides([str(root / f) for f in files]) >= settings.training.augmentation.low_res_sides[1]
+    full = ~natively_small(shorter_sides([str(root / f) for f in files]), settings.training.augmentation)
     return full if (full & (np.asarray(labels) != other)).any() else None
 
 
