@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from catdog.serving.calibration import (
+    answer,
     apply_temperature,
     expected_calibration_error,
     fit_class_bias,
@@ -156,6 +157,62 @@ def test_other_offset_counts_only_the_pets_it_is_told_to():
     shifted = apply_temperature(probabilities, 1.0, [0.0, 0.0, full_size])
     assert (shifted[pets[400:]].argmax(axis=1) == 2).mean() <= 0.01
     assert (shifted[small].argmax(axis=1) == 2).mean() > 0.5
+
+
+def test_with_no_decision_bias_the_answer_is_the_most_probable_class() -> None:
+    probabilities = np.array([[0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.1, 0.7, 0.2]])
+    for bias in (None, [0.0, 0.0, 0.0]):
+        labels, confidences = answer(probabilities, bias)
+        assert labels.tolist() == [0, 2, 1]
+        assert confidences == pytest.approx([0.6, 0.5, 0.7])
+
+
+def test_a_decision_bias_flips_a_borderline_answer_and_reports_that_class_probability() -> None:
+    # Other is likelier in both rows; held back by log(2), it stays the answer only when over twice as likely.
+    probabilities = np.array([[0.35, 0.03, 0.62], [0.2, 0.05, 0.75]])
+    labels, confidences = answer(probabilities, [0.0, 0.0, -np.log(2.0)])
+    assert labels.tolist() == [0, 2]
+    # The confidence is the answer's own probability, under 0.5 and under Other's, not the top one.
+    assert confidences == pytest.approx([0.35, 0.75])
+    # Favouring Other flips the other way.
+    labels, confidences = answer(np.array([[0.45, 0.2, 0.35]]), [0.0, 0.0, 0.5])
+    assert labels.tolist() == [2] and confidences == pytest.approx([0.35])
+
+
+def test_a_decision_bias_of_the_wrong_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="decision_bias must hold 3 offsets"):
+        answer(np.array([[0.6, 0.3, 0.1]]), [0.0, 1.0])
+
+
+def test_reliability_judges_the_answer_of_the_decision_rule() -> None:
+    probabilities = np.array([[0.35, 0.03, 0.62], [0.1, 0.1, 0.8]])
+    labels = [0, 2]
+    plain = reliability(probabilities, labels, bins=10)
+    assert reliability(probabilities, labels, bins=10, decision_bias=[0.0, 0.0, 0.0]) == plain
+    # Plain argmax: Other twice, right once, at 0.62 and 0.8.
+    assert [b["count"] for b in plain["bins"] if b["count"]] == [1, 1]
+    assert plain["ece"] == pytest.approx((0.62 + 0.2) / 2)
+    biased = reliability(probabilities, labels, bins=10, decision_bias=[0.0, 0.0, -np.log(2.0)])
+    # The first row is answered Cat (right) at 0.35, the second Other (right) at 0.8.
+    assert biased["bins"][3]["count"] == 1 and biased["bins"][3]["accuracy"] == 1.0
+    assert biased["ece"] == pytest.approx((0.65 + 0.2) / 2)
+    assert expected_calibration_error(probabilities, labels, 10, [0.0, 0.0, -np.log(2.0)]) == biased["ece"]
+
+
+def test_a_pet_budget_as_a_decision_gives_the_shifted_answers_with_honest_confidences():
+    """The old way (the offset inside the probabilities) and the decision rule answer alike; only the
+    decision rule keeps the probabilities calibrated."""
+    probabilities, labels = _three_way(3000, 1500, seed=4)
+    calibrated = apply_temperature(probabilities, fit_temperature(probabilities, labels))
+    offset = fit_other_offset(calibrated, labels, 2, 0.002)
+    assert offset < 0
+    decision_bias = [0.0, 0.0, offset]
+    shifted = apply_temperature(calibrated, 1.0, decision_bias)
+    answers, _ = answer(calibrated, decision_bias)
+    np.testing.assert_array_equal(answers, shifted.argmax(axis=1))
+    assert expected_calibration_error(calibrated, labels, decision_bias=decision_bias) < expected_calibration_error(
+        shifted, labels
+    )
 
 
 def test_refitting_the_temperature_after_an_offset_keeps_every_answer_and_lowers_the_loss():

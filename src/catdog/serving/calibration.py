@@ -7,6 +7,12 @@ softmax, so the logits are recovered as ``log(p)``: softmax is unchanged by
 adding a constant to every logit, so ``softmax(log(p) / T)`` is exactly
 temperature scaling. ``T > 1`` softens over-confident answers; the ranking of
 the classes, and so the label, never changes.
+
+Calibration says how likely each class is; :func:`answer` is the one rule
+that turns those probabilities into an answer. A decision bias (a pet budget:
+``training.max_pets_as_other``) moves only that choice, never the
+probabilities, so the confidence reported, the calibrated probability of the
+answer, stays what the data say.
 """
 
 from __future__ import annotations
@@ -111,7 +117,8 @@ def fit_other_offset(
         limit: Largest offset considered, either way.
 
     Returns:
-        The offset to add to the Other logit; ``-limit`` when no offset in range meets the cap.
+        The offset to add to the Other log-probability when choosing (a decision bias for
+        :func:`answer`, not a calibration); ``-limit`` when no offset in range meets the cap.
     """
     logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), _FLOOR, 1.0))
     is_pet = np.asarray(labels, dtype=np.int64) != other
@@ -200,18 +207,52 @@ def negative_log_likelihood(probabilities: np.ndarray, labels: Sequence[int]) ->
     return float(-np.log(np.clip(picked, _FLOOR, 1.0)).mean())
 
 
-def reliability(probabilities: np.ndarray, labels: Sequence[int], bins: int = 15) -> dict:
-    """Confidence against accuracy in equal-width bins of the top probability.
+def answer(probabilities: np.ndarray, decision_bias: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The answers to give and their confidence: the one rule, for serving, scoring and checks alike.
+
+    The answer is ``argmax(log(p) + decision_bias)``; its confidence is the
+    calibrated probability of that answer, ``p[answer]``. With no bias that is
+    the most probable class and its probability. A bias moves the boundary
+    between classes without touching the probabilities, so near a shifted
+    boundary the answer can be less probable than another class (and under
+    0.5): the confidence then says so rather than claiming the other class's
+    certainty.
+
+    Args:
+        probabilities: ``(N, C)`` calibrated probabilities.
+        decision_bias: Optional ``(C,)`` offsets added to the log-probabilities when choosing; None or
+            zeros for the plain argmax.
+
+    Returns:
+        The ``(N,)`` answer indices and the ``(N,)`` float64 confidences.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if decision_bias is None or not np.any(decision_bias):
+        labels = probabilities.argmax(axis=1)
+    else:
+        bias = np.asarray(decision_bias, dtype=np.float64)
+        if bias.shape != probabilities.shape[-1:]:
+            raise ValueError(f"decision_bias must hold {probabilities.shape[-1]} offsets, got shape {bias.shape}")
+        labels = (np.log(np.clip(probabilities, _FLOOR, 1.0)) + bias).argmax(axis=1)
+    return labels, probabilities[np.arange(len(labels)), labels]
+
+
+def reliability(
+    probabilities: np.ndarray, labels: Sequence[int], bins: int = 15, decision_bias: Sequence[float] | None = None
+) -> dict:
+    """Confidence against accuracy in equal-width bins of the answer's probability.
+
+    The answer and its confidence come from :func:`answer`: with no decision
+    bias, the top probability and whether the most probable class is right.
 
     Returns:
         ``ece`` (expected calibration error: the bins' ``|accuracy -
         confidence|`` weighted by their share of examples), and per bin its
         edges, count, mean confidence and accuracy (None for empty bins).
     """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
+    answers, confidence = answer(probabilities, decision_bias)
+    correct = answers == labels
     edges = np.linspace(0.0, 1.0, bins + 1)
     # Bin i holds (edges[i], edges[i+1]]; a confidence of exactly 0 joins bin 0.
     index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
@@ -230,9 +271,11 @@ def reliability(probabilities: np.ndarray, labels: Sequence[int], bins: int = 15
     return {"ece": float(ece), "bins": rows}
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: Sequence[int], bins: int = 15) -> float:
-    """ECE over ``bins`` equal-width bins of the top probability (see :func:`reliability`)."""
-    return reliability(probabilities, labels, bins)["ece"]
+def expected_calibration_error(
+    probabilities: np.ndarray, labels: Sequence[int], bins: int = 15, decision_bias: Sequence[float] | None = None
+) -> float:
+    """ECE over ``bins`` equal-width bins of the answer's probability (see :func:`reliability`)."""
+    return reliability(probabilities, labels, bins, decision_bias)["ece"]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
