@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             name: np.concatenate([p.predict_arrays(images[i : i + 50]) for i in range(0, len(images), 50)])
             for name, p in predictors.items()
         }
-        same_labels = int((probabilities["tensorflow"].argmax(1) == probabilities["litert"].argmax(1)).sum())
+        answers = {name: p.answer(probabilities[name])[0] for name, p in predictors.items()}  # as served
+        same_labels = int((answers["tensorflow"] == answers["litert"]).sum())
         largest_difference = float(np.abs(probabilities["tensorflow"] - probabilities["litert"]).max())
         architecture = predictors["litert"].architecture
         del predictors

@@ -185,6 +185,23 @@ def test_unreadable_and_oversized_files_get_a_row(tmp_path, replica):
     assert refused.value.reason == "too_large"
 
 
+def test_rows_answer_by_the_models_decision_bias_as_the_api_does(tmp_path, replica, monkeypatch):
+    paths = []
+    for seed in range(4):
+        paths.append(tmp_path / f"{seed}.jpg")
+        paths[-1].write_bytes(make_photo(seed=seed))
+    plain = replica.classify([str(p) for p in paths])
+    bias = [0.0] * len(CLASSES)
+    bias[CLASSES.index(plain[0]["label"])] = -50.0  # never the first photo's top class
+    monkeypatch.setattr(replica.predictor, "decision_bias", tuple(bias))
+    rows = replica.classify([str(p) for p in paths])
+    answers = replica.predictor.predict_bytes([p.read_bytes() for p in paths])
+    assert rows[0]["label"] != plain[0]["label"]
+    for row, answer in zip(rows, answers, strict=True):
+        assert (row["label"], row["confidence"]) == (answer.label, pytest.approx(answer.confidence, abs=1e-6))
+        assert row["confidence"] == pytest.approx(row[f"p_{row['label']}"])
+
+
 # --- formats -----------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ import ast
 import pytest
 
 from catdog.config import PROJECT_ROOT
-from catdog.labels import OTHER, describe, other_index
+from catdog.labels import OTHER, answer_note, describe, other_index
 
 
 @pytest.mark.parametrize(
@@ -33,3 +33,32 @@ def test_the_other_class_is_named_only_in_labels_py() -> None:
         if isinstance(node, ast.Constant) and node.value == OTHER
     ]
     assert not typed, f"use catdog.labels.OTHER (or other_index) instead of the string {OTHER!r}: {typed}"
+
+
+@pytest.mark.parametrize(
+    ("label", "probabilities", "expected"),
+    [
+        ("Other", {"Cat": 0.35, "Dog": 0.03, "Other": 0.62}, None),
+        ("Cat", {"Cat": 0.5, "Dog": 0.5}, None),
+        (
+            "Cat",
+            {"Cat": 0.35, "Dog": 0.03, "Other": 0.62},
+            "Other is likelier (62%), but the service answers Other only when a photo is clearly neither a cat nor "
+            "a dog.",
+        ),
+        (
+            "Other",
+            {"Cat": 0.45, "Dog": 0.2, "Other": 0.35},
+            "Cat is likelier (45%), but the service answers Other whenever a photo may well be neither a cat nor "
+            "a dog.",
+        ),
+        (
+            "Dog",
+            {"Cat": 0.45, "Dog": 0.4, "Other": 0.15},
+            "Cat is likelier (45%), but the service answers Cat only when it is clearly likelier than Dog.",
+        ),
+    ],
+    ids=["top", "tie", "other-held-back", "other-favoured", "between-pets"],
+)
+def test_a_note_says_why_only_when_the_answer_is_not_the_most_probable(label, probabilities, expected) -> None:
+    assert answer_note(label, probabilities) == expected

@@ -232,3 +232,18 @@ def test_compare_without_labels_judges_agreement_and_heatmaps_only():
     assert result["accuracy_float"] is None and result["ece_float"] is None
     assert result["cam_correlation_mean"] == 0.0  # a blank map explains nothing the float one shows
     assert result["failures"] == ["heatmaps correlate 0.000 with the float ones on average, below 0.98"]
+
+
+def test_compare_judges_the_answers_of_the_decision_rule():
+    probabilities, maps, labels = check_inputs()
+    twin = probabilities.copy()
+    # Ten rows both precisions call Other, but only the float one clearly enough for a bias held against Other.
+    rows = np.arange(10) * 3 + 2
+    probabilities[rows], twin[rows] = [0.30, 0.05, 0.65], [0.40, 0.05, 0.55]
+    assert quantize.compare(probabilities, twin, maps, maps, labels)["disagreements"] == 0
+    decision_bias = (0.0, 0.0, -0.4)
+    result = quantize.compare(probabilities, twin, maps, maps, labels, decision_bias=decision_bias)
+    assert result["disagreements"] == 10 and result["accuracy_int8"] < result["accuracy_float"]
+    assert result["ece_int8"] == pytest.approx(
+        expected_calibration_error(twin, labels, decision_bias=decision_bias), abs=1e-6
+    )

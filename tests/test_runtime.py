@@ -1,4 +1,4 @@
-"""Tests for catdog.serving.runtime through the Predictor: LiteRT vs TensorFlow, CAM, calibration temperature."""
+"""Tests for catdog.serving.runtime through the Predictor: LiteRT vs TensorFlow, CAM, calibration, decision bias."""
 
 from __future__ import annotations
 
@@ -264,6 +264,70 @@ def test_a_bad_class_bias_is_a_model_error(served_dir, bias):
         bias = bias[: len(classes)]
     with_metrics(served_dir, {"calibration": {"temperature": 1.0, "class_bias": bias}})
     with pytest.raises(ModelError, match="calibration.class_bias must be"):
+        Predictor(served_dir, classes)
+
+
+def test_both_runtimes_answer_by_the_decision_bias_and_leave_the_probabilities_alone(served_dir):
+    """argmax(log q + d) chooses the answer; q, and the confidence q[answer], are as without d."""
+    classes = classes_of(served_dir)
+    data = [make_photo(seed=seed) for seed in range(4)]
+    with_metrics(served_dir, {"calibration": {"temperature": 1.5}})
+    plain = Predictor(served_dir, classes).predict_bytes(data)
+    top = classes.index(plain[0].label)
+    decision_bias = [0.0] * len(classes)
+    decision_bias[top] = -50.0  # never answer the first photo's class: its answer must flip
+    with_metrics(served_dir, {"calibration": {"temperature": 1.5, "decision_bias": decision_bias}})
+    answers = {}
+    for runtime in ("litert", "tensorflow"):
+        predictor = Predictor(served_dir, classes, runtime=runtime)
+        assert predictor.info()["calibration_decision_bias"] == decision_bias
+        explained = []
+        explain = predictor._runtime.explain
+
+        def recording(array, index, explained=explained, explain=explain):
+            explained.append(index)
+            return explain(array, index)
+
+        predictor._runtime.explain = recording
+        results = predictor.predict_bytes(data, explain=True)
+        answers[runtime] = [r.label for r in results]
+        for before, after in zip(plain, results, strict=True):
+            assert after.probabilities == pytest.approx(before.probabilities, abs=1e-5)
+            assert after.label != classes[top]
+            assert after.confidence == pytest.approx(after.probabilities[after.label])
+        flipped = results[0]
+        assert flipped.confidence < flipped.probabilities[classes[top]]
+        assert flipped.note is not None and flipped.note.startswith(f"{classes[top]} is likelier")
+        # The heatmap explains the class answered, not the most probable one.
+        assert explained == [classes.index(r.label) for r in results]
+        assert predictor.gradcam(load_image(data[0], 32)) == pytest.approx(
+            predictor.gradcam(load_image(data[0], 32), classes.index(flipped.label))
+        )
+    assert answers["litert"] == answers["tensorflow"]
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [{"calibration": {"temperature": 1.2}}, {"calibration": {"temperature": 1.2, "decision_bias": None}}, {}],
+    ids=["absent", "null", "uncalibrated"],
+)
+def test_a_missing_decision_bias_is_zeros_and_answers_the_most_probable_class(served_dir, metrics):
+    classes = classes_of(served_dir)
+    with_metrics(served_dir, metrics)
+    predictor = Predictor(served_dir, classes)
+    assert predictor.decision_bias == (0.0,) * len(classes)
+    assert predictor.info()["calibration_decision_bias"] == [0.0] * len(classes)
+    for result in predictor.predict_bytes([make_photo(seed=seed) for seed in range(3)]):
+        assert result.confidence == max(result.probabilities.values()) and result.note is None
+
+
+@pytest.mark.parametrize("bias", [[1.0], [0.0, "x", 0.0], [float("inf"), 0.0, 0.0], {"Other": -1}], ids=str)
+def test_a_bad_decision_bias_is_a_model_error(served_dir, bias):
+    classes = classes_of(served_dir)
+    if isinstance(bias, list) and len(bias) == 3 and len(classes) != 3:
+        bias = bias[: len(classes)]
+    with_metrics(served_dir, {"calibration": {"temperature": 1.0, "decision_bias": bias}})
+    with pytest.raises(ModelError, match="calibration.decision_bias must be"):
         Predictor(served_dir, classes)
 
 

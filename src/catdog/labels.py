@@ -9,7 +9,7 @@ kind of animal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 OTHER = "Other"
 
@@ -35,6 +35,34 @@ def describe(label: str, classes: Sequence[str]) -> str:
     if len(named) == 2:
         return f"Neither {named[0]} nor {named[1]}"
     return f"None of these: {', '.join(named[:-1])} or {named[-1]}"
+
+
+def answer_note(label: str, probabilities: Mapping[str, float]) -> str | None:
+    """Why the answer is not the most probable class, in one sentence; None when it is.
+
+    Only a decision bias (a pet budget, ``training.max_pets_as_other``) answers
+    a class other than the most probable one: the probabilities stay
+    calibrated and the rule asks more of one class before answering it. The
+    note says so rather than leaving a user to wonder why 62% lost to 35%.
+
+    Args:
+        label: The answer.
+        probabilities: The probability of every class, in the model's order.
+
+    Returns:
+        ``"Other is likelier (62%), but the service answers Other only when a photo is clearly neither a
+        cat nor a dog."`` and the like, or None when ``label`` is (one of) the most probable.
+    """
+    top = max(probabilities, key=probabilities.__getitem__)
+    if probabilities[top] <= probabilities[label]:
+        return None
+    likelier = f"{top} is likelier ({probabilities[top]:.0%}), but the service answers"
+    classes = list(probabilities)
+    if top == OTHER:
+        return f"{likelier} {OTHER} only when a photo is clearly {describe(OTHER, classes).lower()}."
+    if label == OTHER:
+        return f"{likelier} {OTHER} whenever a photo may well be {describe(OTHER, classes).lower()}."
+    return f"{likelier} {top} only when it is clearly likelier than {label}."
 
 
 def other_index(classes: Sequence[str]) -> int | None:

@@ -121,9 +121,9 @@ class ModelReplica:
                 arrays.append(array)
         if arrays:
             probabilities = self.predictor.predict_arrays(np.stack(arrays))
-            for row, probs in zip(judged, probabilities, strict=True):
-                best = int(np.argmax(probs))
-                row.update(label=self.predictor.classes[best], confidence=float(probs[best]))
+            labels, confidences = self.predictor.answer(probabilities)
+            for row, probs, best, confidence in zip(judged, probabilities, labels, confidences, strict=True):
+                row.update(label=self.predictor.classes[best], confidence=float(confidence))
                 columns = map(probability_column, self.predictor.classes)
                 row.update({column: float(p) for column, p in zip(columns, probs, strict=True)})
         return rows

@@ -37,7 +37,7 @@ import numpy as np
 
 from catdog.errors import ModelError
 from catdog.export import litert
-from catdog.serving.calibration import apply_temperature, expected_calibration_error
+from catdog.serving.calibration import answer, apply_temperature, expected_calibration_error
 from catdog.serving.runtime import (
     FEATURES_LAYER,
     FEATURES_OUTPUT,
@@ -87,6 +87,7 @@ def quantize(
     check_set: CheckSet | None = None,
     temperature: float = 1.0,
     class_bias: tuple[float, ...] | None = None,
+    decision_bias: tuple[float, ...] | None = None,
     limits: Limits = Limits(),
 ) -> litert.Conversion:
     """Quantize a ``.h5`` model to a full-integer LiteRT twin and check it against the float model.
@@ -100,6 +101,7 @@ def quantize(
         check_set: Images to check on; ``None`` for :func:`check_set_from`.
         temperature: The calibration temperature the app applies (``metrics.json``).
         class_bias: The calibration class bias the app applies, if any.
+        decision_bias: The decision bias the app chooses its answers with, if any.
         limits: What the twin must meet.
 
     Returns:
@@ -126,7 +128,7 @@ def quantize(
     twin, tflite = litert.to_tflite(model, path, size, representative)
     kernel, bias = litert.head_weights(model)
     float_probabilities, float_maps, float_labels = _float_outputs(
-        twin, check_set.images, kernel, bias, temperature, class_bias
+        twin, check_set.images, kernel, bias, temperature, class_bias, decision_bias
     )
     features_shape = tuple(model.get_layer(FEATURES_LAYER).output.shape[1:])
     record = litert.twin_record(model, path, size, features_shape, {}, "int8")
@@ -139,6 +141,7 @@ def quantize(
         check_set.labels,
         temperature=temperature,
         class_bias=class_bias,
+        decision_bias=decision_bias,
         limits=limits,
     )
     record["check"] = {"source": check_set.source, **check}
@@ -191,9 +194,10 @@ def compare(
     *,
     temperature: float = 1.0,
     class_bias: tuple[float, ...] | None = None,
+    decision_bias: tuple[float, ...] | None = None,
     limits: Limits = Limits(),
 ) -> dict[str, Any]:
-    """Measure the int8 twin against the float model, both calibrated as served, and judge it.
+    """Measure the int8 twin against the float model, both calibrated and answering as served, and judge it.
 
     Args:
         float_probabilities: ``(N, K)`` raw probabilities of the float model.
@@ -203,6 +207,7 @@ def compare(
         labels: ``(N,)`` true classes, or ``None`` when unknown (accuracy and ECE are then not measured).
         temperature: Calibration temperature.
         class_bias: Calibration class bias.
+        decision_bias: The decision bias the answers are chosen with (:func:`catdog.serving.calibration.answer`).
         limits: What the twin must meet.
 
     Returns:
@@ -211,7 +216,8 @@ def compare(
     """
     calibrated_float = apply_temperature(float_probabilities, temperature, class_bias)
     calibrated_int8 = apply_temperature(int8_probabilities, temperature, class_bias)
-    float_labels, int8_labels = calibrated_float.argmax(axis=1), calibrated_int8.argmax(axis=1)
+    float_labels, _ = answer(calibrated_float, decision_bias)
+    int8_labels, _ = answer(calibrated_int8, decision_bias)
     correlations = np.array([_correlation(a, b) for a, b in zip(float_maps, int8_maps, strict=True)])
     figures: dict[str, Any] = {
         "images": len(float_labels),
@@ -239,8 +245,8 @@ def compare(
     if labels is not None:
         figures["accuracy_float"] = float((float_labels == labels).mean())
         figures["accuracy_int8"] = float((int8_labels == labels).mean())
-        figures["ece_float"] = expected_calibration_error(calibrated_float, labels)
-        figures["ece_int8"] = expected_calibration_error(calibrated_int8, labels)
+        figures["ece_float"] = expected_calibration_error(calibrated_float, labels, decision_bias=decision_bias)
+        figures["ece_int8"] = expected_calibration_error(calibrated_int8, labels, decision_bias=decision_bias)
         drop = figures["accuracy_float"] - figures["accuracy_int8"]
         if drop > limits.accuracy_drop:
             failures.append(
@@ -265,19 +271,19 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _float_outputs(
-    twin, images: np.ndarray, kernel: np.ndarray, bias: np.ndarray, temperature: float, class_bias
+    twin, images: np.ndarray, kernel: np.ndarray, bias: np.ndarray, temperature: float, class_bias, decision_bias
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The float model's raw probabilities, its heatmaps of its calibrated labels, and those labels."""
-    probabilities, maps = [], []
+    """The float model's raw probabilities, its heatmaps of its answers as served, and those answers."""
+    probabilities, maps, labels = [], [], []
     for start in range(0, len(images), _BATCH):
         outputs = twin(images[start : start + _BATCH].astype(np.float32), training=False)
         batch = np.asarray(outputs[PROBABILITIES_OUTPUT])
-        chosen = apply_temperature(batch, temperature, class_bias).argmax(axis=1)
+        chosen, _ = answer(apply_temperature(batch, temperature, class_bias), decision_bias)
         features = np.asarray(outputs[FEATURES_OUTPUT])
         maps.extend(class_activation_map(f, kernel, bias, int(c)) for f, c in zip(features, chosen, strict=True))
         probabilities.append(batch)
-    probabilities = np.concatenate(probabilities)
-    return probabilities, np.stack(maps), apply_temperature(probabilities, temperature, class_bias).argmax(axis=1)
+        labels.append(chosen)
+    return np.concatenate(probabilities), np.stack(maps), np.concatenate(labels)
 
 
 def _int8_outputs(

@@ -94,14 +94,18 @@ def ship(model_file: Path, settings: Settings, *, litert: bool = True) -> Path:
             conversion.record["check"]["max_abs_difference"],
             conversion.record["check"]["source"],
         )
-        temperature, class_bias = calibration_of(
+        temperature, class_bias, decision_bias = calibration_of(
             metrics,
             file_sha256(model_file),
             metrics_src,
             len(settings.data.classes),
         )
         quantized = quantize.quantize(
-            model_file, artifacts_dir=settings.data.artifacts_dir, temperature=temperature, class_bias=class_bias
+            model_file,
+            artifacts_dir=settings.data.artifacts_dir,
+            temperature=temperature,
+            class_bias=class_bias,
+            decision_bias=decision_bias,
         )
         files.update(conversion.files(target.name))
         files.update(quantized.files(target.name))

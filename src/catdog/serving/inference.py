@@ -6,7 +6,10 @@ from it, its int8 twin when that passed its check; TensorFlow otherwise), checks
 model contract and warms it up, so a request never pays for tracing. It
 applies the calibration temperature that training recorded in
 ``metrics.json`` beside the model (``{"calibration": {"temperature": T}}``;
-none means ``T = 1``) to every probability it returns, whatever the runtime.
+none means ``T = 1``) to every probability it returns, whatever the runtime,
+and chooses every answer by :func:`catdog.serving.calibration.answer` with the
+recorded ``decision_bias`` (none means the most probable class): both steps
+are numpy after the runtime, so TensorFlow and LiteRT answer alike.
 
 The model contract:
 
@@ -40,7 +43,8 @@ from PIL import Image
 from catdog import paths
 from catdog.dirs import file_sha256
 from catdog.errors import InvalidImage, ModelError
-from catdog.serving.calibration import apply_temperature
+from catdog.labels import answer_note
+from catdog.serving.calibration import answer, apply_temperature
 from catdog.serving.preprocess import ImageLimits, declared_pixels, open_image, resize_image
 from catdog.serving.runtime import open_runtime
 
@@ -80,8 +84,9 @@ class Prediction:
     """The answer for one image.
 
     Attributes:
-        label: The most probable class.
-        confidence: Its probability.
+        label: The answer (:func:`catdog.serving.calibration.answer`): the most probable class
+            unless the model's decision bias says otherwise.
+        confidence: Its calibrated probability.
         probabilities: Probability per class name, in the model's order.
         heatmap_png: The Grad-CAM overlay as PNG bytes, if it was asked for.
         photo: The decoded photo (at most ``OVERLAY_MAX_SIDE`` pixels a side),
@@ -93,6 +98,11 @@ class Prediction:
     probabilities: dict[str, float]
     heatmap_png: bytes | None = None
     photo: Image.Image | None = None
+
+    @property
+    def note(self) -> str | None:
+        """Why the answer is not the most probable class (:func:`catdog.labels.answer_note`); None when it is."""
+        return answer_note(self.label, self.probabilities)
 
 
 class Predictor:
@@ -110,8 +120,8 @@ class Predictor:
 
     Raises:
         ModelError: The file is missing, not HDF5, truncated, the model
-            does not obey the contract, or its calibration temperature is
-            not a positive number.
+            does not obey the contract, its calibration temperature is
+            not a positive number, or a bias is not one finite number per class.
     """
 
     def __init__(
@@ -131,7 +141,9 @@ class Predictor:
         self._sha256 = _check_file(self.path)
         metrics_file = paths.shipped_metrics(self.path)
         self._metrics = _served_metrics(metrics_file)
-        self.temperature, self.class_bias = calibration_of(self._metrics, self._sha256, metrics_file, len(self.classes))
+        self.temperature, self.class_bias, self.decision_bias = calibration_of(
+            self._metrics, self._sha256, metrics_file, len(self.classes)
+        )
         self._runtime, self.precision_note = open_runtime(
             self.path, self._sha256, len(self.classes), runtime, num_threads=num_threads, precision=precision
         )
@@ -208,7 +220,7 @@ class Predictor:
 
         Args:
             array: ``(S, S, 3)`` uint8 pixels.
-            class_index: Class to explain; the predicted class if ``None``.
+            class_index: Class to explain; the answer (:meth:`answer`) if ``None``.
 
         Returns:
             ``(H, W)`` float32 heatmap in [0, 1], at the ``features`` layer's
@@ -222,7 +234,18 @@ class Predictor:
             raise ValueError(f"array must be uint8 of shape {expected}, got {array.dtype} {array.shape}")
         if class_index is not None and not 0 <= class_index < len(self.classes):
             raise ValueError(f"class_index must be in [0, {len(self.classes)}), got {class_index!r}")
+        if class_index is None:
+            # The runtime's own default is the top raw logit, which a class or decision bias can overrule.
+            class_index = int(self.answer(self.predict_arrays(array[None]))[0][0])
         return self._runtime.explain(array, class_index)
+
+    def answer(self, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The answers and their confidence for calibrated probabilities, with this model's decision bias.
+
+        Returns:
+            ``(N,)`` class indices and ``(N,)`` confidences (see :func:`catdog.serving.calibration.answer`).
+        """
+        return answer(probabilities, self.decision_bias)
 
     def decode(self, data: bytes) -> tuple[Image.Image, np.ndarray]:
         """Decode one upload into the photo and the model's input.
@@ -294,16 +317,19 @@ class Predictor:
             arrays.append(array)
             del photo
         probabilities = self.predict_arrays(np.stack(arrays))
+        labels, confidences = self.answer(probabilities)
         results = []
-        for shown, array, probs in zip(shown_photos, arrays, probabilities, strict=True):
-            best = int(np.argmax(probs))
+        for shown, array, probs, best, confidence in zip(
+            shown_photos, arrays, probabilities, labels, confidences, strict=True
+        ):
             heatmap_png = None
             if explain:
-                heatmap_png = overlay_heatmap(shown, self.gradcam(array, best))
+                # Explain the class answered, which a decision bias can make other than the most probable.
+                heatmap_png = overlay_heatmap(shown, self.gradcam(array, int(best)))
             results.append(
                 Prediction(
                     label=self.classes[best],
-                    confidence=float(probs[best]),
+                    confidence=float(confidence),
                     probabilities={name: float(p) for name, p in zip(self.classes, probs, strict=True)},
                     heatmap_png=heatmap_png,
                     photo=shown,
@@ -321,7 +347,8 @@ class Predictor:
             ``int8``) and why it is not int8 (``precision_note``, ``None``
             when it is), the runtime's version, TensorFlow and
             Keras versions (``None`` under LiteRT, which loads neither), the
-            calibration temperature, and the metrics from ``metrics.json``
+            calibration temperature and class bias, the decision bias (zeros when the answer is
+            always the most probable class), and the metrics from ``metrics.json``
             beside the model file (``None`` if there is none or it cannot be read).
         """
         described = self._runtime.describe()
@@ -342,6 +369,7 @@ class Predictor:
             "keras_version": described["keras_version"],
             "calibration_temperature": self.temperature,
             "calibration_class_bias": list(self.class_bias) if self.class_bias else None,
+            "calibration_decision_bias": list(self.decision_bias),
             "metrics": self._metrics,
         }
 
@@ -446,33 +474,46 @@ def _served_metrics(path: Path) -> dict[str, Any] | None:
 
 def calibration_of(
     metrics: dict[str, Any] | None, model_sha256: str, path: Path, num_classes: int
-) -> tuple[float, tuple[float, ...] | None]:
-    """The calibration temperature and class bias recorded for this model, or ``(1, None)``.
+) -> tuple[float, tuple[float, ...] | None, tuple[float, ...]]:
+    """The calibration temperature, class bias and decision bias recorded for this model.
 
-    Metrics that name another model file (``model_sha256``) do not apply:
-    their calibration was fitted to other logits.
+    Without a calibration: ``(1, None, zeros)``. Metrics that name another model file
+    (``model_sha256``) do not apply: their calibration was fitted to other logits. A missing
+    ``decision_bias`` (metrics from before it existed) is zeros: the answer is the most probable class.
 
     Raises:
         ModelError: The recorded temperature is not a positive finite number,
-            or the bias is not one finite number per class.
+            or a bias is not one finite number per class.
     """
+    no_decision_bias = (0.0,) * num_classes
     calibration = (metrics or {}).get("calibration")
     if not isinstance(calibration, dict) or "temperature" not in calibration:
-        return 1.0, None
+        return 1.0, None, no_decision_bias
     recorded_for = metrics.get("model_sha256")
     if recorded_for is not None and recorded_for != model_sha256:
         log.warning("%s was written for another model file (sha256 differs); its calibration is not applied", path)
-        return 1.0, None
+        return 1.0, None, no_decision_bias
     value = calibration["temperature"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ModelError(f"{path}: calibration.temperature must be a positive number, got {value!r}")
-    bias = calibration.get("class_bias")
+    class_bias = _bias(calibration, "class_bias", path, num_classes)
+    decision_bias = _bias(calibration, "decision_bias", path, num_classes)
+    return float(value), class_bias, decision_bias or no_decision_bias
+
+
+def _bias(calibration: dict[str, Any], key: str, path: Path, num_classes: int) -> tuple[float, ...] | None:
+    """``calibration[key]`` as one float per class, or None when it is absent.
+
+    Raises:
+        ModelError: It is not a list of ``num_classes`` finite numbers.
+    """
+    bias = calibration.get(key)
     if bias is None:
-        return float(value), None
+        return None
     if (
         not isinstance(bias, list)
         or len(bias) != num_classes
         or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bias)
     ):
-        raise ModelError(f"{path}: calibration.class_bias must be {num_classes} finite numbers, got {bias!r}")
-    return float(value), tuple(float(b) for b in bias)
+        raise ModelError(f"{path}: calibration.{key} must be {num_classes} finite numbers, got {bias!r}")
+    return tuple(float(b) for b in bias)

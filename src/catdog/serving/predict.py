@@ -40,12 +40,14 @@ def answer_line(prediction, classes: Sequence[str]) -> str:
     """One prediction in words: ``Dog (96.1%)  [Cat 0.039  Dog 0.961]``.
 
     A label that reads differently in words (``Other``) keeps its class name
-    beside the probability, so that scripts can still match it.
+    beside the probability, so that scripts can still match it. An answer that is not
+    the most probable class ends with the note saying why.
     """
     words = describe(prediction.label, classes)
     named = f"{prediction.label}, " if words != prediction.label else ""
     everything = "  ".join(f"{k} {v:.3f}" for k, v in prediction.probabilities.items())
-    return f"{words} ({named}{prediction.confidence:.1%})  [{everything}]"
+    note = f"  {prediction.note}" if prediction.note else ""
+    return f"{words} ({named}{prediction.confidence:.1%})  [{everything}]{note}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
