@@ -13,7 +13,6 @@ from catdog.serving.calibration import (
     fit_other_offset,
     fit_temperature,
     negative_log_likelihood,
-    refit_temperature,
     reliability,
 )
 
@@ -213,18 +212,3 @@ def test_a_pet_budget_as_a_decision_gives_the_shifted_answers_with_honest_confid
     assert expected_calibration_error(calibrated, labels, decision_bias=decision_bias) < expected_calibration_error(
         shifted, labels
     )
-
-
-def test_refitting_the_temperature_after_an_offset_keeps_every_answer_and_lowers_the_loss():
-    probabilities, labels = _three_way(3000, 1500, seed=4)
-    temperature = fit_temperature(probabilities, labels)
-    bias = [0.0, 0.0, fit_other_offset(apply_temperature(probabilities, temperature), labels, 2, 0.002)]
-    before = apply_temperature(probabilities, temperature, bias)
-    new_temperature, new_bias = refit_temperature(probabilities, labels, temperature, bias)
-    after = apply_temperature(probabilities, new_temperature, new_bias)
-    assert new_temperature != pytest.approx(temperature)
-    assert (after.argmax(axis=1) == before.argmax(axis=1)).all()
-    assert negative_log_likelihood(after, labels) < negative_log_likelihood(before, labels)
-    # With nothing to correct, the second temperature is 1 and nothing moves.
-    same_temperature, same_bias = refit_temperature(probabilities, labels, temperature, [0.0, 0.0, 0.0])
-    assert same_temperature == pytest.approx(temperature, rel=1e-4) and same_bias == [0.0, 0.0, 0.0]

@@ -329,6 +329,56 @@ def test_a_pet_budget_counts_full_size_pets_only(tmp_path: Path):
     assert results._budget_counts(settings, tmp_path, list(sides)[1:], [1, 2, 2], 2) is None
 
 
+# Solid colours whose channels a fake model reads as the probabilities of Cat, Dog and Other.
+_CAT, _CAT_LIKE_OTHER, _DOG, _OTHER = (200, 30, 25), (90, 20, 130), (30, 200, 25), (20, 20, 200)
+_PART = [(_CAT, 0)] * 16 + [(_CAT_LIKE_OTHER, 0)] * 4 + [(_DOG, 1)] * 10 + [(_OTHER, 2)] * 10
+
+
+def _colour_model(model, images, batch_size=128):
+    means = np.asarray(images, dtype=np.float64).mean(axis=(1, 2)) + 1.0
+    return (means / means.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _score_colours(tmp_path: Path, *overrides: str):
+    settings = load_config(None, ["training.augmentation.low_res_sides=[16,96]", *overrides], environ={})
+    files, labels = {}, {}
+    for part in ("validation", "test"):
+        files[part], labels[part] = [], []
+        for i, (colour, label) in enumerate(_PART):
+            name = f"PetImages/{('Cat', 'Dog', 'Other')[label]}/{part}{i}.png"
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (120, 110), colour).save(tmp_path / name)  # full size: the budget counts it
+            files[part].append(name)
+            labels[part].append(label)
+    split = dataset.Split(("Cat", "Dog", "Other"), {**files, "train": []}, {**labels, "train": []})
+    size = settings.training.image_size
+    arrays = {part: np.stack([np.full((size, size, 3), c, np.uint8) for c, _ in _PART]) for part in files}
+    return results.score(settings, None, split, arrays, tmp_path, "colours")
+
+
+def test_a_pet_budget_is_a_decision_bias_that_leaves_the_calibration_alone(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(results, "predict_in_batches", _colour_model)
+    free, free_calibration, free_low_res = _score_colours(tmp_path)
+    reports, calibration, low_res = _score_colours(tmp_path, "training.max_pets_as_other=0.0")
+    assert free_calibration["decision_bias"] == [0.0, 0.0, 0.0]
+    # The budget is only in the decision: the calibrated probabilities are those without it.
+    assert calibration["temperature"] == free_calibration["temperature"]
+    assert calibration["class_bias"] == free_calibration["class_bias"] == [0.0, 0.0, 0.0]
+    assert calibration["decision_bias"][:2] == [0.0, 0.0] and calibration["decision_bias"][2] < 0.0
+    assert "decision" in calibration["method"] and "leaves the probabilities" in calibration["method"]
+    # Every figure judges the answers the decision bias gives: the four Other-looking cats are answered Cat.
+    for part in ("validation", "test"):
+        free_matrix = np.array(free[part]["confusion_matrix"]["rows_true_columns_predicted"])
+        matrix = np.array(reports[part]["confusion_matrix"]["rows_true_columns_predicted"])
+        assert free_matrix[0, 2] == 4 and matrix[0, 2] == 0 and matrix[2, 2] == 10
+        assert reports[part]["by_source"]["PetImages"]["answered_other"] == pytest.approx(10 / 40)
+    assert free_low_res["64"]["pets_answered_other"] == pytest.approx(4 / 30)
+    assert low_res["64"]["pets_answered_other"] == 0.0
+    # The reliability bins the answer's own probability: the Other-looking cats sit under 0.5, right.
+    assert calibration["test_after"] != free_calibration["test_after"]
+    assert sum(b["count"] for b in calibration["test_after"]["bins"] if b["high"] <= 0.5) == 4
+
+
 def test_recalibrating_with_a_pet_budget_moves_the_other_boundary(trained):
     config_file, model_file = trained
     assert (
@@ -339,10 +389,11 @@ def test_recalibrating_with_a_pet_budget_moves_the_other_boundary(trained):
     )
     after = json.loads(model_file.with_suffix(".metrics.json").read_text())
     calibration = after["calibration"]
-    assert "Other logit" in calibration["method"]
+    assert "decision offset of the Other log-probability" in calibration["method"]
     # No validation cat or dog is answered Other any more, whatever the tiny model learnt.
     matrix = np.array(after["validation"]["confusion_matrix"]["rows_true_columns_predicted"])
-    assert matrix[:2, 2].sum() == 0 and calibration["class_bias"][2] <= 0.0
+    assert matrix[:2, 2].sum() == 0 and calibration["decision_bias"][2] <= 0.0
+    assert calibration["class_bias"][2] == 0.0
 
 
 def test_a_run_trained_from_a_pack_is_adopted_with_its_record(tiny_run: Path, tmp_path: Path):

@@ -229,7 +229,8 @@ class TrainingSettings(_Section):
     label_smoothing: Fraction
     class_weight_power: Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
     balance_recall: tuple[StrictStr, ...]
-    # After calibration, the Other logit's offset answering Other for at most this share of full-size validation pets.
+    # A decision rule, not a calibration: an offset of the Other log-probability, used only to choose the answer,
+    # answering Other for at most this share of full-size validation pets; the probabilities stay as calibrated.
     max_pets_as_other: Fraction | None = None
     # auto: mixed_bfloat16 only where the CPU does bfloat16 natively (see catdog/training/cpu.py)
     mixed_precision: StrictBool | Literal["auto"]

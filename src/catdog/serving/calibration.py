@@ -137,29 +137,6 @@ def fit_other_offset(
     return best
 
 
-def refit_temperature(
-    probabilities: np.ndarray, labels: Sequence[int], temperature: float, class_bias: Sequence[float]
-) -> tuple[float, list[float]]:
-    """Fit a second temperature over already shifted logits, folded into ``temperature`` and ``class_bias``.
-
-    An offset fitted for a decision (a pet budget) moves probabilities away from
-    what the first temperature fitted, so it is fitted again on top. Dividing
-    every shifted logit by one more ``t`` never changes the answer; the result
-    stays one temperature and one offset per class, ``softmax(log p / (T t) + b / t)``.
-
-    Args:
-        probabilities: ``(N, C)`` uncalibrated probabilities of the validation part.
-        labels: True class indices.
-        temperature: The first temperature.
-        class_bias: The offsets fitted after it.
-
-    Returns:
-        The combined temperature and offsets.
-    """
-    second = fit_temperature(apply_temperature(probabilities, temperature, class_bias), labels)
-    return temperature * second, [float(b) / second for b in class_bias]
-
-
 def fit_temperature(probabilities: np.ndarray, labels: Sequence[int], low: float = 0.05, high: float = 20.0) -> float:
     """The temperature that minimises the negative log-likelihood of ``labels``.
 

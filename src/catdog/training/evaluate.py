@@ -20,6 +20,7 @@ from catdog.data.dataset import decode_images, load_split, source_of
 from catdog.data.groups import file_groups
 from catdog.dirs import write_json_atomic
 from catdog.labels import OTHER, other_index
+from catdog.serving.calibration import answer
 from catdog.training.metrics import classification_report, format_report, format_source_report, source_report
 
 log = logging.getLogger("catdog.training.evaluate")  # not __name__: that is "__main__" under -m
@@ -79,6 +80,7 @@ def low_resolution_report(
     input_size: int,
     classes: Sequence[str],
     sides: Sequence[int] = LOW_RESOLUTION_SIDES,
+    decision_bias: Sequence[float] | None = None,
 ) -> dict:
     """Accuracy and recall per class when every image arrives as a ``side``-pixel thumbnail.
 
@@ -89,6 +91,7 @@ def low_resolution_report(
         input_size: The model's input side.
         classes: Class names in index order.
         sides: Thumbnail sides to try.
+        decision_bias: The calibration's decision bias (see :func:`catdog.serving.calibration.answer`).
 
     Returns:
         Per side (as a string key): images, accuracy, recall per class and,
@@ -99,7 +102,7 @@ def low_resolution_report(
     other = other_index(classes)
     report = {}
     for side in sides:
-        predicted = np.asarray(predict(low_resolution_images(paths, side, input_size))).argmax(axis=1)
+        predicted, _ = answer(predict(low_resolution_images(paths, side, input_size)), decision_bias)
         row = {
             "images": int(len(labels)),
             "accuracy": float((predicted == labels).mean()),
@@ -123,7 +126,14 @@ def low_resolution_report(
     return report
 
 
-def synthetic_report(predict, input_size: int, classes: Sequence[str], seed: int, count: int = 800) -> dict:
+def synthetic_report(
+    predict,
+    input_size: int,
+    classes: Sequence[str],
+    seed: int,
+    count: int = 800,
+    decision_bias: Sequence[float] | None = None,
+) -> dict:
     """The share of generated non-photos answered Other, overall and by kind.
 
     The pictures are drawn from another seed than the training ones
@@ -135,11 +145,12 @@ def synthetic_report(predict, input_size: int, classes: Sequence[str], seed: int
         classes: Class names in index order (one of them ``Other``).
         seed: The training seed; the pictures use ``seed + 1``.
         count: How many pictures (the kinds take turns).
+        decision_bias: The calibration's decision bias (see :func:`catdog.serving.calibration.answer`).
     """
     from catdog.data.synthetic import KINDS, synthetic_images
 
     images, kinds = synthetic_images(count, input_size, seed + 1)
-    answers = np.asarray(predict(images)).argmax(axis=1)
+    answers, _ = answer(predict(images), decision_bias)
     flagged = answers == list(classes).index(OTHER)
     kinds = np.asarray(kinds)
     report = {
@@ -174,7 +185,7 @@ def evaluate_folder(predictor, dataset_dir: Path, classes: Sequence[str]) -> dic
     usable = result.usable_files()
     paths = [result.dataset_dir / rel for name in present for rel in usable[name]]
     labels = [classes.index(name) for name in present for _ in usable[name]]
-    report = classification_report(labels, predict_files(predictor, paths), classes)
+    report = classification_report(labels, predict_files(predictor, paths), classes, predictor.decision_bias)
     report["validation_counts"] = result.counts()
     return report
 
@@ -186,6 +197,7 @@ def breakdown(
     classes: Sequence[str],
     dataset_dir: Path,
     source_groups: Mapping[str, str],
+    decision_bias: Sequence[float] | None = None,
 ) -> dict:
     """The figures of one part per source and per group (kind of photo, see :mod:`catdog.data.groups`).
 
@@ -196,13 +208,15 @@ def breakdown(
         classes: Class names, in index order.
         dataset_dir: The dataset folder (for the collections' ``SOURCES.csv``).
         source_groups: ``data.source_groups`` of the config.
+        decision_bias: The calibration's decision bias (see :func:`catdog.serving.calibration.answer`).
 
     Returns:
         ``{"by_source": ..., "by_group": ...}``, each as :func:`catdog.training.metrics.source_report` gives it.
     """
+    groups = file_groups(files, dataset_dir, source_groups)
     return {
-        "by_source": source_report(labels, probabilities, [source_of(f) for f in files], classes),
-        "by_group": source_report(labels, probabilities, file_groups(files, dataset_dir, source_groups), classes),
+        "by_source": source_report(labels, probabilities, [source_of(f) for f in files], classes, decision_bias),
+        "by_group": source_report(labels, probabilities, groups, classes, decision_bias),
     }
 
 
@@ -230,9 +244,18 @@ def evaluate_split(
     split = load_split(split_file)
     paths = [dataset_dir / rel for rel in split.files[part]]
     probabilities = predict_files(predictor, paths)
-    report = classification_report(split.labels[part], probabilities, split.classes)
+    decision_bias = predictor.decision_bias
+    report = classification_report(split.labels[part], probabilities, split.classes, decision_bias)
     report.update(
-        breakdown(split.labels[part], probabilities, split.files[part], split.classes, dataset_dir, source_groups or {})
+        breakdown(
+            split.labels[part],
+            probabilities,
+            split.files[part],
+            split.classes,
+            dataset_dir,
+            source_groups or {},
+            decision_bias,
+        )
     )
     if low_resolution:
         report["low_resolution"] = low_resolution_report(
@@ -241,6 +264,7 @@ def evaluate_split(
             split.labels[part],
             predictor.input_size,
             split.classes,
+            decision_bias=decision_bias,
         )
     return report
 

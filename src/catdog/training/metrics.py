@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from catdog.labels import other_index
+from catdog.serving.calibration import answer
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
@@ -42,13 +43,20 @@ def roc_auc(y_true: Sequence[int], scores: Sequence[float]) -> float:
     return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def classification_report(y_true: Sequence[int], probabilities: np.ndarray, classes: Sequence[str]) -> dict:
+def classification_report(
+    y_true: Sequence[int],
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    decision_bias: Sequence[float] | None = None,
+) -> dict:
     """Accuracy, per-class precision/recall/F1, ROC AUC and confusion matrix.
 
     Args:
         y_true: True class indices.
         probabilities: ``(N, num_classes)`` predicted probabilities.
         classes: Class names, in index order.
+        decision_bias: The calibration's decision bias: the answers judged are
+            :func:`catdog.serving.calibration.answer`'s, as the service gives them.
 
     Returns:
         A JSON-ready dict. For two classes, ``precision``, ``recall``, ``f1``
@@ -57,7 +65,7 @@ def classification_report(y_true: Sequence[int], probabilities: np.ndarray, clas
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    y_pred = probabilities.argmax(axis=1)
+    y_pred, _ = answer(probabilities, decision_bias)
     matrix = confusion_matrix(y_true, y_pred, len(classes))
     per_class = {}
     for i, name in enumerate(classes):
@@ -108,6 +116,7 @@ def source_report(
     probabilities: np.ndarray,
     sources: Sequence[str],
     classes: Sequence[str],
+    decision_bias: Sequence[float] | None = None,
 ) -> dict:
     """Figures per source (collection) of a labelled part.
 
@@ -116,6 +125,7 @@ def source_report(
         probabilities: ``(N, num_classes)`` predicted probabilities.
         sources: The source of each example (see :func:`catdog.data.dataset.source_of`).
         classes: Class names, in index order; answers of :data:`catdog.labels.OTHER`, if there, count as flagged.
+        decision_bias: The calibration's decision bias (see :func:`catdog.serving.calibration.answer`).
 
     Returns:
         Per source: images, accuracy, recall of each class present, the
@@ -123,7 +133,7 @@ def source_report(
         pets, the share wrongly set aside) and the accuracy on its pets alone.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(probabilities).argmax(axis=1)
+    y_pred, _ = answer(probabilities, decision_bias)
     sources = np.asarray(sources)
     other = other_index(classes)
     report = {}

@@ -75,7 +75,7 @@ def plot_reliability(before: dict, after: dict, path: Path, title: str) -> None:
     for report, style, name in ((before, "-o", "before"), (after, "-s", "after")):
         points = [(b["confidence"], b["accuracy"]) for b in report["bins"] if b["count"]]
         ax.plot([p[0] for p in points], [p[1] for p in points], style, label=f"{name} (ECE {report['ece']:.3f})")
-    ax.set_xlabel("confidence (top probability)")
+    ax.set_xlabel("confidence (the answer's probability)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)

@@ -116,21 +116,25 @@ def _budget_counts(settings: Settings, root: Path, files: Sequence[str], labels:
 def score(
     settings: Settings, model, split: Split, arrays: dict, root: Path, name: str | None = None
 ) -> tuple[dict, dict, dict]:
-    """Fit the temperature on the validation part; score the validation and test parts, by source and in low resolution.
+    """Fit the calibration on the validation part; score the validation and test parts, by source and in low resolution.
+
+    The calibration is the temperature and the recall-evening ``class_bias``. A pet budget
+    (``training.max_pets_as_other``) is not part of it: its offset is a ``decision_bias`` that moves
+    only which class is answered (:func:`catdog.serving.calibration.answer`), so the probabilities
+    stay as calibrated as without a budget. Every figure judges the answers so chosen.
 
     Args:
         name: What the printed reports call the model (default ``training.architecture``; an ensemble says so).
 
     Returns:
-        The reports by part, the calibration (temperature, test reliability before and after) and the
-        low-resolution report.
+        The reports by part, the calibration (temperature, class and decision bias, test reliability
+        before and after) and the low-resolution report.
     """
     from catdog.serving.calibration import (
         apply_temperature,
         fit_class_bias,
         fit_other_offset,
         fit_temperature,
-        refit_temperature,
         reliability,
     )
     from catdog.training.evaluate import breakdown, format_breakdown, low_resolution_report, synthetic_report
@@ -140,21 +144,28 @@ def score(
     temperature = fit_temperature(raw["validation"], split.labels["validation"])
     balanced = balanced_indices(settings)
     bias = fit_class_bias(apply_temperature(raw["validation"], temperature), split.labels["validation"], balanced)
+    calibrated = {part: apply_temperature(probs, temperature, bias) for part, probs in raw.items()}
     cap = settings.training.max_pets_as_other
     other = other_index(classes)
     other_offset = cap is not None and other is not None
+    decision_bias = [0.0] * len(classes)
     if other_offset:
-        shifted = apply_temperature(raw["validation"], temperature, bias)
         counted = _budget_counts(settings, root, split.files["validation"], split.labels["validation"], other)
-        bias[other] += fit_other_offset(shifted, split.labels["validation"], other, cap, counted=counted)
-        temperature, bias = refit_temperature(raw["validation"], split.labels["validation"], temperature, bias)
-    calibrated = {part: apply_temperature(probs, temperature, bias) for part, probs in raw.items()}
+        decision_bias[other] = fit_other_offset(
+            calibrated["validation"], split.labels["validation"], other, cap, counted=counted
+        )
     reports = {}
     for part in ("validation", "test"):
-        reports[part] = classification_report(split.labels[part], calibrated[part], classes)
+        reports[part] = classification_report(split.labels[part], calibrated[part], classes, decision_bias)
         reports[part].update(
             breakdown(
-                split.labels[part], calibrated[part], split.files[part], classes, root, settings.data.source_groups
+                split.labels[part],
+                calibrated[part],
+                split.files[part],
+                classes,
+                root,
+                settings.data.source_groups,
+                decision_bias,
             )
         )
         print(format_report(f"{name or settings.training.architecture} on the {part} part", reports[part]))
@@ -163,21 +174,23 @@ def score(
         "method": "temperature scaling, then a logit offset evening the recall of "
         + (" and ".join(settings.training.balance_recall) or "no classes")
         + (
-            f", and an offset of the Other logit setting aside at most {cap:.2%} of full-size pets, then the "
-            "temperature again"
+            f"; the answer is then chosen with a decision offset of the Other log-probability answering Other for "
+            f"at most {cap:.2%} of full-size pets, which leaves the probabilities as they are"
             if other_offset
             else ""
         )
-        + ", all fitted on the validation part",
+        + "; all fitted on the validation part",
         "temperature": temperature,
         "class_bias": bias,
-        "test_before": reliability(raw["test"], split.labels["test"]),
-        "test_after": reliability(calibrated["test"], split.labels["test"]),
+        "decision_bias": decision_bias,
+        "test_before": reliability(raw["test"], split.labels["test"], decision_bias=decision_bias),
+        "test_after": reliability(calibrated["test"], split.labels["test"], decision_bias=decision_bias),
     }
     log.info(
-        "temperature %.3f, class bias %s: test ECE %.4f -> %.4f",
+        "temperature %.3f, class bias %s, decision bias %s: test ECE %.4f -> %.4f",
         temperature,
         bias,
+        decision_bias,
         calibration["test_before"]["ece"],
         calibration["test_after"]["ece"],
     )
@@ -191,10 +204,15 @@ def score(
         split.labels["test"],
         settings.training.image_size,
         classes,
+        decision_bias=decision_bias,
     )
     if other is not None:
         reports["synthetic_other"] = synthetic_report(
-            calibrated_forward, settings.training.image_size, classes, settings.training.seed
+            calibrated_forward,
+            settings.training.image_size,
+            classes,
+            settings.training.seed,
+            decision_bias=decision_bias,
         )
     return reports, calibration, low_res
 

@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = recalibrate(settings, args.recalibrate)
         print(
             f"test accuracy {metrics['test']['accuracy']:.4f}, calibration {metrics['calibration']['temperature']:.3f} "
-            f"{metrics['calibration']['class_bias']}"
+            f"{metrics['calibration']['class_bias']}, decision bias {metrics['calibration']['decision_bias']}"
         )
         return 0
     if args.ensemble or args.average or args.adopt:
