@@ -22,6 +22,7 @@
   const result = byId("result");
   const label = byId("result-label");
   const confidence = byId("result-confidence");
+  const note = byId("result-note");
   const fileRow = byId("result-file");
   const fileName = byId("result-filename");
   const photo = byId("photo");
@@ -144,6 +145,9 @@
     label.textContent = words;
     label.dataset.label = body.label;
     confidence.textContent = pct + " sure";
+    // Only when the answer is not the most probable class: the server says why.
+    note.textContent = body.note || "";
+    note.hidden = !body.note;
     fileName.textContent = file.name || "";
     fileRow.hidden = !file.name;
     result.querySelectorAll(".bar").forEach((row) => {

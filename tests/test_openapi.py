@@ -162,13 +162,36 @@ def test_answers_without_a_model_match_the_document(tmp_path, document):
         ("/predict", {"label": "Bird", "confidence": 0.9, "probabilities": {"Cat": 0.1}, "model": {}, "time_ms": 1}),
         ("/predict", {"predictions": [{"error": {"code": "not_image"}}], "model": {}, "time_ms": 1}),
         ("/health", {"status": "fine"}),
+        (
+            "/predict",
+            {
+                "label": "Cat",
+                "confidence": 0.35,
+                "probabilities": {"Cat": 0.35, "Dog": 0.03, "Other": 0.62},
+                "note": 1,
+                "model": {"architecture": "x", "version": "0.1.0+3fa4c2d19b0e.float", "sha256_short": "3fa4c2d19b0e"},
+                "time_ms": 1,
+            },
+        ),
     ],
-    ids=["unknown-label", "error-without-message", "health-not-ok"],
+    ids=["unknown-label", "error-without-message", "health-not-ok", "note-not-text"],
 )
 def test_answers_that_break_the_document_are_caught(document, path, body):
     method = "post" if path == "/predict" else "get"
     with pytest.raises(jsonschema.ValidationError):
         validate_answer(document, path, method, 200, body)
+
+
+def test_an_answer_with_a_note_and_a_model_with_a_decision_bias_match_the_document(client, app, document, monkeypatch):
+    predictor = app.extensions["catdog.model"].predictor
+    plain = client.post("/predict", data=make_photo(), content_type="image/jpeg").get_json()
+    bias = [0.0, 0.0, 0.0]
+    bias[["Cat", "Dog", "Other"].index(plain["label"])] = -50.0
+    monkeypatch.setattr(predictor, "decision_bias", tuple(bias))
+    body = check(document, client.post("/predict", data=make_photo(), content_type="image/jpeg"), "/predict", "post")
+    assert "note" in body and "note" in document["components"]["schemas"]["Prediction"]["properties"]
+    info = check(document, client.get("/model"), "/model", "get")
+    assert info["calibration_decision_bias"] == bias
 
 
 def test_an_undocumented_error_code_is_caught(document):

@@ -44,7 +44,9 @@ def assert_prediction(body: dict) -> None:
     assert body["label"] in CLASSES
     assert list(body["probabilities"]) == list(CLASSES)
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
-    assert body["confidence"] == max(body["probabilities"].values())
+    assert body["confidence"] == body["probabilities"][body["label"]]
+    # The answer is the most probable class, unless a note says why not.
+    assert ("note" in body) == (body["confidence"] < max(body["probabilities"].values()))
 
 
 def decoded_png(text: str) -> Image.Image:
@@ -178,6 +180,8 @@ def test_model_info(client):
     # Library versions and the training machine are not published.
     assert not {"runtime_version", "tensorflow_version", "keras_version"} & set(info)
     assert info["precision"] == "float" and "no model.int8.tflite" in info["precision_note"]
+    # Metrics without a decision bias: zeros, the answer is the most probable class.
+    assert info["calibration_decision_bias"] == [0.0, 0.0, 0.0]
 
 
 def test_model_info_publishes_no_versions_or_hardware_at_any_depth():
@@ -282,6 +286,45 @@ def test_predict_batch_is_one_forward_pass(client, app, monkeypatch):
     monkeypatch.setattr(predictor, "predict_arrays", lambda batch: calls.append(len(batch)) or original(batch))
     client.post("/predict", data=multipart(*[make_photo(seed=s) for s in range(4)]), content_type="multipart/form-data")
     assert calls == [4]
+
+
+@pytest.fixture
+def biased(app, client, monkeypatch):
+    """``biased(photo)`` -> the same photo's answer without, then with, a decision bias against its top class."""
+    predictor = app.extensions["catdog.model"].predictor
+
+    def answers(photo: bytes) -> tuple[dict, dict]:
+        monkeypatch.setattr(predictor, "decision_bias", (0.0, 0.0, 0.0))
+        plain = post_file(client, photo).get_json()
+        bias = [0.0, 0.0, 0.0]
+        bias[CLASSES.index(plain["label"])] = -50.0
+        monkeypatch.setattr(predictor, "decision_bias", tuple(bias))
+        return plain, post_file(client, photo).get_json()
+
+    return answers
+
+
+def test_a_note_says_why_exactly_when_the_answer_is_not_the_most_probable_class(biased):
+    plain, flipped = biased(make_photo(seed=5))
+    assert "note" not in plain and plain["confidence"] == max(plain["probabilities"].values())
+    assert flipped["label"] != plain["label"] and flipped["probabilities"] == plain["probabilities"]
+    assert flipped["confidence"] == flipped["probabilities"][flipped["label"]] < plain["confidence"]
+    percent = f"{plain['probabilities'][plain['label']]:.0%}"
+    assert flipped["note"].startswith(f"{plain['label']} is likelier ({percent}), but the service answers")
+    assert_prediction(plain)
+    assert_prediction(flipped)
+
+
+def test_the_json_of_a_prediction_has_a_note_only_when_its_label_is_not_the_top_class():
+    from catdog.serving.inference import Prediction
+    from catdog.web.api import prediction_json
+
+    top = Prediction("Other", 0.62, {"Cat": 0.35, "Dog": 0.03, "Other": 0.62})
+    held_back = Prediction("Cat", 0.35, {"Cat": 0.35, "Dog": 0.03, "Other": 0.62})
+    assert "note" not in prediction_json(top)
+    assert prediction_json(held_back)["note"] == (
+        "Other is likelier (62%), but the service answers Other only when a photo is clearly neither a cat nor a dog."
+    )
 
 
 def test_predict_batch_over_the_limit(client):
@@ -580,6 +623,19 @@ def test_form_post_renders_the_result(client):
     assert 'src="data:image/jpeg;base64,' in html
     assert "kitty.jpg" in html
     assert html.count("<progress") == 3
+
+
+def test_the_page_shows_the_note_only_when_the_answer_is_not_the_most_probable_class(app, client, monkeypatch):
+    predictor = app.extensions["catdog.model"].predictor
+    photo = make_photo(seed=5)
+    html = post_file(client, photo, url="/").get_data(as_text=True)
+    assert '<p id="result-note" class="note" hidden>' in html and "is likelier" not in html
+    bias = [0.0, 0.0, 0.0]
+    bias[CLASSES.index(page_verdict(html)[0])] = -50.0
+    monkeypatch.setattr(predictor, "decision_bias", tuple(bias))
+    html = post_file(client, photo, url="/").get_data(as_text=True)
+    note = html.split('<p id="result-note" class="note">', 1)[1].split("</p>", 1)[0]
+    assert "is likelier" in note and "but the service answers" in note
 
 
 def test_form_post_without_explain_has_no_heatmap(client):

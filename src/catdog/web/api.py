@@ -161,12 +161,14 @@ def _without(value: Any, keys: frozenset[str]) -> Any:
 
 
 def prediction_json(result: Prediction) -> dict[str, Any]:
-    """The JSON form of one prediction."""
+    """The JSON form of one prediction; ``note`` only when the answer is not the most probable class."""
     body: dict[str, Any] = {
         "label": result.label,
         "confidence": round(result.confidence, 6),
         "probabilities": {name: round(p, 6) for name, p in result.probabilities.items()},
     }
+    if result.note is not None:
+        body["note"] = result.note
     if result.heatmap_png is not None:
         body["heatmap_png_base64"] = base64.b64encode(result.heatmap_png).decode("ascii")
     return body

@@ -48,7 +48,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 UNMATCHED_ROUTE = "unmatched"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 OTHER_METHOD = "other"
-# With three classes the top probability is at least 1/3; finer steps near 1, where most answers fall.
+# The answer's probability: with three classes at least 1/3 unless a decision bias chose a less probable class
+# (rare, near the shifted boundary; the first bucket holds those); finer steps near 1, where most answers fall.
 TOP_PROBABILITY_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 

@@ -261,6 +261,26 @@ def _schemas(classes: list[str], max_batch: int, codes: dict[int, list[str]]) ->
                     "type": ["string", "null"],
                     "description": "Why the int8 twin is not served (missing, refused by its check...); null if it is.",
                 },
+                "calibration_temperature": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "description": "T of `softmax(log(p) / T + class_bias)`; 1 when the model is served uncalibrated.",
+                },
+                "calibration_class_bias": {
+                    "type": ["array", "null"],
+                    "items": {"type": "number"},
+                    "minItems": len(classes),
+                    "maxItems": len(classes),
+                    "description": "The calibration's logit offset per class, in `classes` order; null for none.",
+                },
+                "calibration_decision_bias": {
+                    "type": "array",
+                    "items": {"type": "number"},
+                    "minItems": len(classes),
+                    "maxItems": len(classes),
+                    "description": "Offsets added to the log-probabilities when choosing the answer, never to the "
+                    "probabilities (a limit on the pets answered Other); zeros: the answer is the most probable class.",
+                },
             },
             "required": ["architecture", "input_size", "classes", "sha256", "sha256_short", "version", "runtime"],
             "description": "Library versions and the training hardware are not published.",
@@ -271,8 +291,22 @@ def _schemas(classes: list[str], max_batch: int, codes: dict[int, list[str]]) ->
 def _prediction_fields(classes: list[str]) -> dict[str, Any]:
     """The fields of one prediction."""
     return {
-        "label": {"type": "string", "enum": classes, "description": "The most probable class."},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1, "description": "Its probability."},
+        "label": {
+            "type": "string",
+            "enum": classes,
+            "description": "The answer: the most probable class, unless the model's decision bias "
+            "(`calibration_decision_bias` in `/model`) sets a higher bar for that class.",
+        },
+        "confidence": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "The calibrated probability of the answer (below another class's when `note` is present).",
+        },
+        "note": {
+            "type": "string",
+            "description": "Only when the answer is not the most probable class: why, in one sentence.",
+        },
         "probabilities": {
             "type": "object",
             "description": "The probability of every class; they add up to 1.",

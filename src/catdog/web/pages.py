@@ -72,6 +72,7 @@ def _result_context(prediction: Prediction, filename: str, classes: tuple[str, .
         "verdict": describe(prediction.label, classes),
         "confidence": prediction.confidence,
         "probabilities": prediction.probabilities,
+        "note": prediction.note,
         "filename": filename,
         "photo_url": _data_url(prediction.photo, "JPEG") if prediction.photo is not None else None,
         "heatmap_url": _png_data_url(prediction.heatmap_png) if prediction.heatmap_png is not None else None,
