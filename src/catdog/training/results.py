@@ -183,7 +183,9 @@ def score(
         "temperature": temperature,
         "class_bias": bias,
         "decision_bias": decision_bias,
-        "test_before": reliability(raw["test"], split.labels["test"], decision_bias=decision_bias),
+        # Before: the network's own answers (its top class) and probabilities, which the decision bias,
+        # fitted on calibrated probabilities, does not apply to.
+        "test_before": reliability(raw["test"], split.labels["test"]),
         "test_after": reliability(calibrated["test"], split.labels["test"], decision_bias=decision_bias),
     }
     log.info(
