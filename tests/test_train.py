@@ -536,6 +536,19 @@ def test_ensemble_of_a_model_with_itself_scores_like_the_model(trained, tmp_path
         compose.ensemble(_settings(config_file), [model_file, tmp_path / "missing.h5"], out)
 
 
+def test_a_composed_model_is_scored_with_this_checkouts_calibration_choices():
+    """Members recorded their training settings; the pet budget and recall balance are fitted when scoring, now."""
+    settings = load_config(
+        environ={}, overrides=["training.max_pets_as_other=0.02", "training.balance_recall=[Cat, Dog]"]
+    )
+    recorded = settings.training.model_dump()
+    recorded.update(architecture="resnet", learning_rate=0.123, max_pets_as_other=None, balance_recall=[])
+    composed = compose.with_recorded_training(settings, recorded)
+    assert composed.training.architecture == "resnet" and composed.training.learning_rate == 0.123
+    assert composed.training.max_pets_as_other == 0.02
+    assert list(composed.training.balance_recall) == ["Cat", "Dog"]
+
+
 def test_a_step_never_overwrites_the_model_it_reads(tiny_run: Path, tmp_path: Path):
     """Fine-tuning, blending or combining a model with the default output must not replace that model."""
     from catdog.errors import ModelError

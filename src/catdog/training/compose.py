@@ -73,11 +73,20 @@ def adopt(settings: Settings, run_dir: Path, architecture: str, output: Path | N
     )
 
 
+# Training settings that are fitted when a model is scored, not when it is trained: a composed model is
+# scored now, so this checkout's values (config.yaml, --set) apply rather than those its members recorded.
+SCORING_SETTINGS = ("balance_recall", "max_pets_as_other")
+
+
 def with_recorded_training(settings: Settings, recorded: dict) -> Settings:
-    """``settings`` with the training settings a run recorded (in its run record or metrics)."""
+    """``settings`` with the training settings a run recorded (in its run record or metrics).
+
+    The calibration's choices (:data:`SCORING_SETTINGS`) stay this checkout's.
+    """
     from catdog.config import TrainingSettings
 
-    return settings.model_copy(update={"training": TrainingSettings.model_validate(recorded)})
+    current = {key: getattr(settings.training, key) for key in SCORING_SETTINGS}
+    return settings.model_copy(update={"training": TrainingSettings.model_validate({**recorded, **current})})
 
 
 # What a model's metrics say about how it was trained (kept when models are averaged).
