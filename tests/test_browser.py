@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CLASSES, make_photo, solid_photo
+from helpers import CLASSES, build_colour_model, make_photo, save_model, solid_photo
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -209,4 +209,35 @@ def test_a_photo_of_neither_says_so_and_still_shows_bars_and_heatmap(browser, se
     if javascript:
         assert page.locator("#status").inner_text().startswith("Result: Neither a cat nor a dog,")
     save_screenshot(page, tmp_path, f"neither-{'js' if javascript else 'no-js'}.png")
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def reluctant_server(live_server, tmp_path_factory):
+    """The colour model with a decision bias that all but forbids Other: a blue photo is answered, with a note."""
+    import hashlib
+    import json
+
+    model_path = save_model(build_colour_model(), tmp_path_factory.mktemp("reluctant") / "model.h5")
+    calibration = {"temperature": 1.0, "class_bias": [0.0, 0.0, 0.0], "decision_bias": [0.0, 0.0, -50.0]}
+    sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    (model_path.parent / "metrics.json").write_text(json.dumps({"model_sha256": sha256, "calibration": calibration}))
+    return live_server(model_path=model_path, classes=CLASSES, workers=1, threads=2)
+
+
+def test_the_page_says_why_when_the_answer_is_not_the_most_probable_class(browser, reluctant_server, tmp_path):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{reluctant_server.url}/")
+    note = page.locator("#result-note")
+    choose_file(page, solid_photo((220, 30, 30), (320, 240), "JPEG"), name="red.jpg")
+    page.click("#submit-button")
+    assert expect_result(page) == "Cat"
+    expect(note).to_be_hidden()  # Cat is also the most probable class: nothing to explain
+    choose_file(page, solid_photo((30, 30, 220), (320, 240), "JPEG"), name="blue.jpg")
+    page.click("#submit-button")
+    expect(note).to_be_visible(timeout=30_000)
+    assert page.locator("#result-label").get_attribute("data-label") != "Other"
+    assert note.inner_text().startswith("Other is likelier (")
+    save_screenshot(page, tmp_path, "answer-with-note.png")
     context.close()
