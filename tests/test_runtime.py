@@ -257,13 +257,25 @@ def test_both_runtimes_apply_the_class_bias(served_dir, runtime):
     assert (served[:, 0] > apply_temperature(raw, 1.5)[:, 0]).all()
 
 
-@pytest.mark.parametrize("bias", [[1.0], [0.0, "x", 0.0], [float("nan"), 0.0, 0.0], "0.5"], ids=str)
-def test_a_bad_class_bias_is_a_model_error(served_dir, bias):
+BAD_BIASES = [
+    ("class_bias", [1.0]),
+    ("class_bias", [0.0, "x", 0.0]),
+    ("class_bias", [float("nan"), 0.0, 0.0]),
+    ("class_bias", "0.5"),
+    ("decision_bias", [1.0]),
+    ("decision_bias", [0.0, "x", 0.0]),
+    ("decision_bias", [float("inf"), 0.0, 0.0]),
+    ("decision_bias", {"Other": -1}),
+]
+
+
+@pytest.mark.parametrize(("key", "bias"), BAD_BIASES, ids=str)
+def test_a_bad_class_or_decision_bias_is_a_model_error(served_dir, key, bias):
     classes = classes_of(served_dir)
     if isinstance(bias, list) and len(bias) == 3 and len(classes) != 3:
         bias = bias[: len(classes)]
-    with_metrics(served_dir, {"calibration": {"temperature": 1.0, "class_bias": bias}})
-    with pytest.raises(ModelError, match="calibration.class_bias must be"):
+    with_metrics(served_dir, {"calibration": {"temperature": 1.0, key: bias}})
+    with pytest.raises(ModelError, match=f"calibration.{key} must be"):
         Predictor(served_dir, classes)
 
 
@@ -319,16 +331,6 @@ def test_a_missing_decision_bias_is_zeros_and_answers_the_most_probable_class(se
     assert predictor.info()["calibration_decision_bias"] == [0.0] * len(classes)
     for result in predictor.predict_bytes([make_photo(seed=seed) for seed in range(3)]):
         assert result.confidence == max(result.probabilities.values()) and result.note is None
-
-
-@pytest.mark.parametrize("bias", [[1.0], [0.0, "x", 0.0], [float("inf"), 0.0, 0.0], {"Other": -1}], ids=str)
-def test_a_bad_decision_bias_is_a_model_error(served_dir, bias):
-    classes = classes_of(served_dir)
-    if isinstance(bias, list) and len(bias) == 3 and len(classes) != 3:
-        bias = bias[: len(classes)]
-    with_metrics(served_dir, {"calibration": {"temperature": 1.0, "decision_bias": bias}})
-    with pytest.raises(ModelError, match="calibration.decision_bias must be"):
-        Predictor(served_dir, classes)
 
 
 def test_the_app_gives_litert_the_configured_threads(twin_path, settings, monkeypatch: pytest.MonkeyPatch):
