@@ -536,6 +536,28 @@ def test_ensemble_of_a_model_with_itself_scores_like_the_model(trained, tmp_path
         compose.ensemble(_settings(config_file), [model_file, tmp_path / "missing.h5"], out)
 
 
+def test_an_ensemble_with_a_refitted_head_says_how_it_was_fitted(trained, tmp_path: Path):
+    import keras
+
+    config_file, model_file = trained
+    out = tmp_path / "refitted.h5"
+    args = ["--config", str(config_file), "--ensemble", str(model_file), str(model_file), "--output", str(out)]
+    assert train.main([*args, "--refit-head", "--set", "training.head_refit.plain_pictures=5"]) == 0
+    metrics = json.loads(out.with_suffix(".metrics.json").read_text())
+    synthetic = _settings(config_file).training.synthetic_other
+    assert metrics["head_refit"]["pictures"] == {
+        "photos": sum(metrics["class_counts"]["train"].values()),
+        "generated": synthetic,
+        "plain": 5,
+    }
+    assert metrics["settings"]["head_refit"]["plain_pictures"] == 5
+    member = keras.models.load_model(model_file, compile=False).get_layer("predictions").get_weights()
+    refitted = keras.models.load_model(out, compile=False).get_layer("predictions").get_weights()
+    assert not np.allclose(refitted[0], np.concatenate([member[0]] * 2) / 2)  # not the averaged heads
+    with pytest.raises(SystemExit):
+        train.main(["--config", str(config_file), "--refit-head"])
+
+
 def test_a_composed_model_is_scored_with_this_checkouts_calibration_choices():
     """Members recorded their training settings; the pet budget and recall balance are fitted when scoring, now."""
     settings = load_config(

@@ -189,6 +189,18 @@ class AugmentationSettings(_Section):
         return value
 
 
+class HeadRefitSettings(_Section):
+    """``catdog train --ensemble ... --refit-head``: one Dense head fitted over the members' features.
+
+    Defaults: configs and run records from before it existed had none.
+    """
+
+    l2: Annotated[StrictFloat, Field(ge=0)] = 0.01
+    epochs: PositiveInt = 30
+    # Plain one-colour pictures without noise added to the Other class (synthetic_other's plain kind has noise).
+    plain_pictures: NonNegativeInt = 400
+
+
 # Each module: [1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection], all positive.
 InceptionModule = Annotated[tuple[PositiveInt, ...], Field(min_length=6, max_length=6)]
 
@@ -243,6 +255,7 @@ class TrainingSettings(_Section):
     # With `catdog train --distill-from TEACHER_H5`: the teacher's share in the cats' and dogs' targets
     # (catdog/training/distill.py). A default: configs and run records from before it existed had none.
     distill_weight: Annotated[StrictFloat, Field(ge=0.0, le=1.0)] = 0.7
+    head_refit: HeadRefitSettings = HeadRefitSettings()
     augmentation: AugmentationSettings
     inception: InceptionSettings
     resnet: ResNetSettings

@@ -73,15 +73,15 @@ def adopt(settings: Settings, run_dir: Path, architecture: str, output: Path | N
     )
 
 
-# Training settings that are fitted when a model is scored, not when it is trained: a composed model is
-# scored now, so this checkout's values (config.yaml, --set) apply rather than those its members recorded.
-SCORING_SETTINGS = ("balance_recall", "max_pets_as_other")
+# Training settings used when a model is composed and scored, not when it is trained: a composed model is
+# made now, so this checkout's values (config.yaml, --set) apply rather than those its members recorded.
+SCORING_SETTINGS = ("balance_recall", "max_pets_as_other", "head_refit")
 
 
 def with_recorded_training(settings: Settings, recorded: dict) -> Settings:
     """``settings`` with the training settings a run recorded (in its run record or metrics).
 
-    The calibration's choices (:data:`SCORING_SETTINGS`) stay this checkout's.
+    The choices made when composing and scoring (:data:`SCORING_SETTINGS`) stay this checkout's.
     """
     from catdog.config import TrainingSettings
 
@@ -145,12 +145,16 @@ def average(settings: Settings, first: Path, second: Path, share: float, output:
     )
 
 
-def ensemble(settings: Settings, members: Sequence[Path], output: Path | None = None) -> dict:
+def ensemble(settings: Settings, members: Sequence[Path], output: Path | None = None, refit_head: bool = False) -> dict:
     """Combine trained models into one that averages their logits; score and save it like :func:`train`.
 
     See :mod:`catdog.models.ensemble`. The metrics name each member with its
     own validation accuracy and training facts; the ensemble has no training
     history of its own.
+
+    With ``refit_head``, the averaged heads give way to one Dense head fitted
+    over the members' features on the training part (:mod:`catdog.training.head`,
+    ``training.head_refit``); the metrics say so under ``head_refit``.
 
     Raises:
         ModelError: A member is missing its metrics, or the members do not fit together.
@@ -180,5 +184,10 @@ def ensemble(settings: Settings, members: Sequence[Path], output: Path | None = 
     split, root, manifest_hash = prepare_split(settings)
     arrays = load_arrays(settings, split, root)
     run = {"history": {}, "hardware": described[0].get("hardware"), "members": described}
+    if refit_head:
+        from catdog.training.head import refit_head as refit
+
+        classes = settings.data.classes
+        run["head_refit"] = refit(model, arrays["train"], split.labels["train"], classes, settings.training)
     provenance = {"manifest_sha256": manifest_hash, "initialised_from": None}
     return write_results(settings, model, run, split, arrays, root, output, provenance, architecture="ensemble")

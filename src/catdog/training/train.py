@@ -314,6 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="do not train: combine these models into one that averages their logits, score and save it",
     )
     parser.add_argument(
+        "--refit-head",
+        action="store_true",
+        help="with --ensemble: fit one Dense head over the members' features on the training part "
+        "(training.head_refit) instead of averaging their heads",
+    )
+    parser.add_argument(
         "--share", type=float, default=0.5, help="with --average: the second model's share, 0-1 (default 0.5)"
     )
     parser.add_argument(
@@ -323,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="do not train: refit this trained model's calibration on the validation part and rescore it",
     )
     args = parser.parse_args(argv)
+    if args.refit_head and not args.ensemble:
+        parser.error("--refit-head goes with --ensemble")
     settings = cli.settings_from_args(args)
     if args.recalibrate:
         metrics = recalibrate(settings, args.recalibrate)
@@ -335,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from catdog.training import compose
 
         if args.ensemble:
-            metrics = compose.ensemble(settings, args.ensemble, args.output)
+            metrics = compose.ensemble(settings, args.ensemble, args.output, refit_head=args.refit_head)
         elif args.average:
             metrics = compose.average(settings, *args.average, args.share, args.output)
         else:
