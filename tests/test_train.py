@@ -358,7 +358,7 @@ def _score_colours(tmp_path: Path, *overrides: str):
 
 def test_a_pet_budget_is_a_decision_bias_that_leaves_the_calibration_alone(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(results, "predict_in_batches", _colour_model)
-    free, free_calibration, free_low_res = _score_colours(tmp_path)
+    free, free_calibration, free_low_res = _score_colours(tmp_path, "training.max_pets_as_other=null")
     reports, calibration, low_res = _score_colours(tmp_path, "training.max_pets_as_other=0.0")
     assert free_calibration["decision_bias"] == [0.0, 0.0, 0.0]
     # The budget is only in the decision: the calibrated probabilities are those without it.
