@@ -13,10 +13,15 @@ and plain one-colour pictures without noise
 (:func:`catdog.data.synthetic.plain_pictures`). Without the latter, the
 pair answered a plain white upload "Cat" under the pet budget.
 
-The head is fitted on standardized features, where one L2 weight suits
-every member, and then folded into the model's ``predictions`` layer over
-the raw pooled features, so the model keeps the serving contract and its
-size and speed.
+The head is fitted on centred features divided by one scale (their
+channels' mean spread), where one L2 weight suits every member, and then
+folded into the model's ``predictions`` layer over the raw pooled features,
+so the model keeps the serving contract and its size and speed. One scale
+for all channels, not one each: per channel, nearly dead channels (spread
+3e-4) were scaled up and got weights up to 21, a hundred times the rest,
+and the int8 twin, whose kernel shares one range per class, lost the
+other weights' precision (99.39% of labels kept, under the 99.5% it must
+keep; ``docs/model-v3-study.md``, seventh pass).
 """
 
 from __future__ import annotations
@@ -80,7 +85,10 @@ def pooled_features(model, images: np.ndarray, batch_size: int = 128) -> np.ndar
 def fit_dense(
     features: np.ndarray, labels: np.ndarray, classes: int, l2: float, epochs: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A softmax Dense layer fitted on standardized features, folded back over the raw ones.
+    """A softmax Dense layer fitted on centred features over one scale, folded back over the raw ones.
+
+    The L2 penalty then weighs every channel's weight alike, so a channel
+    that barely varies cannot earn a large one (see the module's notes).
 
     Returns:
         ``kernel`` and ``bias`` such that ``features @ kernel + bias`` are the fitted logits.
@@ -88,7 +96,7 @@ def fit_dense(
     import keras
 
     mean = features.mean(axis=0)
-    scale = features.std(axis=0) + 1e-6  # a channel dead on every photo has no spread
+    scale = np.full(features.shape[1], features.std(axis=0).mean() + 1e-6, dtype=np.float64)
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((features.shape[1],))
     dense = keras.layers.Dense(classes, kernel_regularizer=keras.regularizers.l2(l2))
@@ -99,7 +107,10 @@ def fit_dense(
 
 
 def fold(kernel: np.ndarray, bias: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The Dense layer over raw features equal to ``kernel, bias`` over ``(features - mean) / scale``."""
+    """The Dense layer over raw features equal to ``kernel, bias`` over ``(features - mean) / scale``.
+
+    ``scale`` has one entry per channel (here all the same).
+    """
     return kernel / scale[:, None], bias - (mean / scale) @ kernel
 
 
