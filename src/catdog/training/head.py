@@ -34,7 +34,7 @@ import numpy as np
 
 from catdog.config import TrainingSettings
 from catdog.errors import DatasetError
-from catdog.labels import OTHER
+from catdog.labels import OTHER, other_index
 
 log = logging.getLogger("catdog.training.head")
 
@@ -59,24 +59,31 @@ def head_training_set(
     x, y = with_synthetic_other(images, labels, classes, training.synthetic_other, training.seed)
     count = training.head_refit.plain_pictures
     if count:
-        if OTHER not in classes:
+        index = other_index(classes)
+        if index is None:
             raise DatasetError(f"training.head_refit.plain_pictures needs an {OTHER!r} class in data.classes")
         x = np.concatenate([x, plain_pictures(count, int(images.shape[1]), training.seed)])
-        y = np.concatenate([y, np.full(count, list(classes).index(OTHER), dtype=np.int64)])
+        y = np.concatenate([y, np.full(count, index, dtype=np.int64)])
     kinds = {"photos": len(images), "generated": training.synthetic_other, "plain": count}
     return x, y, kinds
 
 
-def pooled_features(model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """The model's pooled ``features`` for uint8 images, in float32, with a progress bar."""
+def pooled_features(model, images: np.ndarray, desc: str = "pooled features", batch_size: int = 128) -> np.ndarray:
+    """The model's pooled ``features`` for uint8 images, in float32, with a progress bar.
+
+    The feature extractor is built once per model and kept on it, for models scored part after part.
+    """
     import keras
     from tqdm import tqdm
 
     from catdog.training import openset
 
-    extractor = keras.Model(model.inputs, model.get_layer("features").output)
+    extractor = getattr(model, "_catdog_features", None)
+    if extractor is None:
+        extractor = keras.Model(model.inputs, model.get_layer("features").output)
+        model._catdog_features = extractor
     out = np.empty((len(images), extractor.output_shape[-1]), dtype=np.float32)
-    for start in tqdm(range(0, len(images), batch_size), desc="features for the head", unit="batch"):
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
         batch = images[start : start + batch_size].astype(np.float32)
         out[start : start + len(batch)] = openset.pooled(extractor([batch], training=False))
     return out
@@ -133,7 +140,7 @@ def refit_head(
     started = time.monotonic()
     x, y, kinds = head_training_set(images, labels, classes, training)
     log.info("refitting the head on %d pictures (%s)", len(x), kinds)
-    features = pooled_features(model, x)
+    features = pooled_features(model, x, "features for the head")
     del x
     refit = training.head_refit
     kernel, bias = fit_dense(features, y, len(classes), refit.l2, refit.epochs, training.seed)

@@ -67,18 +67,9 @@ def subset(split: Split, arrays: dict, part: str, keep) -> tuple[np.ndarray, lis
 
 def features_and_logits(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pooled ``features`` and the head's logits of a uint8 image array, in float32."""
-    import keras
+    from catdog.training.head import pooled_features
 
-    from catdog.training.evaluate import in_batches
-
-    extractor = getattr(model, "_catdog_features", None)
-    if extractor is None:
-        extractor = keras.Model(model.inputs, model.get_layer("features").output)
-        model._catdog_features = extractor
-    channels = extractor.output_shape[-1]
-    pooled = in_batches(
-        lambda batch: openset.pooled(extractor([batch.astype(np.float32)], training=False)), images, channels
-    )
+    pooled = pooled_features(model, images)
     kernel, bias = model.get_layer("predictions").get_weights()
     return pooled, openset.logits(pooled, kernel, bias)
 
