@@ -112,3 +112,54 @@ def test_the_commit_named_for_the_v1_models_holds_them() -> None:
     commit = paths.OLDER_MODELS["v1"]
     for name in ("inception.h5", "inception.metrics.json", "resnet.h5", "resnet.metrics.json"):
         assert git("cat-file", "-e", f"{commit}:model/v1/{name}").returncode == 0, name
+
+
+def test_with_refit_head_each_run_refits_its_head_on_its_own_training_part(
+    tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped recipe's head refit, per run: on that run's training part only, and its head is what is scored."""
+    from catdog.models import build_model
+    from catdog.training import head
+
+    settings = load_config(
+        tiny_run,
+        [GROUPS, "training.architecture=resnet", "training.epochs=1", "training.head_refit.epochs=2"],
+        environ={},
+    )
+    init, start = Path(settings.model.dir) / "start.h5", build_model(settings.training, 3)
+    results.save_h5_atomic(start, init)
+
+    trained_on: dict[str, int] = {}
+    real_fit, real_refit = train.fit, head.refit_head
+    refitted: list[tuple[int, np.ndarray]] = []
+
+    def recording_fit(settings, split, arrays, root, runs, resume, init_from):
+        trained_on[runs.name] = len(arrays["train"])
+        return real_fit(settings, split, arrays, root, runs, resume, init_from)
+
+    def recording_refit(model, images, labels, classes, training):
+        facts = real_refit(model, images, labels, classes, training)
+        refitted.append((len(images), model.get_layer("predictions").get_weights()[0].copy()))
+        return facts
+
+    monkeypatch.setattr(train, "fit", recording_fit)
+    monkeypatch.setattr(head, "refit_head", recording_refit)
+    table = leave_one_out.leave_one_group_out(settings, init, pets_per_class=6, groups=["plant"], refit_head=True)
+
+    assert table["protocol"]["head_refit"] == settings.training.head_refit.model_dump()
+    # Control first, then plant: each refit saw exactly its own run's training part.
+    assert [n for n, _ in refitted] == [trained_on["control"], trained_on["plant"]]
+    assert trained_on["plant"] < trained_on["control"]
+    row = table["held_out"]["plant"]
+    assert row["head_refit"]["pictures"]["photos"] == trained_on["plant"]
+    # The scored logits are the refitted head's, over the kept features.
+    scores = np.load(paths.run_dir(settings.data.artifacts_dir, "leave-one-out") / "plant" / "scores.npz")
+    kernel = refitted[-1][1]
+    assert not np.allclose(kernel, start.get_layer("predictions").get_weights()[0])
+    logits = scores["held_out_logits"]
+    spread = scores["held_out_features"] @ kernel
+    np.testing.assert_allclose(logits - logits.mean(axis=0), spread - spread.mean(axis=0), rtol=1e-4, atol=1e-4)
+
+    # A table written without the refit does not resume into one with it, and back.
+    again = leave_one_out.leave_one_group_out(settings, init, pets_per_class=6, groups=["plant"])
+    assert "head_refit" not in again["protocol"] and "head_refit" not in again["control"]

@@ -13,8 +13,11 @@ columns differ only by the held-out kind.
 Every run uses the same short protocol (start from the given model, a seeded
 subsample of pets, every Other photo of the other groups, the configured
 epochs), so the figures compare with each other, not with the shipped model's
-longer run. Each run also keeps the pooled features and logits of the photos
-it scores (``scores.npz`` in its run folder), from which
+longer run. With ``--refit-head`` each run then refits its head as the shipped
+model's was (:mod:`catdog.training.head`: one Dense layer over the run's own
+pooled features of its training part, generated and plain pictures), so the
+forecast is that of the shipped recipe at reduced length. Each run also keeps
+the pooled features and logits of the photos it scores (``scores.npz`` in its run folder), from which
 :func:`open_set_table` measures the open-set signals of :mod:`catdog.training.openset`
 on the held-out groups, and :func:`held_out_confidence` their calibration.
 """
@@ -84,8 +87,12 @@ def run_one(
     pets_per_class: int,
     init_from: Path,
     runs: Path,
+    refit_head: bool = False,
 ) -> dict:
     """Train without ``held_out`` (or with every group, for None), score the result and keep its features.
+
+    With ``refit_head`` the trained network's head is then refitted on the run's own training part
+    (never on the held-out group), as the shipped model's was.
 
     Returns:
         The held-out group's images answered Other (every part: none was
@@ -120,6 +127,11 @@ def run_one(
         shutil.rmtree(runs / name)
     (runs / name).mkdir(parents=True)
     model, run = fit(settings, sub, sub_arrays, root, runs / name, resume=False, init_from=init_from)
+    head = None
+    if refit_head:
+        from catdog.training.head import refit_head as refit
+
+        head = refit(model, sub_arrays["train"], sub.labels["train"], split.classes, settings.training)
 
     # The photos each figure needs, scored once; their features and logits are kept for open_set_table.
     reference = set(sorted(sampled)[:: max(1, len(sampled) // REFERENCE_PETS)])
@@ -155,6 +167,7 @@ def run_one(
         "held_out": held_out,
         "train_images": len(sub_arrays["train"]),
         "train_seconds": run["wall_time_seconds"],
+        **({"head_refit": head} if head else {}),
         "test_pets_answered_other": answered_other("test_pets"),
         "seen_other_test_flagged": answered_other("seen_other_test"),
     }
@@ -173,7 +186,11 @@ def run_one(
 
 
 def leave_one_group_out(
-    settings: Settings, init_from: Path, pets_per_class: int = 3000, groups: Sequence[str] | None = None
+    settings: Settings,
+    init_from: Path,
+    pets_per_class: int = 3000,
+    groups: Sequence[str] | None = None,
+    refit_head: bool = False,
 ) -> dict:
     """Run the control and one run per held-out Other group; write and return the table.
 
@@ -198,6 +215,8 @@ def leave_one_group_out(
         "image_size": t.image_size,
         "architecture": t.architecture,
     }
+    if refit_head:  # only then, so that tables of runs without it still resume
+        protocol["head_refit"] = t.head_refit.model_dump()
     previous = json.loads(table_file.read_text(encoding="utf-8")) if table_file.exists() else {}
     if previous.get("protocol") != protocol:
         previous = {}
@@ -208,7 +227,7 @@ def leave_one_group_out(
         if kept and (runs / name / "scores.npz").exists() and not (groups and group):
             log.info("%s: kept from an earlier run of the same protocol", name)
             continue
-        result = run_one(settings, split, arrays, root, group_of, group, pets_per_class, init_from, runs)
+        result = run_one(settings, split, arrays, root, group_of, group, pets_per_class, init_from, runs, refit_head)
         if group is None:
             table["control"] = result
         else:
@@ -357,6 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pets-per-class", type=int, default=3000, help="cats and dogs sampled per run (default 3000)")
     parser.add_argument("--group", action="append", help="hold out only this group (repeatable; default: all)")
     parser.add_argument(
+        "--refit-head",
+        action="store_true",
+        help="after each run's fine-tune, refit its head as the shipped model's was (training.head_refit)",
+    )
+    parser.add_argument(
         "--report", action="store_true", help="train nothing: redo the open-set and confidence tables from the runs"
     )
     args = parser.parse_args(argv)
@@ -366,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.init_from is None:
         parser.error("--init-from is needed to train the runs")
     else:
-        leave_one_group_out(settings, args.init_from, args.pets_per_class, args.group)
+        leave_one_group_out(settings, args.init_from, args.pets_per_class, args.group, args.refit_head)
     return 0
 
 
