@@ -63,6 +63,10 @@ def test_each_held_out_group_is_absent_from_training_and_present_in_the_score(
             assert 0.0 <= rows[name]["0.05"]["held_out_flagged"] <= 1.0
         assert rows["argmax"]["held_out_flagged"] == pytest.approx(table["held_out"][group]["held_out_flagged"])
         assert table["held_out_confidence"][group]["wrong_answers"] >= 0
+    control = table["control_at_pet_loss"]
+    assert set(control) == {f"{loss:g}" for loss in leave_one_out.PET_LOSSES}
+    assert set(control["0.01"]["by_group"]) == {"plant", "person", "object"}
+    assert "flagged at 1% pet loss" in leave_one_out.format_table(table)
     written = json.loads(paths.leave_one_out(settings.model.dir).read_text())
     assert written["held_out"] == table["held_out"]
 
@@ -163,3 +167,31 @@ def test_with_refit_head_each_run_refits_its_head_on_its_own_training_part(
     # A table written without the refit does not resume into one with it, and back.
     again = leave_one_out.leave_one_group_out(settings, init, pets_per_class=6, groups=["plant"])
     assert "head_refit" not in again["protocol"] and "head_refit" not in again["control"]
+
+
+def test_the_control_is_judged_at_the_pet_loss_its_own_validation_pets_set() -> None:
+    """Hand-made logits: the threshold sets 1 of 100 validation pets aside, and the seen Others are counted by group."""
+    classes = ["Cat", "Dog", "Other"]
+
+    def logits(other_scores) -> np.ndarray:
+        # P(Other) rises with the score: 0 for Cat and Dog, the score for Other.
+        return np.stack([np.zeros(len(other_scores)), np.zeros(len(other_scores)), np.asarray(other_scores)], axis=1)
+
+    val_pets = np.linspace(-5.0, 0.0, 100)  # the highest pet (0.0) is the one set aside at 1%
+    run = {
+        "validation_logits": logits([*val_pets, 9.0, 9.0]),  # the two Others never move the threshold
+        "validation_labels": np.array([0] * 50 + [1] * 50 + [2, 2]),
+        "seen_other_test_logits": logits([1.0, -0.01, 0.5, -4.0]),
+        "seen_other_test_groups": np.array(["plant", "plant", "object", "object"]),
+        "test_pets_logits": logits([-6.0, 0.2, -1.0, -3.0]),
+    }
+    table = leave_one_out.control_at_pet_loss(run, classes)
+    row = table["0.01"]
+    # Over the second highest pet's -0.0505: 1.0, -0.01 and 0.5, not -4.0.
+    assert row["seen_other_test_flagged"] == pytest.approx(3 / 4)
+    assert row["by_group"] == {"object": 0.5, "plant": 1.0}
+    assert row["test_pets_flagged"] == pytest.approx(1 / 4)
+    # A larger pet loss lowers the threshold: never fewer flagged.
+    assert table["0.05"]["seen_other_test_flagged"] >= row["seen_other_test_flagged"]
+    del run["seen_other_test_groups"]
+    assert "by_group" not in leave_one_out.control_at_pet_loss(run, classes)["0.01"]

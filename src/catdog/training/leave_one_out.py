@@ -153,6 +153,7 @@ def run_one(
         saved[f"{key}_features"], saved[f"{key}_logits"] = features_and_logits(model, images)
         saved[f"{key}_labels"] = np.asarray(labels, dtype=np.int64)
         saved[f"{key}_sources"] = np.asarray([source_of(f) for f in files])
+        saved[f"{key}_groups"] = np.asarray([group_of[f] for f in files])
     with atomic_write(runs / name / "scores.npz") as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **saved)
 
@@ -249,6 +250,10 @@ def report(settings: Settings, table: dict | None = None) -> dict:
     runs = paths.run_dir(settings.data.artifacts_dir, "leave-one-out")
     scores = {group: dict(np.load(runs / group / "scores.npz")) for group in table["held_out"]}
     table["open_set"] = open_set_table(scores, settings.data.classes)
+    if (runs / "control" / "scores.npz").exists():
+        table["control_at_pet_loss"] = control_at_pet_loss(
+            dict(np.load(runs / "control" / "scores.npz")), settings.data.classes
+        )
     table["held_out_confidence"] = held_out_confidence(scores, settings.data.classes)
     write_json_atomic(table_file, table)
     print(format_table(table))
@@ -331,6 +336,38 @@ def open_set_table(scores: dict[str, dict[str, np.ndarray]], classes: Sequence[s
     return table
 
 
+def control_at_pet_loss(run: dict[str, np.ndarray], classes: Sequence[str]) -> dict:
+    """The control run's Other test photos (every group seen) flagged at each pet loss of :data:`PET_LOSSES`.
+
+    The same rule as the held-out column of :func:`open_set_table` (P(Other) over the threshold that
+    sets the share of the run's validation pets aside), so the two columns differ only by whether
+    the group was trained on, at the pet loss a served model keeps.
+
+    Args:
+        run: The control's kept ``scores.npz``, as arrays by name; per group where it kept
+            ``seen_other_test_groups`` (runs before that column kept only the whole share).
+        classes: Class names, in index order.
+    """
+    other = list(classes).index(OTHER)
+    pets = run["validation_labels"] != other
+    threshold_scores = _softmax(run["validation_logits"])[pets, other]
+    seen = _softmax(run["seen_other_test_logits"])[:, other]
+    test_pets = _softmax(run["test_pets_logits"])[:, other]
+    groups = run.get("seen_other_test_groups")
+    table = {}
+    for loss in PET_LOSSES:
+        threshold = openset.threshold_at_loss(threshold_scores, loss)
+        flagged = seen > threshold
+        row = {
+            "seen_other_test_flagged": float(flagged.mean()),
+            "test_pets_flagged": float((test_pets > threshold).mean()),
+        }
+        if groups is not None:
+            row["by_group"] = {g: float(flagged[groups == g].mean()) for g in sorted(set(groups.tolist()))}
+        table[f"{loss:g}"] = row
+    return table
+
+
 def held_out_confidence(scores: dict[str, dict[str, np.ndarray]], classes: Sequence[str]) -> dict:
     """ECE and the wrong answers' median confidence on each held-out group.
 
@@ -354,19 +391,42 @@ def held_out_confidence(scores: dict[str, dict[str, np.ndarray]], classes: Seque
 
 
 def format_table(table: dict) -> str:
-    """Markdown table: flagged rate of each group when held out against when seen."""
+    """Markdown table: flagged rate of each group when held out against when seen.
+
+    With the open-set table, also each group's flagged rate at the first pet loss of
+    :data:`PET_LOSSES` (P(Other) over the threshold that sets that share of validation pets
+    aside): the forecast at the pet budget a served model keeps, where the plain answer's
+    rate is at whatever share of pets the short run happens to call Other.
+    """
     seen = table["control"].get("test_flagged_by_group", {})
+    loss = f"{PET_LOSSES[0]:g}"
+    at_loss = {
+        group: rows["other_probability"][loss]["held_out_flagged"]
+        for group, rows in (table.get("open_set") or {}).get("groups", {}).items()
+    }
+    control = (table.get("control_at_pet_loss") or {}).get(loss)
+    seen_at_loss = control.get("by_group") if control else None
+    budget = f" flagged at {PET_LOSSES[0]:.0%} pet loss |" if at_loss else ""
+    control_budget = " trained on, at the same pet loss |" if seen_at_loss else ""
     lines = [
-        "| Other group | flagged when held out | flagged when trained on (control) | test pets called Other |",
-        "|---|---:|---:|---:|",
+        f"| Other group | flagged when held out |{budget} flagged when trained on (control) |{control_budget} "
+        "test pets called Other |",
+        "|---|---:|---:|---:|" + ("---:|" if at_loss else "") + ("---:|" if seen_at_loss else ""),
     ]
     for group, row in table["held_out"].items():
+        cell = f" {at_loss[group]:.1%} |" if at_loss else ""
+        control_cell = f" {seen_at_loss.get(group, float('nan')):.1%} |" if seen_at_loss else ""
         lines.append(
-            f"| {group} | {row['held_out_flagged']:.1%} ({row['held_out_images']:,} photos) | "
-            f"{seen.get(group, float('nan')):.1%} | {row['test_pets_answered_other']:.1%} |"
+            f"| {group} | {row['held_out_flagged']:.1%} ({row['held_out_images']:,} photos) |{cell} "
+            f"{seen.get(group, float('nan')):.1%} |{control_cell} {row['test_pets_answered_other']:.1%} |"
         )
     rows = table["held_out"].values()
-    lines.append(f"| **mean** | **{np.mean([r['held_out_flagged'] for r in rows]):.1%}** | | |")
+    mean = f" **{np.mean(list(at_loss.values())):.1%}** |" if at_loss else ""
+    control_mean = f" {np.mean([seen_at_loss.get(g, np.nan) for g in table['held_out']]):.1%} |" if seen_at_loss else ""
+    lines.append(
+        f"| **mean** | **{np.mean([r['held_out_flagged'] for r in rows]):.1%}** |{mean} "
+        f"{np.mean([seen.get(g, np.nan) for g in table['held_out']]):.1%} |{control_mean} |"
+    )
     return "\n".join(lines)
 
 
