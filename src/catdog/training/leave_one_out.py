@@ -17,9 +17,10 @@ longer run. With ``--refit-head`` each run then refits its head as the shipped
 model's was (:mod:`catdog.training.head`: one Dense layer over the run's own
 pooled features of its training part, generated and plain pictures), so the
 forecast is that of the shipped recipe at reduced length. Each run also keeps
-the pooled features and logits of the photos it scores (``scores.npz`` in its run folder), from which
-:func:`open_set_table` measures the open-set signals of :mod:`catdog.training.openset`
-on the held-out groups, and :func:`held_out_confidence` their calibration.
+the pooled features and logits of the photos it scores (``scores.npz`` in its
+run folder), from which :func:`open_set_table` measures the open-set signals of
+:mod:`catdog.training.openset` on the held-out groups, and
+:func:`held_out_confidence` their calibration.
 """
 
 from __future__ import annotations
