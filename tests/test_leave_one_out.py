@@ -169,6 +169,61 @@ def test_with_refit_head_each_run_refits_its_head_on_its_own_training_part(
     assert "head_refit" not in again["protocol"] and "head_refit" not in again["control"]
 
 
+def test_with_two_starts_each_run_fine_tunes_both_members_and_scores_their_ensemble(
+    tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pair's protocol: a ResNet and an Inception per run, kept member by member, scored together."""
+    from catdog.models import build_model
+
+    settings = load_config(tiny_run, [GROUPS, "training.epochs=1", "training.head_refit.epochs=2"], environ={})
+    starts = []
+    for architecture in ("resnet", "inception"):
+        training = settings.training.model_copy(update={"architecture": architecture})
+        starts.append(Path(settings.model.dir) / f"{architecture}-start.h5")
+        results.save_h5_atomic(build_model(training, 3), starts[-1])
+
+    fitted: list[tuple[str, str, int]] = []
+    real_fit = train.fit
+
+    def recording_fit(settings, split, arrays, root, runs, resume, init_from):
+        fitted.append((runs.parent.name, settings.training.architecture, len(arrays["train"])))
+        assert runs.name == settings.training.architecture and Path(init_from).name.startswith(runs.name)
+        return real_fit(settings, split, arrays, root, runs, resume, init_from)
+
+    monkeypatch.setattr(train, "fit", recording_fit)
+    table = leave_one_out.leave_one_group_out(settings, starts, pets_per_class=6, groups=["plant"], refit_head=True)
+
+    assert [(run, architecture) for run, architecture, _ in fitted] == [
+        ("control", "resnet"),
+        ("control", "inception"),
+        ("plant", "resnet"),
+        ("plant", "inception"),
+    ]
+    assert fitted[2][2] == fitted[3][2] < fitted[0][2]  # both members of a run saw the same, smaller, training part
+    assert table["protocol"]["init_from"] == [str(start) for start in starts]
+    assert table["protocol"]["architecture"] == "resnet-inception"
+    assert set(table["held_out"]["plant"]["member_train_seconds"]) == {"resnet", "inception"}
+    runs = paths.run_dir(settings.data.artifacts_dir, "leave-one-out-resnet-inception")
+    scores = np.load(runs / "plant" / "scores.npz")
+    # The ensemble's pooled features are its members' side by side.
+    widths = settings.training.resnet.stage_filters[-1] + sum(
+        settings.training.inception.stages[-1][-1][i] for i in (0, 2, 4, 5)
+    )
+    assert scores["held_out_features"].shape[1] == widths
+    assert not paths.run_dir(settings.data.artifacts_dir, "leave-one-out").exists()
+
+    # A run stopped after its members resumes from them: asked again, nothing is fine-tuned.
+    fitted.clear()
+    again = leave_one_out.leave_one_group_out(settings, starts, pets_per_class=6, groups=["plant"], refit_head=True)
+    assert fitted == []
+    assert again["held_out"]["plant"]["held_out_images"] == table["held_out"]["plant"]["held_out_images"]
+    # A member recorded with other settings is fine-tuned again; the other member is kept.
+    record = runs / "plant" / "inception" / leave_one_out.MEMBER_RECORD
+    record.write_text(record.read_text().replace('"learning_rate"', '"learning_rate_was"'))
+    leave_one_out.leave_one_group_out(settings, starts, pets_per_class=6, groups=["plant"], refit_head=True)
+    assert [(run, architecture) for run, architecture, _ in fitted] == [("plant", "inception")]
+
+
 def test_the_control_is_judged_at_the_pet_loss_its_own_validation_pets_set() -> None:
     """Hand-made logits: the threshold sets 1 of 100 validation pets aside, and the seen Others are counted by group."""
     classes = ["Cat", "Dog", "Other"]

@@ -53,3 +53,25 @@ def build_model(training: TrainingSettings, num_classes: int = 2):
     except KeyError:
         raise ValueError(f"unknown architecture {training.architecture!r}") from None
     return builder(training, num_classes)
+
+
+def saved_architecture(model_file) -> str:
+    """The architecture a saved ``.h5`` model was built as: its model name, a key of :data:`BUILDERS`.
+
+    Read from the file's model configuration, without loading the network.
+
+    Raises:
+        ModelError: The file records no model configuration, or one of no known architecture.
+    """
+    import json
+
+    import h5py
+
+    from catdog.errors import ModelError
+
+    with h5py.File(model_file, "r") as handle:
+        config = handle.attrs.get("model_config")
+    name = json.loads(config)["config"]["name"] if config else None
+    if name not in BUILDERS:
+        raise ModelError(f"{str(model_file)!r} is not a saved model of {' or '.join(BUILDERS)} (its name: {name!r})")
+    return name

@@ -25,6 +25,7 @@ run folder), from which :func:`open_set_table` measures the open-set signals of
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -48,6 +49,9 @@ log = logging.getLogger("catdog.training.leave_one_out")
 # Shares of validation pets an open-set rule may set aside, at which the signals are compared.
 PET_LOSSES = (0.01, 0.02, 0.05)
 REFERENCE_PETS = 4000  # training pets whose features are the k-NN bank and the Mahalanobis fit
+# What a member of a several-network run keeps in its folder (see trained_member).
+MEMBER_WEIGHTS = "member.weights.h5"
+MEMBER_RECORD = "member.json"
 
 
 def held_out_groups(split: Split, group_of: dict[str, str]) -> list[str]:
@@ -78,6 +82,60 @@ def features_and_logits(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return pooled, openset.logits(pooled, kernel, bias)
 
 
+def architecture_of(start: Path) -> str:
+    """The architecture of a start model (see :func:`catdog.models.build.saved_architecture`)."""
+    from catdog.models.build import saved_architecture
+
+    return saved_architecture(start)
+
+
+def member_settings(settings: Settings, start: Path) -> Settings:
+    """``settings`` with the start model's architecture: every member of a run is fine-tuned alike."""
+    training = settings.training.model_copy(update={"architecture": architecture_of(start)})
+    return settings.model_copy(update={"training": training})
+
+
+def trained_member(
+    settings: Settings, split: Split, arrays: dict, root: Path, run: Path, start: Path, held_out: str | None
+) -> tuple[object, float]:
+    """One member of a run, fine-tuned from ``start`` in ``run/<architecture>/``, or kept from there.
+
+    A member is kept when its folder records the same start, held-out group, training
+    part and training settings: a fine-tune of 15-25 minutes is not redone when a run
+    is resumed after it.
+
+    Returns:
+        The member (float32) and the seconds its fine-tune took.
+    """
+    from catdog.models import build_model
+    from catdog.training.train import fit
+
+    t = settings.training
+    folder = run / t.architecture
+    record = {
+        "init_from": str(start),
+        "held_out": held_out,
+        "train_files_sha256": hashlib.sha256("\n".join(sorted(split.files["train"])).encode()).hexdigest(),
+        "training": t.model_dump(mode="json", exclude={"head_refit"}),
+    }
+    weights, facts = folder / MEMBER_WEIGHTS, folder / MEMBER_RECORD
+    if weights.exists() and facts.exists():
+        kept = json.loads(facts.read_text(encoding="utf-8"))
+        if kept.get("record") == record:
+            member = build_model(t, len(split.classes))
+            member.load_weights(str(weights))
+            log.info("%s: %s member kept from an earlier run", held_out or "control", t.architecture)
+            return member, kept["train_seconds"]
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    member, facts_of_run = fit(settings, split, arrays, root, folder, resume=False, init_from=start)
+    # Keras wants the name to end in .weights.h5, so not atomic_write: the record, written after, vouches for it.
+    member.save_weights(str(weights))
+    write_json_atomic(facts, {"record": record, "train_seconds": facts_of_run["wall_time_seconds"]})
+    return member, facts_of_run["wall_time_seconds"]
+
+
 def run_one(
     settings: Settings,
     split: Split,
@@ -86,14 +144,17 @@ def run_one(
     group_of: dict[str, str],
     held_out: str | None,
     pets_per_class: int,
-    init_from: Path,
+    starts: Sequence[Path],
     runs: Path,
     refit_head: bool = False,
 ) -> dict:
     """Train without ``held_out`` (or with every group, for None), score the result and keep its features.
 
-    With ``refit_head`` the trained network's head is then refitted on the run's own training part
-    (never on the held-out group), as the shipped model's was.
+    One start gives one network. Several (a ResNet and an Inception) give one member each,
+    fine-tuned alike in its own folder, ``<run>/<architecture>/``, and kept there, so that a run
+    stopped between members resumes after the last one done; the run scores their ensemble.
+    With ``refit_head`` the trained network's (or ensemble's) head is then refitted on the run's
+    own training part (never on the held-out group), as the shipped model's was.
 
     Returns:
         The held-out group's images answered Other (every part: none was
@@ -124,10 +185,21 @@ def run_one(
         parts[part] = (files, labels)
     sub = Split(split.classes, {p: v[0] for p, v in parts.items()}, {p: v[1] for p, v in parts.items()})
     name = held_out or "control"
-    if (runs / name).exists():
-        shutil.rmtree(runs / name)
-    (runs / name).mkdir(parents=True)
-    model, run = fit(settings, sub, sub_arrays, root, runs / name, resume=False, init_from=init_from)
+    if len(starts) == 1:
+        if (runs / name).exists():
+            shutil.rmtree(runs / name)
+        (runs / name).mkdir(parents=True)
+        model, run = fit(settings, sub, sub_arrays, root, runs / name, resume=False, init_from=starts[0])
+        seconds = {settings.training.architecture: run["wall_time_seconds"]}
+    else:
+        from catdog.models.ensemble import build_ensemble
+
+        trained = [
+            trained_member(member_settings(settings, start), sub, sub_arrays, root, runs / name, start, held_out)
+            for start in starts
+        ]
+        model = build_ensemble([member for member, _ in trained])
+        seconds = {architecture_of(start): s for start, (_, s) in zip(starts, trained, strict=True)}
     head = None
     if refit_head:
         from catdog.training.head import refit_head as refit
@@ -168,7 +240,8 @@ def run_one(
     result = {
         "held_out": held_out,
         "train_images": len(sub_arrays["train"]),
-        "train_seconds": run["wall_time_seconds"],
+        "train_seconds": sum(seconds.values()),
+        **({"member_train_seconds": seconds} if len(starts) > 1 else {}),
         **({"head_refit": head} if head else {}),
         "test_pets_answered_other": answered_other("test_pets"),
         "seen_other_test_flagged": answered_other("seen_other_test"),
@@ -187,36 +260,52 @@ def run_one(
     return result
 
 
+def runs_folder(settings: Settings, protocol: dict) -> Path:
+    """Where the runs of a protocol keep their scores: one folder per set of architectures.
+
+    One network's runs keep ``runs/leave-one-out/``; a pair's, ``runs/leave-one-out-resnet-inception/``.
+    """
+    architecture = protocol["architecture"]
+    name = "leave-one-out" if isinstance(protocol["init_from"], str) else f"leave-one-out-{architecture}"
+    return paths.run_dir(settings.data.artifacts_dir, name)
+
+
 def leave_one_group_out(
     settings: Settings,
-    init_from: Path,
+    init_from: Path | Sequence[Path],
     pets_per_class: int = 3000,
     groups: Sequence[str] | None = None,
     refit_head: bool = False,
 ) -> dict:
     """Run the control and one run per held-out Other group; write and return the table.
 
+    ``init_from`` is one start model, or several (a member each, see :func:`run_one`).
     A run already in the table, from an earlier (perhaps interrupted) call with the same
     protocol, is kept unless its group is named in ``groups``: a rerun resumes.
     """
     from catdog.data.dataset import load_arrays, prepare_split
 
-    init_from = paths.require_model(init_from)  # before the minutes of loading the data
+    # Checked before the minutes of loading the data.
+    starts = [
+        paths.require_model(start) for start in ([init_from] if isinstance(init_from, (str, Path)) else init_from)
+    ]
     split, root, _ = prepare_split(settings)
     t = settings.training
     arrays = load_arrays(settings, split, root)
     every = [f for part in split.files.values() for f in part]
     group_of = dict(zip(every, file_groups(every, root, settings.data.source_groups), strict=True))
-    runs = paths.run_dir(settings.data.artifacts_dir, "leave-one-out")
     table_file = paths.leave_one_out(settings.model.dir)
+    several = len(starts) > 1
     protocol = {
-        "init_from": str(init_from),
+        # One start stays a string, as in the tables written before several could be given.
+        "init_from": [str(start) for start in starts] if several else str(starts[0]),
         "pets_per_class": pets_per_class,
         "epochs": t.epochs,
         "learning_rate": t.learning_rate,
         "image_size": t.image_size,
-        "architecture": t.architecture,
+        "architecture": "-".join(architecture_of(start) for start in starts) if several else t.architecture,
     }
+    runs = runs_folder(settings, protocol)
     if refit_head:  # only then, so that tables of runs without it still resume
         protocol["head_refit"] = t.head_refit.model_dump()
     previous = json.loads(table_file.read_text(encoding="utf-8")) if table_file.exists() else {}
@@ -229,7 +318,7 @@ def leave_one_group_out(
         if kept and (runs / name / "scores.npz").exists() and not (groups and group):
             log.info("%s: kept from an earlier run of the same protocol", name)
             continue
-        result = run_one(settings, split, arrays, root, group_of, group, pets_per_class, init_from, runs, refit_head)
+        result = run_one(settings, split, arrays, root, group_of, group, pets_per_class, starts, runs, refit_head)
         if group is None:
             table["control"] = result
         else:
@@ -248,7 +337,7 @@ def report(settings: Settings, table: dict | None = None) -> dict:
     table_file = paths.leave_one_out(settings.model.dir)
     if table is None:
         table = json.loads(table_file.read_text(encoding="utf-8"))
-    runs = paths.run_dir(settings.data.artifacts_dir, "leave-one-out")
+    runs = runs_folder(settings, table["protocol"])
     scores = {group: dict(np.load(runs / group / "scores.npz")) for group in table["held_out"]}
     table["open_set"] = open_set_table(scores, settings.data.classes)
     if (runs / "control" / "scores.npz").exists():
@@ -433,7 +522,14 @@ def format_table(table: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.make_parser("catdog leave_one_out", "Estimate Other-flagging on kinds of photo never trained on.")
-    parser.add_argument("--init-from", type=Path, metavar="MODEL_H5", help="the model every run starts from")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        action="append",
+        metavar="MODEL_H5",
+        help="the model every run starts from; given twice (a ResNet and an Inception), each run fine-tunes both "
+        "and scores their ensemble",
+    )
     parser.add_argument("--pets-per-class", type=int, default=3000, help="cats and dogs sampled per run (default 3000)")
     parser.add_argument("--group", action="append", help="hold out only this group (repeatable; default: all)")
     parser.add_argument(
