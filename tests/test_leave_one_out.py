@@ -99,6 +99,21 @@ def test_a_missing_v1_start_names_the_git_command_that_restores_it(config_file: 
     assert capsys.readouterr().err.strip() == f"error: no model file {str(tmp_path / 'x.h5')!r}"
 
 
+def test_two_starts_of_one_architecture_are_refused_before_any_work(config_file: Path, tmp_path: Path, capsys) -> None:
+    """Each member keeps its own folder, named by its architecture: two ResNets would overwrite each other."""
+    from catdog import cli
+    from catdog.models import build_model
+
+    settings = load_config(config_file, ["training.architecture=resnet", "training.image_size=32"], environ={})
+    start = tmp_path / "resnet.h5"
+    results.save_h5_atomic(build_model(settings.training, 3), start)
+    argv = ["--config", str(config_file), "--init-from", str(start), "--init-from", str(start)]
+    assert cli.run(leave_one_out.main, argv) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: the starts of one run must be of different architectures, not resnet, resnet"
+    )
+
+
 def test_the_commit_named_for_the_v1_models_holds_them() -> None:
     import subprocess
 

@@ -41,6 +41,7 @@ from catdog.config import Settings
 from catdog.data.dataset import Split, source_of
 from catdog.data.groups import file_groups
 from catdog.dirs import atomic_write, write_json_atomic
+from catdog.errors import ModelError
 from catdog.labels import OTHER
 from catdog.training import openset
 
@@ -289,13 +290,16 @@ def leave_one_group_out(
     starts = [
         paths.require_model(start) for start in ([init_from] if isinstance(init_from, (str, Path)) else init_from)
     ]
-    split, root, _ = prepare_split(settings)
     t = settings.training
+    several = len(starts) > 1
+    architectures = [architecture_of(start) for start in starts] if several else [t.architecture]
+    if len(set(architectures)) < len(architectures):  # each member has its own folder, named by its architecture
+        raise ModelError(f"the starts of one run must be of different architectures, not {', '.join(architectures)}")
+    split, root, _ = prepare_split(settings)
     arrays = load_arrays(settings, split, root)
     every = [f for part in split.files.values() for f in part]
     group_of = dict(zip(every, file_groups(every, root, settings.data.source_groups), strict=True))
     table_file = paths.leave_one_out(settings.model.dir)
-    several = len(starts) > 1
     protocol = {
         # One start stays a string, as in the tables written before several could be given.
         "init_from": [str(start) for start in starts] if several else str(starts[0]),
@@ -303,7 +307,7 @@ def leave_one_group_out(
         "epochs": t.epochs,
         "learning_rate": t.learning_rate,
         "image_size": t.image_size,
-        "architecture": "-".join(architecture_of(start) for start in starts) if several else t.architecture,
+        "architecture": "-".join(architectures),
     }
     runs = runs_folder(settings, protocol)
     if refit_head:  # only then, so that tables of runs without it still resume
