@@ -43,6 +43,7 @@ from catdog.data.groups import file_groups
 from catdog.dirs import atomic_write, write_json_atomic
 from catdog.errors import ModelError
 from catdog.labels import OTHER
+from catdog.models.build import saved_architecture
 from catdog.training import openset
 
 log = logging.getLogger("catdog.training.leave_one_out")
@@ -83,16 +84,9 @@ def features_and_logits(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return pooled, openset.logits(pooled, kernel, bias)
 
 
-def architecture_of(start: Path) -> str:
-    """The architecture of a start model (see :func:`catdog.models.build.saved_architecture`)."""
-    from catdog.models.build import saved_architecture
-
-    return saved_architecture(start)
-
-
 def member_settings(settings: Settings, start: Path) -> Settings:
     """``settings`` with the start model's architecture: every member of a run is fine-tuned alike."""
-    training = settings.training.model_copy(update={"architecture": architecture_of(start)})
+    training = settings.training.model_copy(update={"architecture": saved_architecture(start)})
     return settings.model_copy(update={"training": training})
 
 
@@ -195,12 +189,14 @@ def run_one(
     else:
         from catdog.models.ensemble import build_ensemble
 
-        trained = [
-            trained_member(member_settings(settings, start), sub, sub_arrays, root, runs / name, start, held_out)
-            for start in starts
-        ]
-        model = build_ensemble([member for member, _ in trained])
-        seconds = {architecture_of(start): s for start, (_, s) in zip(starts, trained, strict=True)}
+        seconds, members = {}, []
+        for start in starts:
+            member_run = member_settings(settings, start)
+            member, seconds[member_run.training.architecture] = trained_member(
+                member_run, sub, sub_arrays, root, runs / name, start, held_out
+            )
+            members.append(member)
+        model = build_ensemble(members)
     head = None
     if refit_head:
         from catdog.training.head import refit_head as refit
@@ -292,7 +288,7 @@ def leave_one_group_out(
     ]
     t = settings.training
     several = len(starts) > 1
-    architectures = [architecture_of(start) for start in starts] if several else [t.architecture]
+    architectures = [saved_architecture(start) for start in starts] if several else [t.architecture]
     if len(set(architectures)) < len(architectures):  # each member has its own folder, named by its architecture
         raise ModelError(f"the starts of one run must be of different architectures, not {', '.join(architectures)}")
     split, root, _ = prepare_split(settings)
