@@ -10,6 +10,7 @@ import pytest
 
 from catdog import paths
 from catdog.config import load_config
+from catdog.errors import ModelError
 from catdog.training import leave_one_out, results, train
 from catdog.training.openset import SCORES
 from helpers import TINY_OTHER_SOURCES, TINY_PER_CLASS
@@ -80,6 +81,25 @@ def test_each_held_out_group_is_absent_from_training_and_present_in_the_score(
     again = leave_one_out.leave_one_group_out(settings, init, pets_per_class=6)
     assert trained_on == {}
     assert again["held_out"] == table["held_out"]
+
+    # Scores lost (artifacts/ is not in git: a new machine): the table's reported rows stand in for them.
+    runs = paths.run_dir(settings.data.artifacts_dir, "leave-one-out")
+    (runs / "plant" / "scores.npz").unlink()
+    (runs / "control" / "scores.npz").unlink()
+    lost = leave_one_out.leave_one_group_out(settings, init, pets_per_class=6)
+    assert trained_on == {}
+    for key in ("held_out", "open_set", "held_out_confidence", "control_at_pet_loss"):
+        assert lost[key] == again[key], key
+    # Without those rows the run cannot be reported, and a rerun trains it again (and only it).
+    table_file = paths.leave_one_out(settings.model.dir)
+    written = json.loads(table_file.read_text())
+    del written["open_set"]["groups"]["plant"]
+    table_file.write_text(json.dumps(written))
+    with pytest.raises(ModelError, match="--group plant"):
+        leave_one_out.report(settings)
+    retrained = leave_one_out.leave_one_group_out(settings, init, pets_per_class=6)
+    assert set(trained_on) == {"plant"}
+    assert set(retrained["open_set"]["groups"]) == {"plant", "person", "object"}
 
 
 def test_a_missing_v1_start_names_the_git_command_that_restores_it(config_file: Path, tmp_path: Path, capsys) -> None:

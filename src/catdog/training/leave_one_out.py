@@ -311,11 +311,12 @@ def leave_one_group_out(
     previous = json.loads(table_file.read_text(encoding="utf-8")) if table_file.exists() else {}
     if previous.get("protocol") != protocol:
         previous = {}
-    table = {"protocol": protocol, "control": previous.get("control"), "held_out": previous.get("held_out", {})}
+    # The earlier report's rows come along: a run whose scores are gone is reported from them.
+    table = {"control": None, "held_out": {}, **previous, "protocol": protocol}
     for group in [None, *(groups or held_out_groups(split, group_of))]:
         name = group or "control"
         kept = table["control"] if group is None else table["held_out"].get(group)
-        if kept and (runs / name / "scores.npz").exists() and not (groups and group):
+        if kept and ((runs / name / "scores.npz").exists() or reported(table, group)) and not (groups and group):
             log.info("%s: kept from an earlier run of the same protocol", name)
             continue
         result = run_one(settings, split, arrays, root, group_of, group, pets_per_class, starts, runs, refit_head)
@@ -338,16 +339,44 @@ def report(settings: Settings, table: dict | None = None) -> dict:
     if table is None:
         table = json.loads(table_file.read_text(encoding="utf-8"))
     runs = runs_folder(settings, table["protocol"])
-    scores = {group: dict(np.load(runs / group / "scores.npz")) for group in table["held_out"]}
-    table["open_set"] = open_set_table(scores, settings.data.classes)
-    if (runs / "control" / "scores.npz").exists():
+    scores = {
+        group: dict(np.load(runs / group / "scores.npz"))
+        for group in table["held_out"]
+        if (runs / group / "scores.npz").exists()
+    }
+    # A run whose scores are gone (they live in artifacts/, which a new machine lacks) keeps the rows
+    # an earlier report wrote from them; one without either cannot be reported.
+    gone = [group for group in table["held_out"] if group not in scores]
+    if missing := [group for group in gone if not reported(table, group)]:
+        raise ModelError(
+            f"the scores of the run(s) {', '.join(missing)} are not in {runs} and the table holds no rows "
+            f"reported from them; train them again with --group {' --group '.join(missing)}"
+        )
+    earlier_rows = (table.get("open_set") or {}).get("groups", {})
+    table["open_set"] = open_set_table(
+        scores, settings.data.classes, kept={group: earlier_rows[group] for group in gone}
+    )
+    if (runs / "control" / "scores.npz").exists():  # else the earlier report's rows, if any, stay
         table["control_at_pet_loss"] = control_at_pet_loss(
             dict(np.load(runs / "control" / "scores.npz")), settings.data.classes
         )
-    table["held_out_confidence"] = held_out_confidence(scores, settings.data.classes)
+    earlier_confidence = table.get("held_out_confidence") or {}
+    table["held_out_confidence"] = {
+        **{group: earlier_confidence[group] for group in gone},
+        **held_out_confidence(scores, settings.data.classes),
+    }
     write_json_atomic(table_file, table)
     print(format_table(table))
     return table
+
+
+def reported(table: dict, group: str | None) -> bool:
+    """Whether the table holds the rows a report writes from the run's scores (None: the control)."""
+    if group is None:
+        return bool(table.get("control_at_pet_loss"))
+    return group in ((table.get("open_set") or {}).get("groups") or {}) and group in (
+        table.get("held_out_confidence") or {}
+    )
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -371,7 +400,9 @@ def _scores(run: dict, key: str, classes: Sequence[str], fitted: dict) -> dict[s
     }
 
 
-def open_set_table(scores: dict[str, dict[str, np.ndarray]], classes: Sequence[str]) -> dict:
+def open_set_table(
+    scores: dict[str, dict[str, np.ndarray]], classes: Sequence[str], kept: dict[str, dict] | None = None
+) -> dict:
     """Held-out flagged rate of each open-set rule at equal pet loss, per group and on average.
 
     Each rule flags a photo whose score passes the threshold at which the given
@@ -382,10 +413,11 @@ def open_set_table(scores: dict[str, dict[str, np.ndarray]], classes: Sequence[s
     Args:
         scores: Each held-out group's kept ``scores.npz``, as arrays by name.
         classes: Class names, in index order.
+        kept: Rows of groups whose scores are gone, as an earlier call gave them; they count
+            in the mean like the others.
     """
     other = list(classes).index(OTHER)
-    groups = list(scores)
-    table: dict = {"pet_losses": list(PET_LOSSES), "groups": {}}
+    table: dict = {"pet_losses": list(PET_LOSSES), "groups": dict(kept or {})}
     for group, run in scores.items():
         reference = run["reference_pets_features"]
         fitted = {"bank": openset.normalise(reference)}
@@ -413,6 +445,7 @@ def open_set_table(scores: dict[str, dict[str, np.ndarray]], classes: Sequence[s
                     f"{key}_flagged": float((values > threshold).mean()) for key, values in scores.items()
                 }
         table["groups"][group] = rows
+    groups = list(table["groups"])
     first = table["groups"][groups[0]] if groups else {}
     table["mean"] = {
         name: {
