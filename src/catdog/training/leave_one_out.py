@@ -278,7 +278,9 @@ def leave_one_group_out(
 
     ``init_from`` is one start model, or several (a member each, see :func:`run_one`).
     A run already in the table, from an earlier (perhaps interrupted) call with the same
-    protocol, is kept unless its group is named in ``groups``: a rerun resumes.
+    protocol, is kept unless its group is named in ``groups``: a rerun resumes. It is kept
+    too when its scores are gone (``artifacts/`` is not in git) but the table holds the rows
+    a report wrote from them (:func:`reported`).
     """
     from catdog.data.dataset import load_arrays, prepare_split
 
