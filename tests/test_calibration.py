@@ -212,3 +212,41 @@ def test_a_pet_budget_as_a_decision_gives_the_shifted_answers_with_honest_confid
     assert expected_calibration_error(calibrated, labels, decision_bias=decision_bias) < expected_calibration_error(
         shifted, labels
     )
+
+
+def test_class_bias_evens_only_the_counted_examples() -> None:
+    # Full-size photos lean to class 1, small ones (a third) lean hard to class 0: evened over every
+    # photo, the small ones pull the offset away from what evens the full-size ones.
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 6000)
+    small = rng.random(6000) < 1 / 3
+    logits = rng.normal(0, 1, (6000, 3))
+    logits[np.arange(6000), labels] += 2.0
+    logits[~small, 1] += 0.8
+    logits[small, 0] += 2.5
+    logits[:, 2] -= 3.0
+    probs = _softmax(logits)
+
+    def gap(p: np.ndarray, mask: np.ndarray) -> float:
+        predicted = p.argmax(axis=1)
+        return abs(
+            float((predicted[mask & (labels == 0)] == 0).mean()) - float((predicted[mask & (labels == 1)] == 1).mean())
+        )
+
+    everywhere = fit_class_bias(probs, labels, [0, 1])
+    full_size = fit_class_bias(probs, labels, [0, 1], counted=~small)
+    assert full_size[0] > 0.4 > everywhere[0]
+    assert gap(apply_temperature(probs, 1.0, full_size), ~small) < 0.02
+    assert gap(apply_temperature(probs, 1.0, everywhere), ~small) > 0.05
+
+
+def test_class_bias_ignores_examples_answered_a_third_class() -> None:
+    # Between each other the two classes are even, but class 1 loses many photos to class 2 (pets
+    # answered Other): that is the Other offset's to move, so no offset between 0 and 1 is fitted.
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 6000)
+    logits = rng.normal(0, 1, (6000, 3))
+    logits[np.arange(6000), labels] += 2.0
+    logits[labels == 1, 2] += 2.0
+    probs = _softmax(logits)
+    assert abs(fit_class_bias(probs, labels, [0, 1])[0]) <= 0.05

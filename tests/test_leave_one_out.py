@@ -101,6 +101,21 @@ def test_each_held_out_group_is_absent_from_training_and_present_in_the_score(
     assert set(trained_on) == {"plant"}
     assert set(retrained["open_set"]["groups"]) == {"plant", "person", "object"}
 
+    # Another run seed: another sample of pets from the same split, in a runs folder and table of its own.
+    first = trained_on.pop("plant")
+    model_dir = Path(settings.model.dir) / "seed7"
+    seeded = settings.model_copy(update={"model": settings.model.model_copy(update={"dir": str(model_dir)})})
+    table = leave_one_out.leave_one_group_out(seeded, init, pets_per_class=6, groups=["plant"], seed=7)
+    assert set(trained_on) == {"control", "plant"} and table["protocol"]["seed"] == 7
+    assert trained_on["plant"]["validation"] == first["validation"]
+    assert {f for f in trained_on["plant"]["train"] if "/Cat/" in f} != {f for f in first["train"] if "/Cat/" in f}
+    assert (paths.run_dir(settings.data.artifacts_dir, "leave-one-out-seed7") / "plant" / "scores.npz").exists()
+    assert json.loads(paths.leave_one_out(settings.model.dir).read_text())["held_out"].keys() == {
+        "plant",
+        "person",
+        "object",
+    }
+
 
 def test_a_missing_v1_start_names_the_git_command_that_restores_it(config_file: Path, tmp_path: Path, capsys) -> None:
     """model/v1/ left the tree: asking for a v1 model that is absent says how to get it back, before any work."""

@@ -48,20 +48,28 @@ def apply_temperature(
 
 
 def fit_class_bias(
-    probabilities: np.ndarray, labels: Sequence[int], balanced: Sequence[int], step: float = 0.01, limit: float = 2.0
+    probabilities: np.ndarray,
+    labels: Sequence[int],
+    balanced: Sequence[int],
+    counted: np.ndarray | None = None,
+    step: float = 0.01,
+    limit: float = 2.0,
 ) -> list[float]:
     """A logit offset that evens the recall of two classes on a held-out part.
 
     A model can be right as often overall yet favour one class (v1 called
     cats dogs twice as often as the reverse). Adding ``b`` to the first
     class's logit moves the boundary between the two; ``b`` is the offset in
-    ``[-limit, limit]`` that makes their recalls closest, the most accurate
-    such offset on a tie. Every other class keeps offset 0.
+    ``[-limit, limit]`` that makes their recalls between each other closest
+    (each example of the two answered the likelier of the two), the most
+    accurate such offset on a tie. Every other class keeps offset 0.
 
     Args:
         probabilities: ``(N, C)`` calibrated probabilities of the validation part.
         labels: True class indices.
         balanced: The two class indices whose recall to even; empty for none.
+        counted: Optional ``(N,)`` mask of the examples whose recall is evened (full-size pets: natively
+            small ones lean the other way and have a target of their own); default every example.
         step: Grid step of the search.
         limit: Largest offset considered.
 
@@ -73,14 +81,19 @@ def fit_class_bias(
     bias = [0.0] * logits.shape[1]
     if not balanced:
         return bias
+    if counted is not None:
+        kept = np.asarray(counted, dtype=bool)
+        logits, labels = logits[kept], labels[kept]
     first, second = balanced
+    # Recall between the two classes alone: an example of either answered a third class (a pet answered
+    # Other) is moved by that class's decision offset, fitted afterwards, not by this one.
+    pair = (labels == first) | (labels == second)
+    margin, is_first = logits[pair, first] - logits[pair, second], labels[pair] == first
     best = None
     for offset in np.arange(-limit, limit + step / 2, step):
-        shifted = logits.copy()
-        shifted[:, first] += offset
-        predicted = shifted.argmax(axis=1)
-        gap = abs((predicted[labels == first] == first).mean() - (predicted[labels == second] == second).mean())
-        key = (round(gap, 9), -(predicted == labels).mean(), abs(offset))
+        says_first = margin + offset > 0
+        gap = abs(says_first[is_first].mean() - (~says_first[~is_first]).mean())
+        key = (round(gap, 9), -(says_first == is_first).mean(), abs(offset))
         if best is None or key < best[0]:
             best = (key, float(round(offset, 6)))
     bias[first] = best[1]

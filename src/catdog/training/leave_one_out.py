@@ -258,12 +258,15 @@ def run_one(
 
 
 def runs_folder(settings: Settings, protocol: dict) -> Path:
-    """Where the runs of a protocol keep their scores: one folder per set of architectures.
+    """Where the runs of a protocol keep their scores: one folder per set of architectures and run seed.
 
-    One network's runs keep ``runs/leave-one-out/``; a pair's, ``runs/leave-one-out-resnet-inception/``.
+    One network's runs keep ``runs/leave-one-out/``; a pair's, ``runs/leave-one-out-resnet-inception/``;
+    runs with a seed of their own, ``runs/leave-one-out-resnet-inception-seed7/``.
     """
     architecture = protocol["architecture"]
     name = "leave-one-out" if isinstance(protocol["init_from"], str) else f"leave-one-out-{architecture}"
+    if "seed" in protocol:
+        name += f"-seed{protocol['seed']}"
     return paths.run_dir(settings.data.artifacts_dir, name)
 
 
@@ -273,10 +276,14 @@ def leave_one_group_out(
     pets_per_class: int = 3000,
     groups: Sequence[str] | None = None,
     refit_head: bool = False,
+    seed: int | None = None,
 ) -> dict:
     """Run the control and one run per held-out Other group; write and return the table.
 
     ``init_from`` is one start model, or several (a member each, see :func:`run_one`).
+    ``seed``, when given, replaces ``training.seed`` in the runs (their pet sample, weights'
+    shuffles and augmentation) but not in the split, which must stay the one every model
+    was chosen on: a run's figures can then be repeated with another sample.
     A run already in the table, from an earlier (perhaps interrupted) call with the same
     protocol, is kept unless its group is named in ``groups``: a rerun resumes. It is kept
     too when its scores are gone (``artifacts/`` is not in git) but the table holds the rows
@@ -295,6 +302,9 @@ def leave_one_group_out(
         raise ModelError(f"the starts of one run must be of different architectures, not {', '.join(architectures)}")
     split, root, _ = prepare_split(settings)
     arrays = load_arrays(settings, split, root)
+    if seed is not None:
+        t = t.model_copy(update={"seed": seed})
+        settings = settings.model_copy(update={"training": t})
     every = [f for part in split.files.values() for f in part]
     group_of = dict(zip(every, file_groups(every, root, settings.data.source_groups), strict=True))
     table_file = paths.leave_one_out(settings.model.dir)
@@ -307,6 +317,8 @@ def leave_one_group_out(
         "image_size": t.image_size,
         "architecture": "-".join(architectures),
     }
+    if seed is not None:  # only then, so that tables written before a run seed could be given still resume
+        protocol["seed"] = seed
     runs = runs_folder(settings, protocol)
     if refit_head:  # only then, so that tables of runs without it still resume
         protocol["head_refit"] = t.head_refit.model_dump()
@@ -573,6 +585,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="after each run's fine-tune, refit its head as the shipped model's was (training.head_refit)",
     )
     parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the runs (pet sample, shuffles, augmentation) in place of training.seed, which still "
+        "makes the split; use another model.dir for the table",
+    )
+    parser.add_argument(
         "--report", action="store_true", help="train nothing: redo the open-set and confidence tables from the runs"
     )
     args = parser.parse_args(argv)
@@ -582,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.init_from is None:
         parser.error("--init-from is needed to train the runs")
     else:
-        leave_one_group_out(settings, args.init_from, args.pets_per_class, args.group, args.refit_head)
+        leave_one_group_out(settings, args.init_from, args.pets_per_class, args.group, args.refit_head, args.seed)
     return 0
 
 

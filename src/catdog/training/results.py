@@ -94,15 +94,17 @@ def balanced_indices(settings: Settings) -> list[int]:
     return [settings.data.classes.index(name) for name in settings.training.balance_recall]
 
 
-def _budget_counts(settings: Settings, root: Path, files: Sequence[str], labels: Sequence[int], other: int):
-    """Which pets a pet budget counts: full-size ones (shorter side at least ``augmentation.low_res_sides``' top).
+def _budget_counts(settings: Settings, root: Path, files: Sequence[str], labels: Sequence[int], other: int | None):
+    """Which pets a pet budget and a recall balance count: full-size ones.
 
-    Natively small pets are judged by their own target, and a share of them goes to Other at any
-    offset worth having.
+    Full-size: shorter side at least ``augmentation.low_res_sides``' top. Natively small pets are
+    judged by their own target: a share of them goes to Other at any offset worth having, and
+    their cat/dog balance is not full-size pets' (the model card's small-photo figures).
 
     Returns:
-        A boolean mask over ``files`` for :func:`catdog.serving.calibration.fit_other_offset`, or None
-        (every pet counts) when the part has no full-size pet at all (a tiny generated dataset).
+        A boolean mask over ``files`` for :func:`catdog.serving.calibration.fit_other_offset` and
+        :func:`~catdog.serving.calibration.fit_class_bias`, or None (every pet counts) when the part
+        has no full-size pet at all (a tiny generated dataset).
     """
     import numpy as np
 
@@ -142,15 +144,20 @@ def score(
     classes = settings.data.classes
     raw = {part: predict_in_batches(model, arrays[part]) for part in ("validation", "test")}
     temperature = fit_temperature(raw["validation"], split.labels["validation"])
-    balanced = balanced_indices(settings)
-    bias = fit_class_bias(apply_temperature(raw["validation"], temperature), split.labels["validation"], balanced)
+    other = other_index(classes)
+    # Full-size pets only, both for evening cat and dog recall and for the pet budget.
+    counted = _budget_counts(settings, root, split.files["validation"], split.labels["validation"], other)
+    bias = fit_class_bias(
+        apply_temperature(raw["validation"], temperature),
+        split.labels["validation"],
+        balanced_indices(settings),
+        counted=counted,
+    )
     calibrated = {part: apply_temperature(probs, temperature, bias) for part, probs in raw.items()}
     cap = settings.training.max_pets_as_other
-    other = other_index(classes)
     other_offset = cap is not None and other is not None
     decision_bias = [0.0] * len(classes)
     if other_offset:
-        counted = _budget_counts(settings, root, split.files["validation"], split.labels["validation"], other)
         decision_bias[other] = fit_other_offset(
             calibrated["validation"], split.labels["validation"], other, cap, counted=counted
         )
