@@ -9,6 +9,7 @@ from catdog.serving.calibration import (
     answer,
     apply_temperature,
     expected_calibration_error,
+    fit_answer_rule,
     fit_class_bias,
     fit_other_offset,
     fit_temperature,
@@ -240,13 +241,37 @@ def test_class_bias_evens_only_the_counted_examples() -> None:
     assert gap(apply_temperature(probs, 1.0, everywhere), ~small) > 0.05
 
 
-def test_class_bias_ignores_examples_answered_a_third_class() -> None:
-    # Between each other the two classes are even, but class 1 loses many photos to class 2 (pets
-    # answered Other): that is the Other offset's to move, so no offset between 0 and 1 is fitted.
+def test_class_bias_evens_the_answers_the_decision_offset_chooses() -> None:
+    # Between each other the two classes are even, but class 1 loses many photos to class 2 by the plain
+    # argmax (pets that look like Other). Judged on that argmax, class 0 is pushed down to make up for it;
+    # with a decision offset that takes those answers back, there is nothing to even.
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 2, 6000)
     logits = rng.normal(0, 1, (6000, 3))
     logits[np.arange(6000), labels] += 2.0
     logits[labels == 1, 2] += 2.0
     probs = _softmax(logits)
-    assert abs(fit_class_bias(probs, labels, [0, 1])[0]) <= 0.05
+    assert fit_class_bias(probs, labels, [0, 1])[0] < -0.3
+    assert abs(fit_class_bias(probs, labels, [0, 1], decision_bias=[0.0, 0.0, -10.0])[0]) <= 0.05
+
+
+def test_the_answer_rule_evens_two_classes_and_keeps_the_pet_budget() -> None:
+    # Class 1 photos look like the third class ("neither") more often than class 0's do.
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 9000)
+    logits = rng.normal(0, 1, (9000, 3))
+    logits[np.arange(9000), labels] += 2.5
+    logits[labels == 1, 2] += 1.0
+    probs = _softmax(logits)
+    bias, decision_bias = fit_answer_rule(probs, labels, [0, 1], other=2, cap=0.02)
+    assert bias[1] == bias[2] == 0.0 and bias[0] < 0 and decision_bias[:2] == [0.0, 0.0]
+    answers, _ = answer(apply_temperature(probs, 1.0, bias), decision_bias)
+    pets = labels != 2
+    assert (answers[pets] == 2).mean() <= 0.02
+    recalls = [(answers[labels == c] == c).mean() for c in (0, 1)]
+    assert abs(recalls[0] - recalls[1]) < 0.01
+    # No balance: the decision offset alone, as fitted without one.
+    assert fit_answer_rule(probs, labels, [], other=2, cap=0.02) == (
+        [0.0, 0.0, 0.0],
+        [0.0, 0.0, fit_other_offset(probs, labels, 2, 0.02)],
+    )

@@ -52,6 +52,7 @@ def fit_class_bias(
     labels: Sequence[int],
     balanced: Sequence[int],
     counted: np.ndarray | None = None,
+    decision_bias: Sequence[float] | None = None,
     step: float = 0.01,
     limit: float = 2.0,
 ) -> list[float]:
@@ -60,9 +61,11 @@ def fit_class_bias(
     A model can be right as often overall yet favour one class (v1 called
     cats dogs twice as often as the reverse). Adding ``b`` to the first
     class's logit moves the boundary between the two; ``b`` is the offset in
-    ``[-limit, limit]`` that makes their recalls between each other closest
-    (each example of the two answered the likelier of the two), the most
-    accurate such offset on a tie. Every other class keeps offset 0.
+    ``[-limit, limit]`` that makes their recalls closest, the most accurate
+    such offset on a tie. Every other class keeps offset 0. Recall is that of
+    the answers given (:func:`answer` with ``decision_bias``): a third class's
+    decision offset takes back, or gives, more photos of one of the two than
+    of the other, and the balance evens what users get.
 
     Args:
         probabilities: ``(N, C)`` calibrated probabilities of the validation part.
@@ -70,6 +73,7 @@ def fit_class_bias(
         balanced: The two class indices whose recall to even; empty for none.
         counted: Optional ``(N,)`` mask of the examples whose recall is evened (full-size pets: natively
             small ones lean the other way and have a target of their own); default every example.
+        decision_bias: Optional ``(C,)`` offsets the answers are chosen with (the Other decision offset).
         step: Grid step of the search.
         limit: Largest offset considered.
 
@@ -81,19 +85,19 @@ def fit_class_bias(
     bias = [0.0] * logits.shape[1]
     if not balanced:
         return bias
+    if decision_bias is not None:
+        logits = logits + np.asarray(decision_bias, dtype=np.float64)
     if counted is not None:
         kept = np.asarray(counted, dtype=bool)
         logits, labels = logits[kept], labels[kept]
     first, second = balanced
-    # Recall between the two classes alone: an example of either answered a third class (a pet answered
-    # Other) is moved by that class's decision offset, fitted afterwards, not by this one.
-    pair = (labels == first) | (labels == second)
-    margin, is_first = logits[pair, first] - logits[pair, second], labels[pair] == first
     best = None
     for offset in np.arange(-limit, limit + step / 2, step):
-        says_first = margin + offset > 0
-        gap = abs(says_first[is_first].mean() - (~says_first[~is_first]).mean())
-        key = (round(gap, 9), -(says_first == is_first).mean(), abs(offset))
+        shifted = logits.copy()
+        shifted[:, first] += offset
+        predicted = shifted.argmax(axis=1)
+        gap = abs((predicted[labels == first] == first).mean() - (predicted[labels == second] == second).mean())
+        key = (round(gap, 9), -(predicted == labels).mean(), abs(offset))
         if best is None or key < best[0]:
             best = (key, float(round(offset, 6)))
     bias[first] = best[1]
@@ -148,6 +152,45 @@ def fit_other_offset(
         if (margin < offset).mean() <= cap:
             best = float(round(offset, 6))
     return best
+
+
+def fit_answer_rule(
+    probabilities: np.ndarray,
+    labels: Sequence[int],
+    balanced: Sequence[int],
+    other: int | None,
+    cap: float | None,
+    counted: np.ndarray | None = None,
+) -> tuple[list[float], list[float]]:
+    """The class bias evening two classes and the Other decision offset, fitted together.
+
+    The balance evens the answers given, so it needs the Other offset
+    (:func:`fit_class_bias`), and the offset is fitted on the balanced
+    probabilities (:func:`fit_other_offset`): the offset, then the balance,
+    then the offset again, which moves it by a step or two.
+
+    Args:
+        probabilities: ``(N, C)`` temperature-scaled probabilities of the validation part.
+        labels: True class indices.
+        balanced: The two class indices whose recall to even; empty for none.
+        other: Index of the "neither" class, or None for no decision offset.
+        cap: Largest share of counted pets that may be answered Other.
+        counted: Optional ``(N,)`` mask of the examples both count (full-size pets).
+
+    Returns:
+        The class bias (a calibration, see :func:`apply_temperature`) and the decision bias (see :func:`answer`).
+    """
+    classes = np.asarray(probabilities).shape[1]
+
+    def decision(bias: list[float]) -> list[float]:
+        rule = [0.0] * classes
+        if other is not None and cap is not None:
+            rule[other] = fit_other_offset(apply_temperature(probabilities, 1.0, bias), labels, other, cap, counted)
+        return rule
+
+    decision_bias = decision([0.0] * classes)
+    bias = fit_class_bias(probabilities, labels, balanced, counted, decision_bias)
+    return bias, decision(bias) if any(bias) else decision_bias
 
 
 def fit_temperature(probabilities: np.ndarray, labels: Sequence[int], low: float = 0.05, high: float = 20.0) -> float:

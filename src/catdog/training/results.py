@@ -134,8 +134,7 @@ def score(
     """
     from catdog.serving.calibration import (
         apply_temperature,
-        fit_class_bias,
-        fit_other_offset,
+        fit_answer_rule,
         fit_temperature,
         reliability,
     )
@@ -145,22 +144,19 @@ def score(
     raw = {part: predict_in_batches(model, arrays[part]) for part in ("validation", "test")}
     temperature = fit_temperature(raw["validation"], split.labels["validation"])
     other = other_index(classes)
+    cap = settings.training.max_pets_as_other
+    other_offset = cap is not None and other is not None
     # Full-size pets only, both for evening cat and dog recall and for the pet budget.
     counted = _budget_counts(settings, root, split.files["validation"], split.labels["validation"], other)
-    bias = fit_class_bias(
+    bias, decision_bias = fit_answer_rule(
         apply_temperature(raw["validation"], temperature),
         split.labels["validation"],
         balanced_indices(settings),
-        counted=counted,
+        other if other_offset else None,
+        cap,
+        counted,
     )
     calibrated = {part: apply_temperature(probs, temperature, bias) for part, probs in raw.items()}
-    cap = settings.training.max_pets_as_other
-    other_offset = cap is not None and other is not None
-    decision_bias = [0.0] * len(classes)
-    if other_offset:
-        decision_bias[other] = fit_other_offset(
-            calibrated["validation"], split.labels["validation"], other, cap, counted=counted
-        )
     reports = {}
     for part in ("validation", "test"):
         reports[part] = classification_report(split.labels[part], calibrated[part], classes, decision_bias)
