@@ -175,7 +175,11 @@ def score(
         print(format_breakdown(reports[part]))
     calibration = {
         "method": "temperature scaling, then a logit offset evening the recall of "
-        + (" and ".join(settings.training.balance_recall) or "no classes")
+        + (
+            " and ".join(settings.training.balance_recall) + " as answered, over full-size pets"
+            if settings.training.balance_recall
+            else "no classes"
+        )
         + (
             f"; the answer is then chosen with a decision offset of the Other log-probability answering Other for "
             f"at most {cap:.2%} of full-size pets, which leaves the probabilities as they are"
