@@ -79,12 +79,18 @@ def test_a_perfectly_calibrated_model_has_zero_ece() -> None:
     assert expected_calibration_error(probs, [0] * 5) == 0.0
 
 
+def _noisy_logits(rng: np.random.Generator, labels: np.ndarray, signal: float) -> np.ndarray:
+    """Three classes' logits: unit normal noise, plus ``signal`` on each example's true class."""
+    logits = rng.normal(0.0, 1.0, (len(labels), 3))
+    logits[np.arange(len(labels)), labels] += signal
+    return logits
+
+
 def test_class_bias_evens_the_recall_of_two_classes() -> None:
     """A model that leans to class 1 gets an offset on class 0 that evens their recall."""
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 3, 6000)
-    logits = rng.normal(0, 1, (6000, 3))
-    logits[np.arange(6000), labels] += 2.0
+    logits = _noisy_logits(rng, labels, 2.0)
     logits[:, 1] += 0.8  # the lean: class 0 photos are often called class 1
     probs = _softmax(logits)
 
@@ -111,9 +117,7 @@ def _three_way(n_pets: int, n_other: int, seed: int = 0) -> tuple[np.ndarray, np
     """Probabilities of Cat, Dog, Other where the Other score of pets and non-pets overlaps."""
     rng = np.random.default_rng(seed)
     labels = np.concatenate([rng.integers(0, 2, n_pets), np.full(n_other, 2)])
-    logits = rng.normal(0.0, 1.0, (len(labels), 3))
-    logits[np.arange(len(labels)), labels] += 2.5
-    return _softmax(logits), labels
+    return _softmax(_noisy_logits(rng, labels, 2.5)), labels
 
 
 def _pets_as_other(probabilities: np.ndarray, labels: np.ndarray, offset: float) -> float:
@@ -221,8 +225,7 @@ def test_class_bias_evens_only_the_counted_examples() -> None:
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 6000)
     small = rng.random(6000) < 1 / 3
-    logits = rng.normal(0, 1, (6000, 3))
-    logits[np.arange(6000), labels] += 2.0
+    logits = _noisy_logits(rng, labels, 2.0)
     logits[~small, 1] += 0.8
     logits[small, 0] += 2.5
     logits[:, 2] -= 3.0
@@ -247,8 +250,7 @@ def test_class_bias_evens_the_answers_the_decision_offset_chooses() -> None:
     # with a decision offset that takes those answers back, there is nothing to even.
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 2, 6000)
-    logits = rng.normal(0, 1, (6000, 3))
-    logits[np.arange(6000), labels] += 2.0
+    logits = _noisy_logits(rng, labels, 2.0)
     logits[labels == 1, 2] += 2.0
     probs = _softmax(logits)
     assert fit_class_bias(probs, labels, [0, 1])[0] < -0.3
@@ -259,8 +261,7 @@ def test_the_answer_rule_evens_two_classes_and_keeps_the_pet_budget() -> None:
     # Class 1 photos look like the third class ("neither") more often than class 0's do.
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 3, 9000)
-    logits = rng.normal(0, 1, (9000, 3))
-    logits[np.arange(9000), labels] += 2.5
+    logits = _noisy_logits(rng, labels, 2.5)
     logits[labels == 1, 2] += 1.0
     probs = _softmax(logits)
     bias, decision_bias = fit_answer_rule(probs, labels, [0, 1], other=2, cap=0.02)
