@@ -146,15 +146,16 @@ def score(
     other = other_index(classes)
     cap = settings.training.max_pets_as_other
     other_offset = cap is not None and other is not None
-    # Full-size pets only, both for evening cat and dog recall and for the pet budget.
-    counted = _budget_counts(settings, root, split.files["validation"], split.labels["validation"], other)
+    balanced = balanced_indices(settings)
+    # Full-size pets only, both for evening cat and dog recall and for the pet budget (read from the
+    # files' headers, so only when either is asked for).
+    counted = (
+        _budget_counts(settings, root, split.files["validation"], split.labels["validation"], other)
+        if balanced or other_offset
+        else None
+    )
     bias, decision_bias = fit_answer_rule(
-        apply_temperature(raw["validation"], temperature),
-        split.labels["validation"],
-        balanced_indices(settings),
-        other if other_offset else None,
-        cap,
-        counted,
+        apply_temperature(raw["validation"], temperature), split.labels["validation"], balanced, other, cap, counted
     )
     calibrated = {part: apply_temperature(probs, temperature, bias) for part, probs in raw.items()}
     reports = {}
