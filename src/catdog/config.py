@@ -201,6 +201,24 @@ class HeadRefitSettings(_Section):
     plain_pictures: NonNegativeInt = 400
 
 
+class OtherWeightSettings(_Section):
+    """Loss weight multipliers for the training photos of neither, to stress the kinds the model misses most.
+
+    A photo's multiplier is its group's (:mod:`catdog.data.groups`; 1 for a group not named) times
+    ``small`` when it is natively small (:func:`catdog.data.augment.natively_small`); the multipliers are
+    then scaled so that the Other class keeps its total weight. Defaults: every photo alike, as configs and
+    run records from before it existed trained.
+    """
+
+    groups: dict[PlainName, Annotated[StrictFloat, Field(gt=0)]] = {}
+    small: Annotated[StrictFloat, Field(gt=0)] = 1.0
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every photo of neither weighs alike (nothing to compute)."""
+        return self.small == 1.0 and all(value == 1.0 for value in self.groups.values())
+
+
 # Each module: [1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection], all positive.
 InceptionModule = Annotated[tuple[PositiveInt, ...], Field(min_length=6, max_length=6)]
 
@@ -256,6 +274,7 @@ class TrainingSettings(_Section):
     # (catdog/training/distill.py). A default: configs and run records from before it existed had none.
     distill_weight: Annotated[StrictFloat, Field(ge=0.0, le=1.0)] = 0.7
     head_refit: HeadRefitSettings = HeadRefitSettings()
+    other_weights: OtherWeightSettings = OtherWeightSettings()
     augmentation: AugmentationSettings
     inception: InceptionSettings
     resnet: ResNetSettings

@@ -255,7 +255,7 @@ def tf_dataset(
     training: bool,
     aug=None,
     seed: int = 0,
-    class_weights: Sequence[float] | None = None,
+    sample_weights: np.ndarray | None = None,
     low_res_shares: np.ndarray | None = None,
     targets: np.ndarray | None = None,
 ):
@@ -264,7 +264,7 @@ def tf_dataset(
     When training, batches are shuffled and augmented by the layer of
     :func:`catdog.data.augment.augmentation_layer`, each image shrunk with its chance
     from ``low_res_shares`` when given (see :func:`catdog.data.augment.low_res_shares`).
-    With ``class_weights``, each example also carries its class's loss weight.
+    With ``sample_weights`` (one per example, see :func:`example_weights`), each example also carries its loss weight.
     ``targets`` (``(N, num_classes)`` rows summing to 1, e.g. a teacher's blended
     answers, see :mod:`catdog.training.distill`) replace the one-hot labels.
     """
@@ -276,8 +276,8 @@ def tf_dataset(
     if low_res_shares is None or not augmenting:
         low_res_shares = np.full(len(labels), aug.low_res_share if augmenting else 0.0, dtype=np.float32)
     columns = (images, np.asarray(low_res_shares, dtype=np.float32), targets)
-    if class_weights is not None:
-        columns += (np.asarray(class_weights, dtype=np.float32)[labels],)
+    if sample_weights is not None:
+        columns += (np.asarray(sample_weights, dtype=np.float32),)
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
@@ -303,6 +303,32 @@ def class_weights(labels: Sequence[int], num_classes: int, power: float) -> list
     weights = share**-power
     weights /= (weights * share).sum()
     return [float(w) for w in weights]
+
+
+def example_weights(
+    labels: Sequence[int], weights: Sequence[float], other: int | None, multipliers: np.ndarray | None = None
+) -> np.ndarray:
+    """Each example's loss weight: its class's, times its multiplier if it is a photo of neither.
+
+    Args:
+        labels: Each example's class index.
+        weights: Each class's loss weight (:func:`class_weights`).
+        other: The Other class's index, or None when there is none (multipliers are then ignored).
+        multipliers: One per example (only the Other examples' are read), or None for all 1.
+            They are scaled to a mean of 1 over the Other examples, so the class keeps its total
+            weight and only the balance inside it moves.
+
+    Returns:
+        A float32 array, one weight per example.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    per_example = np.asarray(weights, dtype=np.float64)[labels]
+    if multipliers is not None and other is not None:
+        mine = labels == other
+        if mine.any():
+            scale = np.asarray(multipliers, dtype=np.float64)[mine]
+            per_example[mine] *= scale / scale.mean()
+    return per_example.astype(np.float32)
 
 
 def with_synthetic_other(

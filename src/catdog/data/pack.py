@@ -155,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.quality <= 100:
         parser.error("--quality must be between 1 and 100")
     settings = cli.settings_from_args(args)
+    if not settings.training.other_weights.uniform:
+        # A pack carries labels and sizes, not each photo's group: train such a run here (catdog train).
+        parser.error("training.other_weights weighs photos by group, which a pack does not carry")
 
     from catdog.data.dataset import class_weights, load_arrays, prepare_split, shorter_sides
 

@@ -31,6 +31,7 @@ from catdog.config import Settings
 from catdog.data.dataset import (
     Split,
     class_weights,
+    example_weights,
     load_arrays,
     prepare_split,
     shorter_sides,
@@ -39,6 +40,7 @@ from catdog.data.dataset import (
 )
 from catdog.dirs import ensure_dirs
 from catdog.errors import ModelError
+from catdog.labels import other_index
 from catdog.training import loop
 from catdog.training.cpu import use_mixed_precision
 from catdog.training.results import recalibrate, refuse_overwriting_inputs, write_results
@@ -138,15 +140,27 @@ def fit(
     train_images, train_labels = with_synthetic_other(
         arrays["train"], split.labels["train"], classes, t.synthetic_other, t.seed
     )
-    # Reading every header takes a while on a slow disk: only when the shares depend on it.
-    sides = shorter_sides([str(root / f) for f in split.files["train"]]) if t.augmentation.balance_low_res else None
+    # Reading every header takes a while on a slow disk: only when the shares or the weights depend on it.
+    needs_sides = t.augmentation.balance_low_res or t.other_weights.small != 1.0
+    sides = shorter_sides([str(root / f) for f in split.files["train"]]) if needs_sides else None
     generated = len(train_labels) - len(split.labels["train"])
     shares = loop.training_low_res_shares(t.augmentation, classes, split.labels["train"], sides, generated)
+    multipliers = _other_multipliers(settings, split, root, sides, generated)
+    sample_weights = example_weights(train_labels, weights, other_index(classes), multipliers)
     targets, distilled = None, None
     if distill_from is not None:
         targets, distilled = _distilled_targets(settings, split, arrays["train"], train_labels, distill_from)
     train_ds = tf_dataset(
-        train_images, train_labels, num_classes, t.batch_size, True, t.augmentation, t.seed, weights, shares, targets
+        train_images,
+        train_labels,
+        num_classes,
+        t.batch_size,
+        True,
+        t.augmentation,
+        t.seed,
+        sample_weights,
+        shares,
+        targets,
     )
     val_ds = tf_dataset(arrays["validation"], split.labels["validation"], num_classes, t.batch_size, False)
 
@@ -207,6 +221,40 @@ def fit(
     return final, run
 
 
+def _other_multipliers(settings: Settings, split: Split, root: Path, sides, generated: int):
+    """Each training picture's weight multiplier as a photo of neither (``training.other_weights``), or None.
+
+    None when every photo weighs alike. The generated pictures, which follow the real photos, weigh 1:
+    they are no kind of photo a user takes.
+    """
+    import numpy as np
+
+    from catdog.data.augment import natively_small
+    from catdog.data.groups import file_groups
+
+    chosen = settings.training.other_weights
+    if chosen.uniform:
+        return None
+    groups = np.asarray(file_groups(split.files["train"], root, settings.data.source_groups))
+    multipliers = np.array([chosen.groups.get(group, 1.0) for group in groups], dtype=np.float64)
+    small = (
+        np.zeros(len(groups), dtype=bool) if sides is None else natively_small(sides, settings.training.augmentation)
+    )
+    multipliers[small] *= chosen.small
+    other = other_index(settings.data.classes)
+    mine = np.asarray(split.labels["train"]) == other
+    for name in sorted(set(chosen.groups) - set(groups[mine])):
+        # Not an error: leave-one-group-out trains without the group it holds out.
+        log.warning("training.other_weights names group %r, which has no training photo of neither", name)
+    log.info(
+        "photos of neither weighted: %s; natively small x%g (%d photos)",
+        ", ".join(f"{g} x{w:g} ({int((groups[mine] == g).sum())} photos)" for g, w in sorted(chosen.groups.items())),
+        chosen.small,
+        int(small[mine].sum()),
+    )
+    return np.concatenate([multipliers, np.ones(generated)])
+
+
 def _distilled_targets(settings: Settings, split: Split, photos, labels, teacher_file: Path):
     """The blended targets of every training picture, and what the metrics say of the teacher.
 
@@ -215,7 +263,6 @@ def _distilled_targets(settings: Settings, split: Split, photos, labels, teacher
     import numpy as np
 
     from catdog.dirs import file_sha256
-    from catdog.labels import other_index
     from catdog.training import distill
 
     classes = settings.data.classes
