@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from catdog.data.dataset import class_weights, make_split, source_of
+from catdog.data.dataset import class_weights, example_weights, make_split, source_of
 from catdog.errors import DatasetError
 
 SPLITS = ("train", "validation", "test")
@@ -81,6 +81,21 @@ def test_class_weights() -> None:
     assert (60 * balanced[0] + 30 * balanced[1] + 10 * balanced[2]) / 100 == pytest.approx(1.0)
     half = class_weights(labels, 3, 0.5)
     assert balanced[0] < half[0] < 1.0 < half[2] < balanced[2]
+
+
+def test_example_weights_move_weight_inside_the_other_class_only() -> None:
+    labels = np.array([0, 0, 1, 2, 2, 2, 2])
+    weights = [1.5, 1.0, 0.5]
+    multipliers = np.array([9.0, 9.0, 9.0, 1.0, 1.0, 1.0, 5.0])
+    out = example_weights(labels, weights, 2, multipliers)
+    # Cats and dogs keep their class's weight whatever their multiplier says.
+    np.testing.assert_allclose(out[:3], [1.5, 1.5, 1.0])
+    # The Other class keeps its total (4 x 0.5) and its weighted photo weighs five times the others.
+    assert out[3:].sum() == pytest.approx(2.0)
+    assert out[6] == pytest.approx(5 * out[3]) and out[3] == pytest.approx(out[5])
+    np.testing.assert_allclose(example_weights(labels, weights, 2), np.array(weights)[labels])
+    # Without an Other class the multipliers mean nothing.
+    np.testing.assert_allclose(example_weights(labels[:3], weights[:2], None, multipliers[:3]), [1.5, 1.5, 1.0])
 
 
 # --- augmentation ------------------------------------------------------------

@@ -484,6 +484,42 @@ def test_both_entry_points_train_in_the_one_loop(tiny_run: Path, tmp_path: Path,
     np.testing.assert_array_equal(shares["pack"], shares["train"])
 
 
+def test_other_weights_reach_the_loss_by_group_and_a_pack_refuses_them(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from catdog.data import pack
+
+    chosen = ["data.source_groups={PetImages/flowers: plant}", "training.other_weights.groups={plant: 3}"]
+    seen = {}
+    real_tf_dataset = train.tf_dataset
+
+    def spying_tf_dataset(*args):
+        if len(args) > 7:  # the training part's, with its sample weights
+            seen["labels"], seen["weights"] = np.asarray(args[1]), np.asarray(args[7])
+        return real_tf_dataset(*args)
+
+    monkeypatch.setattr(train, "tf_dataset", spying_tf_dataset)
+    settings = _settings(tiny_run, *chosen, "training.epochs=1")
+    train.train(settings, output=tmp_path / "weighted.h5")
+
+    split, _, _ = dataset.prepare_split(settings)
+    real = len(split.files["train"])
+    labels, weights = seen["labels"], seen["weights"]
+    flowers = np.array(["/Other/flowers_" in f for f in split.files["train"]] + [False] * (len(labels) - real))
+    others = (labels == 2) & ~flowers
+    assert flowers.any() and others.any()
+    np.testing.assert_allclose(weights[flowers], 3 * weights[others][0], rtol=1e-6)
+    # The Other class keeps the total it would have with every photo alike; cats and dogs are untouched.
+    plain = dataset.class_weights(split.labels["train"], 3, settings.training.class_weight_power)
+    assert weights[labels == 2].sum() == pytest.approx(plain[2] * (labels == 2).sum(), rel=1e-5)
+    np.testing.assert_allclose(weights[labels == 0], plain[0], rtol=1e-6)
+
+    sets = [item for value in chosen for item in ("--set", value)]
+    with pytest.raises(SystemExit):
+        pack.main(["--config", str(tiny_run), *sets, str(tmp_path / "pack")])
+    assert not (tmp_path / "pack").exists()
+
+
 def test_average_interpolates_two_models_in_weight_space(trained, tmp_path: Path):
     import keras
 
