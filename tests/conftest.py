@@ -15,21 +15,18 @@ import pytest
 import yaml
 
 from catdog.config import CONFIG_NAME, PROJECT_ROOT, Settings, load_config
-from catdog.data import validate
 from helpers import (
     CLASSES_OVERRIDE,
     OLE_MAGIC,
-    TINY_OTHER_SOURCES,
-    TINY_PER_CLASS,
-    TINY_SIZE,
     build_colour_model,
     build_tiny_model,
     encode_image,
     make_photo,
-    pattern_picture,
+    make_tiny_run,
     png_declaring,
     save_model,
     tar_bytes,
+    write_test_config,
 )
 
 
@@ -50,23 +47,7 @@ def shipped_config() -> dict:
 @pytest.fixture
 def config_file(tmp_path: Path, shipped_config: dict) -> Path:
     """A copy of config.yaml whose folders all lie inside ``tmp_path``."""
-    data = shipped_config["data"]
-    # One archive, the generated sample: PetImages/{Cat,Dog,Other}/.
-    data["archives"] = {
-        "petimages": {"source_url": str(tmp_path / "source" / "sample_data.zip"), "sha256": None, "folder": "PetImages"}
-    }
-    data["download_dir"] = str(tmp_path / "downloads")
-    data["extract_dir"] = str(tmp_path / "raw")
-    data["artifacts_dir"] = str(tmp_path / "artifacts")
-    data["max_extract_bytes"] = 50_000_000
-    # The generated sample photos are tiny (24x20); validation applies the serving limits.
-    shipped_config["serving"]["min_side"] = 8
-    shipped_config["serving"]["site_dir"] = str(PROJECT_ROOT)  # the app's pages: read, never written
-    shipped_config["model"]["dir"] = str(tmp_path / "model")
-    shipped_config["model"]["path"] = str(tmp_path / "model" / "model.h5")
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(shipped_config), encoding="utf-8")
-    return path
+    return write_test_config(tmp_path, shipped_config)
 
 
 @pytest.fixture
@@ -226,24 +207,6 @@ def huge_png() -> bytes:
 
 
 @pytest.fixture
-def tiny_run(tmp_path: Path, config_file: Path) -> Path:
-    """A config for a 32x32 two-module Inception and a validated generated dataset.
-
-    The Other photos come from three sources (file name prefixes: ``TINY_OTHER_SOURCES``), as in the real archives.
-    """
-    config = yaml.safe_load(config_file.read_text())
-    dataset = Path(config["data"]["extract_dir"]) / "petimages" / "PetImages"
-    for label in ("Cat", "Dog", "Other"):
-        (dataset / label).mkdir(parents=True)
-        for i in range(TINY_PER_CLASS):
-            name = f"{TINY_OTHER_SOURCES[i % 3]}_{i}.jpg" if label == "Other" else f"{i}.jpg"
-            pattern_picture(label, seed=i + 1000 * ("Cat", "Dog", "Other").index(label)).save(dataset / label / name)
-    training = config["training"]
-    training.update(
-        image_size=TINY_SIZE, batch_size=8, epochs=2, warmup_epochs=1, early_stopping_patience=0, synthetic_other=8
-    )
-    training["inception"].update(stem_filters=8, stages=[[[4, 4, 8, 2, 4, 4]], [[8, 4, 8, 2, 4, 4]]])
-    training["resnet"].update(stem_filters=8, stage_filters=[8, 16], blocks_per_stage=[1, 1])
-    config_file.write_text(yaml.safe_dump(config))
-    assert validate.main(["--config", str(config_file)]) == 0
-    return config_file
+def tiny_run(config_file: Path) -> Path:
+    """A config for a 32x32 two-module Inception and a validated generated dataset (see :func:`make_tiny_run`)."""
+    return make_tiny_run(config_file)

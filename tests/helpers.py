@@ -1,4 +1,4 @@
-"""Helpers the tests share: generated images, tiny models, damaged files.
+"""Helpers the tests share: generated images, tiny models, damaged files, test configs and run folders.
 
 Plain functions, imported with ``from helpers import ...``; the fixtures built
 on them live in ``conftest.py``.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import random
+import shutil
 import tarfile
 import threading
 from collections.abc import Callable
@@ -15,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from PIL import Image
+
+from catdog.config import PROJECT_ROOT
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # how every Thumbs.db starts
 # The tiny training dataset of the ``tiny_run`` fixture: side, photos per class, Other sources.
@@ -268,3 +272,71 @@ def make_collection(folder: Path, photos: int = 10) -> dict[str, str | None]:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
     return {name: code for name, (_, code) in files.items()}
+
+
+# --- Test configs and the tiny training run -----------------------------------
+
+
+def write_test_config(root: Path, shipped_config: dict) -> Path:
+    """Write ``root/config.yaml``: a copy of ``shipped_config`` whose folders all lie inside ``root``."""
+    data = shipped_config["data"]
+    # One archive, the generated sample: PetImages/{Cat,Dog,Other}/.
+    data["archives"] = {
+        "petimages": {"source_url": str(root / "source" / "sample_data.zip"), "sha256": None, "folder": "PetImages"}
+    }
+    data["download_dir"] = str(root / "downloads")
+    data["extract_dir"] = str(root / "raw")
+    data["artifacts_dir"] = str(root / "artifacts")
+    data["max_extract_bytes"] = 50_000_000
+    # The generated sample photos are tiny (24x20); validation applies the serving limits.
+    shipped_config["serving"]["min_side"] = 8
+    shipped_config["serving"]["site_dir"] = str(PROJECT_ROOT)  # the app's pages: read, never written
+    shipped_config["model"]["dir"] = str(root / "model")
+    shipped_config["model"]["path"] = str(root / "model" / "model.h5")
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(shipped_config), encoding="utf-8")
+    return path
+
+
+def make_tiny_run(config_file: Path) -> Path:
+    """Turn ``config_file`` into a config for a 32x32 two-module Inception over a validated generated dataset.
+
+    The Other photos come from three sources (file name prefixes: ``TINY_OTHER_SOURCES``), as in the real archives.
+    """
+    from catdog.data import validate
+
+    config = yaml.safe_load(config_file.read_text())
+    dataset = Path(config["data"]["extract_dir"]) / "petimages" / "PetImages"
+    for label in ("Cat", "Dog", "Other"):
+        (dataset / label).mkdir(parents=True)
+        for i in range(TINY_PER_CLASS):
+            name = f"{TINY_OTHER_SOURCES[i % 3]}_{i}.jpg" if label == "Other" else f"{i}.jpg"
+            pattern_picture(label, seed=i + 1000 * ("Cat", "Dog", "Other").index(label)).save(dataset / label / name)
+    training = config["training"]
+    training.update(
+        image_size=TINY_SIZE, batch_size=8, epochs=2, warmup_epochs=1, early_stopping_patience=0, synthetic_other=8
+    )
+    training["inception"].update(stem_filters=8, stages=[[[4, 4, 8, 2, 4, 4]], [[8, 4, 8, 2, 4, 4]]])
+    training["resnet"].update(stem_filters=8, stage_filters=[8, 16], blocks_per_stage=[1, 1])
+    config_file.write_text(yaml.safe_dump(config))
+    assert validate.main(["--config", str(config_file)]) == 0
+    return config_file
+
+
+# Files of a run folder that may name the folder itself: configs, records, logs.
+_TEXT_SUFFIXES = {".yaml", ".json", ".csv", ".txt", ".log"}
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    """Copy the run folder ``source`` (config, dataset, artifacts, models) to ``target`` and point it there.
+
+    Every absolute path to ``source`` inside its text files is rewritten, so the
+    copy reads and writes only under ``target``: a test may change it freely.
+    """
+    shutil.copytree(source, target, symlinks=True)
+    for path in target.rglob("*"):
+        if path.suffix in _TEXT_SUFFIXES and path.is_file() and not path.is_symlink():
+            text = path.read_text(encoding="utf-8")
+            if str(source) in text:
+                path.write_text(text.replace(str(source), str(target)), encoding="utf-8")
+    return target

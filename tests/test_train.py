@@ -8,16 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from catdog import paths
-from catdog.config import load_config
+from catdog.config import CONFIG_NAME, PROJECT_ROOT, load_config
 from catdog.data import dataset
 from catdog.errors import DatasetError
 from catdog.export import ship
 from catdog.serving import predict
 from catdog.training import compose, evaluate, loop, results, train
-from helpers import TINY_OTHER_SOURCES, pattern_picture
+from helpers import TINY_OTHER_SOURCES, copy_run, make_tiny_run, pattern_picture, write_test_config
 from helpers import TINY_PER_CLASS as PER_CLASS
 from helpers import TINY_SIZE as SIZE
 
@@ -125,11 +126,20 @@ def test_train_cli_reports_a_missing_manifest(tmp_path: Path, config_file: Path,
     assert "manifest" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Inception trained once for this module: its whole run folder (training is the slow part)."""
+    root = tmp_path_factory.mktemp("trained")
+    config_file = make_tiny_run(write_test_config(root, yaml.safe_load((PROJECT_ROOT / CONFIG_NAME).read_text())))
+    train.train(_settings(config_file))
+    return root
+
+
 @pytest.fixture
-def trained(tiny_run: Path) -> tuple[Path, Path]:
-    settings = _settings(tiny_run)
-    train.train(settings)
-    return tiny_run, Path(settings.model.dir) / "inception.h5"
+def trained(trained_once: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """``(config, model)`` of a private copy of :func:`trained_once`: tests ship, recalibrate and tune it in place."""
+    root = copy_run(trained_once, tmp_path / "trained")
+    return root / "config.yaml", root / "model" / "inception.h5"
 
 
 def test_ship_installs_the_model_and_its_metrics(trained):
