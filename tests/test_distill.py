@@ -83,6 +83,33 @@ def test_a_student_learns_from_the_teachers_answers(tiny_run: Path, monkeypatch:
     assert saved["distilled_from"]["sha256"] == metrics["distilled_from"]["sha256"]
 
 
+@pytest.mark.parametrize("other", [False, True])
+def test_distill_other_decides_whether_the_photos_of_neither_learn_the_teacher(
+    config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other: bool
+):
+    """The real photos of neither blend the teacher in only with ``distill_other``; generated pictures never do."""
+    from catdog.data.dataset import Split
+
+    settings = load_config(config_file, [f"training.distill_other={str(other).lower()}"], environ={})
+    files = ["Cat/1.jpg", "Dog/1.jpg", "Other/cars_1.jpg", "Other/lfw_2.jpg"]
+    split = Split(("Cat", "Dog", "Other"), {"train": files}, {"train": [0, 1, 2, 2]})
+    photos = np.zeros((len(files), 8, 8, 3), np.uint8)
+    labels = np.array([0, 1, 2, 2, 2])  # the last one a generated picture, after the photos
+    taught = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.3, 0.1, 0.6], [0.1, 0.2, 0.7]], np.float32)
+    monkeypatch.setattr(distill, "teacher_probabilities", lambda *args: taught)
+    teacher_file = tmp_path / "teacher.h5"
+    teacher_file.write_bytes(b"a teacher")  # only hashed for the record
+
+    targets, record = train._distilled_targets(settings, split, photos, labels, teacher_file)
+
+    label_rows = np.eye(3, dtype=np.float32)[labels]
+    blended = 0.7 * taught + 0.3 * label_rows[:4]
+    np.testing.assert_allclose(targets[:2], blended[:2], rtol=1e-6)  # pets: always blended
+    np.testing.assert_allclose(targets[2:4], blended[2:4] if other else label_rows[2:4], rtol=1e-6)
+    np.testing.assert_array_equal(targets[4], [0.0, 0.0, 1.0])  # a generated picture keeps its label
+    assert record["other"] is other and record["weight"] == 0.7
+
+
 def test_the_teachers_answers_are_computed_once(tiny_model_path: Path, tmp_path: Path, monkeypatch):
     import keras
 

@@ -273,6 +273,9 @@ class TrainingSettings(_Section):
     # With `catdog train --distill-from TEACHER_H5`: the teacher's share in the cats' and dogs' targets
     # (catdog/training/distill.py). A default: configs and run records from before it existed had none.
     distill_weight: Annotated[StrictFloat, Field(ge=0.0, le=1.0)] = 0.7
+    # With --distill-from: blend the teacher in for the photos of neither too (false: they keep their label).
+    # Off by default, as configs and run records from before it existed kept Other's label.
+    distill_other: StrictBool = False
     head_refit: HeadRefitSettings = HeadRefitSettings()
     other_weights: OtherWeightSettings = OtherWeightSettings()
     augmentation: AugmentationSettings

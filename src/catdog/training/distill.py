@@ -5,9 +5,11 @@ A student trained toward the ensemble's probabilities learns more from each
 pet photo than from its label alone: how cat-like a dog looks, how sure the
 label is. So the student's targets for cats and dogs blend the teacher's
 probabilities with the true label (``training.distill_weight`` is the
-teacher's share); photos of neither keep their true label, because the
-teacher is weakest exactly there (a teacher that calls a horse a dog must not
-pass that on).
+teacher's share); photos of neither keep their true label by default, because
+the teacher is weakest exactly there (a teacher that calls a horse a dog must
+not pass that on). ``training.distill_other`` blends the teacher in for them
+too: with Other's label kept hard while the pets' targets carry some Other,
+a student learns to lean to Other (the study's fifth pass).
 
 The teacher sees each training photo once, unaugmented; the student then
 learns that answer from every augmented view of the photo, shrunk ones

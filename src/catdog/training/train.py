@@ -272,9 +272,12 @@ def _distilled_targets(settings: Settings, split: Split, photos, labels, teacher
         raise ModelError(f"the teacher {str(teacher_file)!r} answers {taught.shape[1]} classes, not {len(classes)}")
     generated = np.eye(len(classes), dtype=np.float32)[labels[len(photos) :]]
     teacher = np.concatenate([taught, generated])
-    weight = settings.training.distill_weight
-    targets = distill.soft_targets(labels, teacher, len(classes), other_index(classes), weight)
-    return targets, {"file": str(teacher_file), "sha256": file_sha256(teacher_file), "weight": weight}
+    weight, other = settings.training.distill_weight, settings.training.distill_other
+    # The generated pictures stay one-hot either way: their rows above are their labels.
+    kept = None if other else other_index(classes)
+    targets = distill.soft_targets(labels, teacher, len(classes), kept, weight)
+    taught_by = {"file": str(teacher_file), "sha256": file_sha256(teacher_file), "weight": weight}
+    return targets, {**taught_by, "other": other}
 
 
 def transfer_weights(source, target) -> int:
