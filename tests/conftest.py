@@ -12,9 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
-from catdog.config import CONFIG_NAME, PROJECT_ROOT, Settings, load_config
+from catdog.config import Settings, load_config
 from helpers import (
     CLASSES_OVERRIDE,
     OLE_MAGIC,
@@ -24,6 +23,7 @@ from helpers import (
     make_photo,
     make_tiny_run,
     png_declaring,
+    read_shipped_config,
     save_model,
     tar_bytes,
     write_test_config,
@@ -41,7 +41,7 @@ def _no_catdog_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def shipped_config() -> dict:
     """The project's config.yaml as a plain, mutable mapping."""
-    return yaml.safe_load((PROJECT_ROOT / CONFIG_NAME).read_text(encoding="utf-8"))
+    return read_shipped_config()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from catdog.config import PROJECT_ROOT
+from catdog.config import CONFIG_NAME, PROJECT_ROOT
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # how every Thumbs.db starts
 # The tiny training dataset of the ``tiny_run`` fixture: side, photos per class, Other sources.
@@ -275,6 +275,11 @@ def make_collection(folder: Path, photos: int = 10) -> dict[str, str | None]:
 
 
 # --- Test configs and the tiny training run -----------------------------------
+
+
+def read_shipped_config() -> dict:
+    """The project's config.yaml as a plain, mutable mapping."""
+    return yaml.safe_load((PROJECT_ROOT / CONFIG_NAME).read_text(encoding="utf-8"))
 
 
 def write_test_config(root: Path, shipped_config: dict) -> Path:

@@ -8,17 +8,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from catdog import paths
-from catdog.config import CONFIG_NAME, PROJECT_ROOT, load_config
+from catdog.config import load_config
 from catdog.data import dataset
 from catdog.errors import DatasetError
 from catdog.export import ship
 from catdog.serving import predict
 from catdog.training import compose, evaluate, loop, results, train
-from helpers import TINY_OTHER_SOURCES, copy_run, make_tiny_run, pattern_picture, write_test_config
+from helpers import (
+    TINY_OTHER_SOURCES,
+    copy_run,
+    make_tiny_run,
+    pattern_picture,
+    read_shipped_config,
+    write_test_config,
+)
 from helpers import TINY_PER_CLASS as PER_CLASS
 from helpers import TINY_SIZE as SIZE
 
@@ -130,7 +136,7 @@ def test_train_cli_reports_a_missing_manifest(tmp_path: Path, config_file: Path,
 def trained_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Inception trained once for this module: its whole run folder (training is the slow part)."""
     root = tmp_path_factory.mktemp("trained")
-    config_file = make_tiny_run(write_test_config(root, yaml.safe_load((PROJECT_ROOT / CONFIG_NAME).read_text())))
+    config_file = make_tiny_run(write_test_config(root, read_shipped_config()))
     train.train(_settings(config_file))
     return root
 

@@ -8,8 +8,9 @@ probabilities with the true label (``training.distill_weight`` is the
 teacher's share); photos of neither keep their true label by default, because
 the teacher is weakest exactly there (a teacher that calls a horse a dog must
 not pass that on). ``training.distill_other`` blends the teacher in for them
-too: with Other's label kept hard while the pets' targets carry some Other,
-a student learns to lean to Other (the study's fifth pass).
+too, so that Other's targets are as soft as the pets' (with Other's label hard
+and some Other in every pet's target, the fifth pass's student leaned to Other;
+the thirteenth pass's, with this on, leaned to Other all the same).
 
 The teacher sees each training photo once, unaugmented; the student then
 learns that answer from every augmented view of the photo, shrunk ones

@@ -276,8 +276,7 @@ def _distilled_targets(settings: Settings, split: Split, photos, labels, teacher
     # The generated pictures stay one-hot either way: their rows above are their labels.
     kept = None if other else other_index(classes)
     targets = distill.soft_targets(labels, teacher, len(classes), kept, weight)
-    taught_by = {"file": str(teacher_file), "sha256": file_sha256(teacher_file), "weight": weight}
-    return targets, {**taught_by, "other": other}
+    return targets, {"file": str(teacher_file), "sha256": file_sha256(teacher_file), "weight": weight, "other": other}
 
 
 def transfer_weights(source, target) -> int:
